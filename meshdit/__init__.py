@@ -1,0 +1,83 @@
+"""meshdit: lower a diffusers diffusion transformer to a (sharded) TT-NN program.
+
+    program = meshdit.lower(model, "1x1", example_inputs)
+    outputs = program(**example_inputs)        # runs on the simulated mesh by default
+    print(program.plan())
+    for result in program.pcc_report(): print(result)
+
+Stages (each a module with one entry point; data flows one way):
+    capture.capture -> passes.run_passes -> sharding (MeshConfig) -> lowering.lower_graph / emit_source
+    -> runtime.Program
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import time
+
+import torch
+import torch.utils._pytree as pytree
+
+from .capture import capture
+from .errors import ConfigError, MeshditError
+from .sharding import MeshConfig
+
+DTYPE_NAMES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
+               "bfp8": "bfloat8_b", "bfp8_b": "bfloat8_b", "bfloat8_b": "bfloat8_b"}
+
+
+def _dtype_name(value, what):
+    name = DTYPE_NAMES.get(str(value).replace("torch.", "")) if value is not None else None
+    if name is None:
+        raise ConfigError(f"{what}={value!r}: use one of fp32, bf16 (and bfp8 for weights)")
+    return name
+
+
+def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None = None, *, dtype="fp32",
+          weight_dtype=None, static_inputs=(), allow_host_fallback=True, check=True):
+    """Lower `model` to a TT-NN Program for `mesh_config`, specialised to the shapes of `example_inputs`.
+
+    dtype: activation dtype on device (fp32 or bf16); weight_dtype: matmul weight dtype (bf16 or bfp8; defaults to
+    dtype). static_inputs: input names whose values are baked in (inputs read by data-dependent ops always are).
+    allow_host_fallback: run ops without a TT-NN lowering on host (counted in the coverage report) instead of
+    raising UnsupportedOpError. check: compute the torch golden on the example inputs (when weights are real) so
+    `program.pcc_report()` can compare.
+    """
+    from .lowering import emit_source, lower_graph
+    from .passes import run_passes
+    from .report import plan_text
+    from .runtime import Program
+
+    mesh = MeshConfig.parse(mesh_config)
+    if mesh.num_devices != 1:
+        raise ConfigError(
+            f"mesh {mesh}: multi-device sharding is not implemented yet; lower on '1x1' "
+            "(the sharding stage, issue 3, adds cfg/sp/tp/ulysses placements)"
+        )
+    act = _dtype_name(dtype, "dtype")
+    weights = _dtype_name(weight_dtype or dtype, "weight_dtype")
+    if act == "bfloat8_b":
+        raise ConfigError("dtype='bfp8' is for weights only; use weight_dtype='bfp8' with dtype='bf16'")
+    if example_inputs is None:
+        raise ConfigError("example_inputs is required: the dict of keyword arguments the module's forward takes")
+    timings = {}
+    captured = capture(model, example_inputs)
+    timings["capture"] = captured.seconds
+    t0 = time.perf_counter()
+    graph = run_passes(captured, static_inputs)
+    timings["passes"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ir = lower_graph(graph, mesh.shape, act, weights, allow_host_fallback)
+    source = emit_source(ir)
+    timings["lowering"] = time.perf_counter() - t0
+    program = Program(ir, source, graph, plan_text(graph, ir, timings, str(mesh)))
+    if check and not captured.on_meta:
+        inputs = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in example_inputs.items()}
+        with torch.no_grad():
+            expected = model(**captured.example_inputs)
+        program.golden = (inputs, [t.detach().clone() for t in pytree.tree_leaves(expected)])
+    return program
+
+
+__all__ = ["lower", "capture", "MeshConfig", "MeshditError", "__version__"]

@@ -1,0 +1,125 @@
+"""The TT-NN program IR: ops named as ttnn 0.81.1 names them, over tensors with logical and tile-padded shapes.
+
+A ProgramIR is what the emitter prints and what the plan reports. It holds no torch objects, only names, shapes and
+Python literals, so it can be printed, diffed and saved as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TILE = 32
+DTYPES = ("float32", "bfloat16", "bfloat8_b", "int32", "uint32")
+BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "bfloat8_b": 1.0625, "int32": 4, "uint32": 4}
+
+
+def tile_padded(shape: tuple) -> tuple:
+    """The shape a TILE-layout tensor occupies on device: last two dims rounded up to multiples of 32."""
+    shape = tuple(shape)
+    if not shape:
+        return (TILE, TILE)
+    if len(shape) == 1:
+        return (TILE, -(-shape[0] // TILE) * TILE)
+    return shape[:-2] + tuple(-(-d // TILE) * TILE for d in shape[-2:])
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple  # logical shape
+    dtype: str  # one of DTYPES
+    layout: str = "TILE"  # TILE | ROW_MAJOR
+
+    @property
+    def padded_shape(self) -> tuple:
+        return tile_padded(self.shape) if self.layout == "TILE" else tuple(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for d in self.padded_shape:
+            count *= d
+        return int(count * BYTES_PER_ELEMENT[self.dtype])
+
+    def __str__(self):
+        pad = "" if self.padded_shape == tuple(self.shape) else f" (padded {list(self.padded_shape)})"
+        return f"{self.name}: {self.dtype}{list(self.shape)}{pad} {self.layout}"
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A reference to a tensor variable of the program."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class WeightRef:
+    """A reference to a program weight (printed as w["name"])."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Code:
+    """A Python expression printed as is (ttnn.bfloat16, a config variable, ...)."""
+
+    text: str
+
+
+@dataclass
+class Op:
+    fn: str  # "ttnn.linear", "ttnn.transformer.scaled_dot_product_attention", or "host_call" for host fallback
+    args: tuple
+    kwargs: dict
+    outputs: list  # output tensor names (several for multi-output ops)
+    node: str  # FX node it lowers
+    where: str  # model source location
+    module: str = ""  # owning module path (transformer_blocks.3.attn), for grouping in the emitted source
+
+    @property
+    def on_host(self) -> bool:
+        return self.fn == "host_call"
+
+
+@dataclass
+class WeightSpec:
+    """A tensor the program owns, prepared on host from a model constant and uploaded once."""
+
+    name: str
+    constant: str  # ModelGraph constant it comes from
+    transform: str  # how the host prepares it: identity | transpose | row | additive_mask
+    spec: TensorSpec
+
+
+@dataclass
+class InputSpec:
+    name: str
+    spec: TensorSpec
+    torch_dtype: str  # dtype the module takes (the program casts on upload)
+
+
+@dataclass
+class ProgramIR:
+    model_name: str
+    mesh_shape: tuple
+    act_dtype: str
+    weight_dtype: str
+    inputs: list  # InputSpec, in call order
+    weights: dict  # name -> WeightSpec
+    ops: list  # Op
+    outputs: list  # output tensor names, flat, in the module's output order
+    tensors: dict  # name -> TensorSpec for every op output
+    configs: dict = field(default_factory=dict)  # config variable -> Python expression (kernel configs)
+    static_inputs: dict = field(default_factory=dict)  # name -> description of the baked-in value
+
+    def coverage(self) -> dict:
+        device, host = {}, {}
+        for op in self.ops:
+            bucket = host if op.on_host else device
+            key = op.args[0] if op.on_host else op.fn
+            bucket[key] = bucket.get(key, 0) + 1
+        return {"device": device, "host": host}
+
+    def weight_bytes(self) -> int:
+        return sum(w.spec.nbytes for w in self.weights.values())

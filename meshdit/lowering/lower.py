@@ -1,0 +1,415 @@
+"""Lower a ModelGraph to a ProgramIR: one rule per canonical op, each emitting ttnn calls.
+
+Rules see FX nodes and emit ops through the Builder, which owns naming, dtypes and weights. An op without a rule
+runs on host (torch) when host fallback is allowed: it is emitted as `host_call("aten....", ...)` and counted in
+the coverage report; otherwise lowering stops with UnsupportedOpError naming the node and its source line.
+
+Dtypes: every floating activation has the program's activation dtype (float32 or bfloat16); matmul weights have
+the weight dtype (bfloat16 or bfloat8_b); other constants (norm weights, biases, tables) the activation dtype.
+float64 computations in the model (rotary tables) run in the activation dtype: the device has no float64.
+"""
+
+from __future__ import annotations
+
+import operator
+import warnings
+
+import torch
+import torch.fx as fx
+
+from ..errors import UnsupportedOpError, node_location
+from ..passes import ops as mdops
+from ..passes.graph import ModelGraph
+from .ir import Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
+
+aten = torch.ops.aten
+
+TTNN_DTYPE = {"float32": "ttnn.float32", "bfloat16": "ttnn.bfloat16", "bfloat8_b": "ttnn.bfloat8_b",
+              "int32": "ttnn.int32", "uint32": "ttnn.uint32"}
+
+# Compute kernel configs as TT-DiT sets them: matmuls HiFi2 with fp32 accumulation, norms HiFi4.
+CONFIGS = {
+    "MATMUL_CONFIG": "ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.HiFi2, "
+                     "math_approx_mode=False, fp32_dest_acc_en=True, packer_l1_acc=True)",
+    "NORM_CONFIG": "ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.HiFi4, "
+                   "math_approx_mode=False, fp32_dest_acc_en=True, packer_l1_acc=False)",
+    "SDPA_CONFIG": "ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.HiFi2, "
+                   "math_approx_mode=False, fp32_dest_acc_en=False, packer_l1_acc=False)",
+}
+
+
+def _module_path(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    return path.replace("L['self'].", "").replace("L__self__.", "")
+
+
+class Builder:
+    def __init__(self, mg: ModelGraph, act_dtype: str, weight_dtype: str):
+        self.mg = mg
+        self.act_dtype = act_dtype
+        self.weight_dtype = weight_dtype
+        self.ops: list = []
+        self.tensors: dict = {}
+        self.weights: dict = {}
+        self.values: dict = {}  # FX node -> Ref | tuple of Ref | literal
+        self.configs: dict = {}
+        self.node: fx.Node | None = None
+        self._count = 0
+
+    # --- dtypes -----------------------------------------------------------------------------------------------
+    def dtype_of(self, torch_dtype: torch.dtype) -> str:
+        if torch_dtype.is_floating_point:
+            return self.act_dtype
+        if torch_dtype == torch.bool or torch_dtype == torch.uint8:
+            return "uint32"
+        return "int32"
+
+    # --- values -----------------------------------------------------------------------------------------------
+    def arg(self, a):
+        if isinstance(a, fx.Node):
+            return self.values[a]
+        if isinstance(a, (list, tuple)):
+            return type(a)(self.arg(x) for x in a)
+        return a
+
+    def config(self, name: str) -> Code:
+        self.configs[name] = CONFIGS[name]
+        return Code(name)
+
+    def weight(self, node: fx.Node, transform: str = "identity", dtype: str | None = None) -> WeightRef:
+        """A program weight made from a constant placeholder, prepared on host by `transform`."""
+        const = node.meta["key"]
+        base = self.mg.constants[const].source or const  # parameters keep their state-dict name
+        name = base if transform == "identity" else f"{base}:{transform}"
+        if name not in self.weights:
+            shape = tuple(node.meta["val"].shape)
+            if transform == "transpose":
+                shape = shape[:-2] + (shape[-1], shape[-2])
+            elif transform == "row":
+                shape = (1, shape[0])
+            tdtype = dtype or (self.dtype_of(node.meta["val"].dtype) if transform != "additive_mask"
+                               else self.act_dtype)
+            self.weights[name] = WeightSpec(name, const, transform, TensorSpec(name, shape, tdtype))
+        return WeightRef(name)
+
+    def value_or_weight(self, a):
+        if isinstance(a, fx.Node) and a.op == "placeholder" and a.meta["kind"] == "const":
+            return self.weight(a)
+        return self.arg(a)
+
+    # --- ops --------------------------------------------------------------------------------------------------
+    def call(self, fn: str, args: tuple, kwargs: dict | None = None, meta=None, dtype: str | None = None):
+        """Append an op; returns a Ref (or a tuple of Refs when meta is a tuple)."""
+        meta = self.node.meta["val"] if meta is None else meta
+        metas = list(meta) if isinstance(meta, (tuple, list)) else [meta]
+        names = []
+        for m in metas:
+            self._count += 1
+            name = f"t{self._count}"
+            tdtype = dtype or self.dtype_of(m.dtype)
+            self.tensors[name] = TensorSpec(name, tuple(m.shape), tdtype)
+            names.append(name)
+        self.ops.append(Op(fn, tuple(args), dict(kwargs or {}), names, self.node.name, node_location(self.node),
+                           _module_path(self.node)))
+        refs = tuple(Ref(n) for n in names)
+        return refs if isinstance(meta, (tuple, list)) else refs[0]
+
+
+# --- rules ----------------------------------------------------------------------------------------------------
+def _linear(b: Builder, node):
+    x, w = node.args[0], node.args[1]
+    bias = node.args[2] if len(node.args) > 2 else None
+    kwargs = {}
+    if isinstance(w, fx.Node) and w.op == "placeholder" and w.meta["kind"] == "const":
+        weight = b.weight(w, "transpose", dtype=b.weight_dtype)
+    else:
+        weight = b.arg(w)
+        kwargs["transpose_b"] = True
+    if bias is not None:
+        kwargs["bias"] = b.weight(bias, "row") if bias.op == "placeholder" else b.arg(bias)
+    kwargs.update(compute_kernel_config=b.config("MATMUL_CONFIG"), dtype=Code(TTNN_DTYPE[b.act_dtype]))
+    return b.call("ttnn.linear", (b.arg(x), weight), kwargs)
+
+
+def _matmul(b: Builder, node):
+    return b.call("ttnn.matmul", (b.value_or_weight(node.args[0]), b.value_or_weight(node.args[1])),
+                  {"compute_kernel_config": b.config("MATMUL_CONFIG")})
+
+
+def _norm(fn):
+    def rule(b: Builder, node):
+        x = node.args[0]
+        if fn == "ttnn.layer_norm":  # layer_norm(x, shape, weight, bias, eps)
+            weight, bias, eps = (list(node.args[2:5]) + [None, None, 1e-5][len(node.args[2:5]):])
+        else:  # rms_norm(x, shape, weight, eps)
+            weight = node.args[2] if len(node.args) > 2 else None
+            bias = None
+            eps = node.args[3] if len(node.args) > 3 and node.args[3] is not None else 1e-6
+        kwargs = {"epsilon": float(eps)}
+        if weight is not None:
+            kwargs["weight"] = b.weight(weight, "row") if weight.op == "placeholder" else b.arg(weight)
+        if bias is not None:
+            kwargs["bias"] = b.weight(bias, "row") if bias.op == "placeholder" else b.arg(bias)
+        kwargs["compute_kernel_config"] = b.config("NORM_CONFIG")
+        return b.call(fn, (b.arg(x),), kwargs)
+
+    return rule
+
+
+def _unary(fn, **fixed):
+    def rule(b: Builder, node):
+        return b.call(fn, (b.arg(node.args[0]),), dict(fixed))
+
+    return rule
+
+
+def _gelu(b: Builder, node):
+    approximate = node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none")
+    return b.call("ttnn.gelu", (b.arg(node.args[0]),), {"fast_and_approximate_mode": approximate == "tanh"})
+
+
+def _binary(fn):
+    def rule(b: Builder, node):
+        lhs, rhs = node.args[0], node.args[1]
+        alpha = node.kwargs.get("alpha", 1)
+        if not isinstance(lhs, fx.Node):  # scalar op tensor: only add/mul commute
+            if fn in ("ttnn.add", "ttnn.multiply"):
+                lhs, rhs = rhs, lhs
+            else:
+                return None
+        right = b.value_or_weight(rhs)
+        if alpha != 1:
+            if isinstance(rhs, fx.Node):
+                right = b.call("ttnn.multiply", (right, alpha), meta=rhs.meta["val"])
+            else:
+                right = right * alpha
+        return b.call(fn, (b.value_or_weight(lhs), right))
+
+    return rule
+
+
+def _reduce(fn):
+    def rule(b: Builder, node):
+        dims = node.args[1] if len(node.args) > 1 else None
+        keepdim = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+        return b.call(fn, (b.arg(node.args[0]),), {"dim": list(dims) if dims is not None else None,
+                                                   "keepdim": keepdim})
+
+    return rule
+
+
+def _softmax(b: Builder, node):
+    return b.call("ttnn.softmax", (b.arg(node.args[0]), node.args[1]))
+
+
+def _reshape(b: Builder, node):
+    return b.call("ttnn.reshape", (b.arg(node.args[0]), list(node.meta["val"].shape)))
+
+
+def _permute(b: Builder, node):
+    return b.call("ttnn.permute", (b.arg(node.args[0]), list(node.args[1])))
+
+
+def _slice(b: Builder, node):
+    x = node.args[0]
+    shape = list(x.meta["val"].shape)
+    dim = node.args[1] % len(shape)
+    start, end = node.args[2], min(node.args[3], shape[dim])
+    step = node.args[4] if len(node.args) > 4 else 1
+    starts = [0] * len(shape)
+    ends = list(shape)
+    starts[dim], ends[dim] = start, end
+    args = (b.arg(x), starts, ends) + (([1] * dim + [step] + [1] * (len(shape) - dim - 1),) if step != 1 else ())
+    return b.call("ttnn.slice", args)
+
+
+def _cat(b: Builder, node):
+    tensors = [b.value_or_weight(t) for t in node.args[0]]
+    dim = node.args[1] if len(node.args) > 1 else 0
+    return b.call("ttnn.concat", (tensors, dim % len(node.meta["val"].shape)))
+
+
+def _pad(b: Builder, node):
+    x, pad = node.args[0], list(node.args[1])
+    value = node.args[2] if len(node.args) > 2 else 0.0
+    rank = len(x.meta["val"].shape)
+    padding = [[0, 0] for _ in range(rank)]
+    for i in range(len(pad) // 2):  # torch pads from the last dim backwards
+        padding[rank - 1 - i] = [pad[2 * i], pad[2 * i + 1]]
+    if any(p < 0 for pair in padding for p in pair):
+        return None
+    return b.call("ttnn.pad", (b.arg(x), padding, float(value or 0.0)))
+
+
+def _expand(b: Builder, node):
+    x = node.args[0]
+    in_shape = list(x.meta["val"].shape)
+    out_shape = list(node.meta["val"].shape)
+    src = b.arg(x)
+    if len(in_shape) < len(out_shape):
+        in_shape = [1] * (len(out_shape) - len(in_shape)) + in_shape
+        src = b.call("ttnn.reshape", (src, in_shape), meta=torch.empty(in_shape, dtype=node.meta["val"].dtype,
+                                                                       device="meta"))
+    repeats = [o // i if i != o else 1 for i, o in zip(in_shape, out_shape)]
+    if any(i not in (1, o) for i, o in zip(in_shape, out_shape)):
+        return None
+    return b.call("ttnn.repeat", (src, repeats))
+
+
+def _cast(b: Builder, node):
+    x = node.args[0]
+    src, dst = b.dtype_of(x.meta["val"].dtype), b.dtype_of(node.meta["val"].dtype)
+    if src == dst:
+        return b.arg(x)  # float-to-float casts vanish: every float activation has the program dtype
+    return b.call("ttnn.typecast", (b.arg(x), Code(TTNN_DTYPE[dst])))
+
+
+def _sdpa(b: Builder, node):
+    q, k, v = node.args[:3]
+    extra = dict(zip(["attn_mask", "dropout_p", "is_causal", "scale"], node.args[3:]))
+    extra.update(node.kwargs)
+    if extra.get("dropout_p", 0.0):
+        return None
+    kwargs = {"is_causal": bool(extra.get("is_causal", False))}
+    mask = extra.get("attn_mask")
+    if mask is not None:
+        if not (mask.op == "placeholder" and mask.meta["kind"] == "const"):
+            return None
+        transform = "additive_mask" if mask.meta["val"].dtype == torch.bool else "identity"
+        kwargs["attn_mask"] = b.weight(mask, transform)
+    if extra.get("scale") is not None:
+        kwargs["scale"] = float(extra["scale"])
+    kwargs["compute_kernel_config"] = b.config("SDPA_CONFIG")
+    return b.call("ttnn.transformer.scaled_dot_product_attention", (b.arg(q), b.arg(k), b.arg(v)), kwargs)
+
+
+def _joint_sdpa(b: Builder, node):
+    q, k, v, jq, jk, jv = (b.arg(a) for a in node.args[:6])
+    scale = node.kwargs.get("scale")
+    joint_first = node.kwargs.get("joint_first", False)
+    main_meta, joint_meta = node.args[0].meta["val"], node.args[3].meta["val"]
+    n, length = main_meta.shape[-2], joint_meta.shape[-2]
+    chunk = _chunk_size(max(n, length))
+    b.configs[f"SDPA_PROGRAM_{chunk}"] = (
+        "ttnn.SDPAProgramConfig(compute_with_storage_grid_size=DEVICE_GRID, "
+        f"q_chunk_size={chunk}, k_chunk_size={chunk}, exp_approx_mode=False)")
+    kwargs = {"joint_strategy": "rear", "program_config": Code(f"SDPA_PROGRAM_{chunk}")}
+    if scale is not None:
+        kwargs["scale"] = float(scale)
+    kwargs["compute_kernel_config"] = b.config("SDPA_CONFIG")
+    out_shape = list(main_meta.shape[:-1]) + [node.args[2].meta["val"].shape[-1]]
+    joint_shape = list(joint_meta.shape[:-1]) + [node.args[5].meta["val"].shape[-1]]
+    metas = (torch.empty(out_shape, device="meta"), torch.empty(joint_shape, device="meta"))
+    out, joint_out = b.call("ttnn.transformer.joint_scaled_dot_product_attention", (q, k, v, jq, jk, jv), kwargs,
+                            meta=metas)
+    parts = [joint_out, out] if joint_first else [out, joint_out]
+    return b.call("ttnn.concat", (parts, 2))
+
+
+def _chunk_size(seq: int) -> int:
+    padded = -(-seq // 32) * 32
+    for size in (256, 128, 64, 32):
+        if padded % size == 0:
+            return size
+    return 32
+
+
+RULES = {
+    aten.linear.default: _linear,
+    aten.matmul.default: _matmul,
+    aten.mm.default: _matmul,
+    aten.bmm.default: _matmul,
+    aten.layer_norm.default: _norm("ttnn.layer_norm"),
+    aten.rms_norm.default: _norm("ttnn.rms_norm"),
+    aten.gelu.default: _gelu,
+    aten.silu.default: _unary("ttnn.silu"),
+    aten.relu.default: _unary("ttnn.relu"),
+    aten.neg.default: _unary("ttnn.neg"),
+    aten.exp.default: _unary("ttnn.exp"),
+    aten.sin.default: _unary("ttnn.sin"),
+    aten.cos.default: _unary("ttnn.cos"),
+    aten.tanh.default: _unary("ttnn.tanh"),
+    aten.sigmoid.default: _unary("ttnn.sigmoid"),
+    aten.rsqrt.default: _unary("ttnn.rsqrt"),
+    aten.sqrt.default: _unary("ttnn.sqrt"),
+    aten.reciprocal.default: _unary("ttnn.reciprocal"),
+    aten.abs.default: _unary("ttnn.abs"),
+    aten.add.Tensor: _binary("ttnn.add"),
+    aten.sub.Tensor: _binary("ttnn.subtract"),
+    aten.mul.Tensor: _binary("ttnn.multiply"),
+    aten.div.Tensor: _binary("ttnn.divide"),
+    aten.mean.dim: _reduce("ttnn.mean"),
+    aten.sum.dim_IntList: _reduce("ttnn.sum"),
+    aten.softmax.int: _softmax,
+    aten._softmax.default: _softmax,
+    aten.reshape.default: _reshape,
+    aten.permute.default: _permute,
+    aten.slice.Tensor: _slice,
+    aten.cat.default: _cat,
+    aten.constant_pad_nd.default: _pad,
+    aten.expand.default: _expand,
+    aten.to.dtype: _cast,
+    aten.scaled_dot_product_attention.default: _sdpa,
+    mdops.joint_sdpa: _joint_sdpa,
+}
+
+
+def _host_fallback(b: Builder, node, allow: bool):
+    name = str(node.target)
+    if not allow:
+        raise UnsupportedOpError(
+            f"no TT-NN lowering for {name} at {node_location(node)}; "
+            "allow host fallback (allow_host_fallback=True) or extend meshdit/lowering/lower.py RULES"
+        )
+    warnings.warn(f"meshdit: {name} at {node_location(node)} runs on host (no TT-NN lowering)", stacklevel=3)
+    args = tuple(b.value_or_weight(a) if isinstance(a, fx.Node) else b.arg(a) for a in node.args)
+    kwargs = {k: b.arg(v) for k, v in node.kwargs.items()}
+    return b.call("host_call", (name, list(args), kwargs))
+
+
+def lower_graph(mg: ModelGraph, mesh_shape=(1, 1), act_dtype="float32", weight_dtype=None,
+                allow_host_fallback=True) -> ProgramIR:
+    weight_dtype = weight_dtype or act_dtype
+    b = Builder(mg, act_dtype, weight_dtype)
+    inputs = []
+    for node in mg.gm.graph.nodes:
+        b.node = node
+        if node.op == "placeholder":
+            if node.meta["kind"] == "input":
+                meta = node.meta["val"]
+                spec = TensorSpec(node.name, tuple(meta.shape), b.dtype_of(meta.dtype))
+                inputs.append(InputSpec(node.name, spec, str(meta.dtype).replace("torch.", "")))
+                b.values[node] = Ref(node.name)
+            else:
+                b.values[node] = None  # constants become weights where a rule uses them
+        elif node.op == "call_function":
+            if node.target is operator.getitem:
+                b.values[node] = b.values[node.args[0]][node.args[1]]
+                continue
+            rule = RULES.get(node.target)
+            result = rule(b, node) if rule else None
+            if result is None:
+                result = _host_fallback(b, node, allow_host_fallback)
+            b.values[node] = result
+        elif node.op == "output":
+            outputs = []
+            for out in node.args[0]:
+                value = b.value_or_weight(out) if isinstance(out, fx.Node) else out
+                outputs.append(value)
+    return ProgramIR(
+        model_name=mg.model_name,
+        mesh_shape=tuple(mesh_shape),
+        act_dtype=act_dtype,
+        weight_dtype=weight_dtype,
+        inputs=inputs,
+        weights=b.weights,
+        ops=b.ops,
+        outputs=outputs,
+        tensors=b.tensors,
+        configs=b.configs,
+        static_inputs={k: f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
+                       for k, v in mg.static_inputs.items()},
+    )

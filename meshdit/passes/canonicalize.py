@@ -1,0 +1,308 @@
+"""Rewrite the many ATen spellings of one operation into one canonical op, so later stages see a small vocabulary.
+
+    views (view, unflatten, flatten, squeeze, unsqueeze, ...)   -> aten.reshape
+    transpose, t                                               -> aten.permute
+    select, chunk, split, split_with_sizes, unbind            -> aten.slice (+ reshape)
+    stack                                                      -> reshape + aten.cat
+    pow(x, 2), outer, repeat_interleave(int), rsub, pad        -> mul / reshape+mul / reshape+expand / neg+add /
+                                                                  constant_pad_nd
+    single-operand einsum that only permutes                   -> aten.permute
+    casts (to.dtype_layout, _to_copy, type_as)                 -> aten.to.dtype
+    index with a constant contiguous index                     -> aten.slice
+    conv2d with stride == kernel, no padding (patchify)        -> reshape/permute + aten.linear
+Every rule keeps the value of the graph exactly (verified by tests that run the graph before and after).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+
+from .fold import fold_constants
+from .graph import ModelGraph, emit, finalize, replace_node
+
+aten = torch.ops.aten
+
+
+def _shape(node) -> list:
+    return list(node.meta["val"].shape)
+
+
+def _reshape(graph, x, shape, like):
+    if _shape(x) == list(shape):
+        return x
+    return emit(graph, aten.reshape.default, (x, list(shape)), like=like)
+
+
+def _permute(graph, x, perm, like):
+    perm = [p % len(perm) for p in perm]
+    if perm == list(range(len(perm))):
+        return x
+    return emit(graph, aten.permute.default, (x, perm), like=like)
+
+
+def _slice(graph, x, dim, start, end, like):
+    size = _shape(x)[dim]
+    if start == 0 and end >= size:
+        return x
+    return emit(graph, aten.slice.Tensor, (x, dim, start, end), like=like)
+
+
+def _as_reshape(graph, node):
+    return _reshape(graph, node.args[0], _shape(node), node)
+
+
+def _transpose(graph, node):
+    rank = len(_shape(node))
+    perm = list(range(rank))
+    if node.target is aten.t.default:
+        perm = perm[::-1]
+    else:
+        a, b = node.args[1] % rank, node.args[2] % rank
+        perm[a], perm[b] = perm[b], perm[a]
+    return _permute(graph, node.args[0], perm, node)
+
+
+def _permute_rule(graph, node):
+    return _permute(graph, node.args[0], list(node.args[1]), node)
+
+
+def _select(graph, node):
+    x, dim, index = node.args
+    dim %= len(_shape(x))
+    index %= _shape(x)[dim]
+    sliced = _slice(graph, x, dim, index, index + 1, node)
+    return _reshape(graph, sliced, _shape(node), node)
+
+
+def _slice_rule(graph, node):
+    x = node.args[0]
+    shape = _shape(x)
+    dim = (node.args[1] if len(node.args) > 1 else 0) % len(shape)
+    start = node.args[2] if len(node.args) > 2 and node.args[2] is not None else 0
+    end = node.args[3] if len(node.args) > 3 and node.args[3] is not None else shape[dim]
+    step = node.args[4] if len(node.args) > 4 else 1
+    start = max(0, start + shape[dim] if start < 0 else start)
+    end = min(shape[dim], end + shape[dim] if end < 0 else end)
+    if step != 1:
+        return None  # strided slices stay as they are (lowered as a strided ttnn.slice)
+    if start == 0 and end == shape[dim]:
+        return x
+    if list(node.args[1:4]) == [dim, start, end] and len(node.args) == 4:
+        return None
+    return emit(graph, aten.slice.Tensor, (x, dim, start, end), like=node)
+
+
+def _split_like(graph, node):
+    """chunk / split / unbind: replace every getitem user by a slice of the input."""
+    x = node.args[0]
+    parts = node.meta["val"]
+    if node.target is aten.unbind.int:
+        dim = (node.args[1] if len(node.args) > 1 else 0) % len(_shape(x))
+    else:
+        dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
+        dim %= len(_shape(x))
+    offsets, start = [], 0
+    for part in parts:
+        size = 1 if node.target is aten.unbind.int else part.shape[dim]
+        offsets.append((start, start + size))
+        start += size
+    for user in list(node.users):
+        if user.target is not operator.getitem:
+            return None
+    for user in list(node.users):
+        lo, hi = offsets[user.args[1]]
+        with graph.inserting_before(user):
+            value = _slice(graph, x, dim, lo, hi, user)
+            if node.target is aten.unbind.int:
+                value = _reshape(graph, value, _shape(user), user)
+        replace_node(user, value)
+    return "erase"
+
+
+def _stack(graph, node):
+    tensors, dim = node.args[0], (node.args[1] if len(node.args) > 1 else 0)
+    rank = len(_shape(node))
+    dim %= rank
+    pieces = []
+    for t in tensors:
+        shape = _shape(t)
+        pieces.append(_reshape(graph, t, shape[:dim] + [1] + shape[dim:], node))
+    return emit(graph, aten.cat.default, (pieces, dim), like=node)
+
+
+def _pow(graph, node):
+    x, exponent = node.args
+    if exponent == 2:
+        return emit(graph, aten.mul.Tensor, (x, x), like=node)
+    if exponent == 1:
+        return x
+    if exponent == 0.5:
+        return emit(graph, aten.sqrt.default, (x,), like=node)
+    if exponent == -0.5:
+        return emit(graph, aten.rsqrt.default, (x,), like=node)
+    return None
+
+
+def _outer(graph, node):
+    a, b = node.args
+    left = _reshape(graph, a, [_shape(a)[0], 1], node)
+    right = _reshape(graph, b, [1, _shape(b)[0]], node)
+    return emit(graph, aten.mul.Tensor, (left, right), like=node)
+
+
+def _repeat_interleave(graph, node):
+    x = node.args[0]
+    repeats = node.args[1]
+    dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim")
+    if dim is None or not isinstance(repeats, int):
+        return None
+    shape = _shape(x)
+    dim %= len(shape)
+    expanded_shape = shape[: dim + 1] + [repeats] + shape[dim + 1:]
+    unsq = _reshape(graph, x, shape[: dim + 1] + [1] + shape[dim + 1:], node)
+    expanded = emit(graph, aten.expand.default, (unsq, expanded_shape), like=node)
+    return _reshape(graph, expanded, _shape(node), node)
+
+
+def _rsub(graph, node):
+    x, other = node.args[0], node.args[1]
+    alpha = node.kwargs.get("alpha", 1)
+    if alpha != 1:
+        return None
+    negated = emit(graph, aten.neg.default, (x,), like=node)
+    return emit(graph, aten.add.Tensor, (negated, other), like=node)
+
+
+def _pad(graph, node):
+    x, pad = node.args[0], node.args[1]
+    mode = node.args[2] if len(node.args) > 2 else node.kwargs.get("mode", "constant")
+    value = node.args[3] if len(node.args) > 3 else node.kwargs.get("value", None)
+    if mode != "constant":
+        return None
+    if all(p == 0 for p in pad):
+        return x
+    return emit(graph, aten.constant_pad_nd.default, (x, list(pad), value or 0.0), like=node)
+
+
+def _einsum(graph, node):
+    equation, operands = node.args[0], node.args[1]
+    if len(operands) != 1 or "->" not in equation:
+        return None
+    lhs, rhs = (s.strip() for s in equation.replace(" ", "").split("->"))
+    if "." in lhs or sorted(lhs) != sorted(rhs) or len(set(lhs)) != len(lhs):
+        return None
+    return _permute(graph, operands[0], [lhs.index(c) for c in rhs], node)
+
+
+def _cast(graph, node):
+    x = node.args[0]
+    dtype = node.meta["val"].dtype
+    if x.meta["val"].dtype == dtype:
+        return x
+    if node.target is aten.to.dtype and len(node.args) == 2 and not node.kwargs:
+        return None
+    return emit(graph, aten.to.dtype, (x, dtype), like=node)
+
+
+def _index(graph, node, constants):
+    """x[..., idx, ...] with one constant index tensor that is a contiguous ascending range -> slice."""
+    x, indices = node.args
+    live = [(d, i) for d, i in enumerate(indices) if i is not None]
+    if len(live) != 1:
+        return None
+    dim, idx = live[0]
+    if not (isinstance(idx, fx.Node) and idx.op == "placeholder" and idx.meta["kind"] == "const"):
+        return None
+    value = constants[idx.meta["key"]].value
+    if value is None or value.dim() != 1 or value.dtype in (torch.bool,):
+        return None
+    values = value.tolist()
+    if values and values != list(range(values[0], values[0] + len(values))):
+        return None
+    if not values:
+        return None
+    return _slice(graph, x, dim, values[0], values[0] + len(values), node)
+
+
+def _patchify_conv(graph, node):
+    """conv2d whose stride equals its kernel, without padding, dilation or groups, is a linear over patches."""
+    x, weight = node.args[0], node.args[1]
+    bias = node.args[2] if len(node.args) > 2 else None
+    stride = list(node.args[3]) if len(node.args) > 3 else [1, 1]
+    padding = list(node.args[4]) if len(node.args) > 4 else [0, 0]
+    dilation = list(node.args[5]) if len(node.args) > 5 else [1, 1]
+    groups = node.args[6] if len(node.args) > 6 else 1
+    out_ch, in_ch, kh, kw = _shape(weight)
+    if [kh, kw] != stride or any(padding) or dilation != [1, 1] or groups != 1:
+        return None
+    b, c, h, w = _shape(x)
+    if h % kh or w % kw:
+        return None
+    gh, gw = h // kh, w // kw
+    # [B, C, gh, kh, gw, kw] -> [B, gh, gw, C, kh, kw]: each patch flattened in the weight's (C, kh, kw) order.
+    patches = _reshape(graph, x, [b, c, gh, kh, gw, kw], node)
+    patches = _permute(graph, patches, [0, 2, 4, 1, 3, 5], node)
+    patches = _reshape(graph, patches, [b, gh * gw, c * kh * kw], node)
+    flat_weight = _reshape(graph, weight, [out_ch, in_ch * kh * kw], node)
+    out = emit(graph, aten.linear.default, (patches, flat_weight, bias), like=node)
+    out = _reshape(graph, out, [b, gh, gw, out_ch], node)
+    return _permute(graph, out, [0, 3, 1, 2], node)
+
+
+RULES = {
+    aten.view.default: _as_reshape,
+    aten._unsafe_view.default: _as_reshape,
+    aten.reshape.default: _as_reshape,
+    aten.unflatten.int: _as_reshape,
+    aten.flatten.using_ints: _as_reshape,
+    aten.squeeze.dim: _as_reshape,
+    aten.squeeze.dims: _as_reshape,
+    aten.squeeze.default: _as_reshape,
+    aten.unsqueeze.default: _as_reshape,
+    aten.transpose.int: _transpose,
+    aten.t.default: _transpose,
+    aten.permute.default: _permute_rule,
+    aten.select.int: _select,
+    aten.slice.Tensor: _slice_rule,
+    aten.chunk.default: _split_like,
+    aten.split.Tensor: _split_like,
+    aten.split_with_sizes.default: _split_like,
+    aten.unbind.int: _split_like,
+    aten.stack.default: _stack,
+    aten.pow.Tensor_Scalar: _pow,
+    aten.outer.default: _outer,
+    aten.repeat_interleave.self_int: _repeat_interleave,
+    aten.rsub.Scalar: _rsub,
+    aten.pad.default: _pad,
+    aten.einsum.default: _einsum,
+    aten.to.dtype: _cast,
+    aten.to.dtype_layout: _cast,
+    aten._to_copy.default: _cast,
+    aten.type_as.default: _cast,
+    aten.index.Tensor: _index,
+    aten.conv2d.default: _patchify_conv,
+}
+
+def canonicalize(mg: ModelGraph) -> int:
+    """Apply every rule once over the graph (rules emit canonical ops only); returns the number rewritten."""
+    graph = mg.gm.graph
+    rewritten = 0
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in RULES:
+            continue
+        with graph.inserting_before(node):
+            rule = RULES[node.target]
+            result = rule(graph, node, mg.constants) if rule is _index else rule(graph, node)
+        if result is None:
+            continue
+        if result == "erase":
+            graph.erase_node(node)
+        else:
+            replace_node(node, result)
+        rewritten += 1
+    finalize(mg)
+    fold_constants(mg)
+    return rewritten

@@ -1,0 +1,129 @@
+"""ModelGraph: the FX graph the passes rewrite, with its constants and the recipe that computes them.
+
+After specialisation every value in `gm` has a concrete shape (node.meta["val"] is a meta tensor), and the
+graph's placeholders are of two kinds (node.meta["kind"]):
+  "input": a runtime input of the module (hidden_states, timestep, ...), fed on every call;
+  "const": a constant the program owns: a parameter, a buffer, or a folded input-independent value (position
+           tables, a cropped position embedding). Folded constants are computed from the state dict by `recipe`,
+           so a graph planned on the meta device gets real constants when real weights arrive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+
+
+@dataclass
+class ConstantSpec:
+    name: str
+    shape: tuple
+    dtype: torch.dtype
+    source: str | None  # state-dict key when the constant is a parameter/buffer as is, else None (folded)
+    value: torch.Tensor | None = None  # real value, None while weights are on meta
+
+
+@dataclass
+class ModelGraph:
+    gm: fx.GraphModule
+    inputs: dict  # runtime input name -> meta tensor (shape, dtype), in call order
+    constants: dict  # name -> ConstantSpec
+    recipe: fx.GraphModule  # (state-dict tensors..., static inputs...) -> folded constants
+    recipe_inputs: list  # [(kind, key)] with kind in {"state", "static"}, one per recipe placeholder
+    recipe_outputs: list  # constant names, one per recipe output
+    static_inputs: dict  # name -> value baked into the program (checked on every call)
+    out_spec: pytree.TreeSpec
+    model_name: str
+    on_meta: bool
+    notes: list = field(default_factory=list)  # decisions the passes took that a user should see in the plan
+    patterns: list = field(default_factory=list)  # recognised structure (see passes/patterns.py)
+
+    # --- inspection -------------------------------------------------------------------------------------------
+    def op_nodes(self):
+        return [n for n in self.gm.graph.nodes if n.op == "call_function"]
+
+    def placeholders(self, kind: str | None = None):
+        return [n for n in self.gm.graph.nodes if n.op == "placeholder" and (kind is None or n.meta["kind"] == kind)]
+
+    # --- constants ----------------------------------------------------------------------------------------------
+    def materialize_constants(self, state_dict: dict) -> None:
+        """Compute every constant from a state dict of real tensors (parameters and buffers by FQN)."""
+        missing = [c.source for c in self.constants.values() if c.source and c.source not in state_dict]
+        missing += [key for kind, key in self.recipe_inputs if kind == "state" and key not in state_dict]
+        if missing:
+            raise KeyError(f"state dict lacks {len(missing)} tensors the model needs, e.g. {sorted(set(missing))[:5]}")
+        for spec in self.constants.values():
+            if spec.source:
+                spec.value = _checked(state_dict[spec.source], spec)
+        if self.recipe_outputs:
+            args = [state_dict[key] if kind == "state" else self.static_inputs[key] for kind, key in self.recipe_inputs]
+            with torch.no_grad():
+                outs = self.recipe(*args)
+            for name, value in zip(self.recipe_outputs, outs):
+                self.constants[name].value = _checked(value, self.constants[name])
+
+    def constant_values(self) -> dict:
+        unset = [n for n, c in self.constants.items() if c.value is None]
+        if unset:
+            raise RuntimeError(
+                f"{len(unset)} constants have no value (the model was planned on meta); "
+                "load real weights first (Program.load_weights or ModelGraph.materialize_constants)"
+            )
+        return {n: c.value for n, c in self.constants.items()}
+
+    # --- execution (torch, for verifying passes) ----------------------------------------------------------------
+    def run(self, **inputs):
+        """Run the graph in torch on real inputs and constants; returns the module's output structure."""
+        consts = self.constant_values()
+        args = []
+        for node in self.placeholders():
+            key = node.meta["key"]
+            args.append(inputs[key] if node.meta["kind"] == "input" else consts[key])
+        with torch.no_grad():
+            flat = self.gm(*args)
+        return pytree.tree_unflatten(list(flat), self.out_spec)
+
+
+def _checked(value: torch.Tensor, spec: ConstantSpec) -> torch.Tensor:
+    if tuple(value.shape) != tuple(spec.shape):
+        raise ValueError(f"constant {spec.name}: expected shape {tuple(spec.shape)}, got {tuple(value.shape)}")
+    return value.detach().to(spec.dtype).clone()
+
+
+# --- rewriting helpers shared by the passes -----------------------------------------------------------------------
+def meta_of(arg):
+    """The meta value of a node argument (nodes -> meta['val'], containers mapped, literals as they are)."""
+    return pytree.tree_map(lambda a: a.meta["val"] if isinstance(a, fx.Node) else a, arg)
+
+
+def emit(graph: fx.Graph, target, args: tuple, kwargs: dict | None = None, like: fx.Node | None = None) -> fx.Node:
+    """Insert a call at the graph's current insertion point, with its meta value computed on meta tensors.
+
+    `like` lends its source location and module stack, so errors and reports on the new node still point at the
+    model line it came from.
+    """
+    kwargs = kwargs or {}
+    node = graph.call_function(target, tuple(args), kwargs)
+    node.meta["val"] = target(*meta_of(tuple(args)), **meta_of(kwargs))
+    if like is not None:
+        for key in ("stack_trace", "nn_module_stack"):
+            if key in like.meta:
+                node.meta[key] = like.meta[key]
+    return node
+
+
+def replace_node(node: fx.Node, replacement) -> None:
+    node.replace_all_uses_with(replacement)
+    node.graph.erase_node(node)
+
+
+def finalize(mg: ModelGraph) -> None:
+    """Drop dead nodes and recompile after a rewrite."""
+    graph = mg.gm.graph
+    for node in reversed(list(graph.nodes)):
+        if node.op == "call_function" and not node.users:
+            graph.erase_node(node)
+    mg.gm.recompile()

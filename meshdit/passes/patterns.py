@@ -1,0 +1,227 @@
+"""Recognise DiT structure as graph patterns. Nothing here knows a model's name.
+
+Rewrites (each keeps the graph's value):
+  x * rsqrt(mean(x*x, -1) + eps) [* w]          -> aten.rms_norm          (RMSNorm written out by hand)
+  sdpa(cat(q_a, q_b), cat(k_a, k_b), cat(v_a, v_b)) -> ops.joint_sdpa     (joint attention over two streams)
+Annotations (recorded in ModelGraph.patterns, used by the plan and by sharding):
+  linear                     every aten.linear
+  mlp                        linear -> activation (gelu, gelu-tanh, silu, swiglu/geglu gate) -> linear
+  adaln_modulation           silu(c) -> linear -> split into shift/scale/gate chunks
+  modulate                   norm(x) * (1 + scale) [+ shift]
+  attention / joint_attention  the sdpa node with the linears producing its q, k, v
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+
+from . import ops
+from .graph import ModelGraph, emit, finalize, replace_node
+
+aten = torch.ops.aten
+
+ACTIVATIONS = {aten.gelu.default: "gelu", aten.silu.default: "silu", aten.relu.default: "relu",
+               aten.tanh.default: "tanh"}
+# Ops that move or reshape data without mixing values across tokens; patterns look through them.
+PASS_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.rms_norm.default,
+                aten.layer_norm.default}
+
+
+@dataclass
+class Pattern:
+    kind: str
+    nodes: dict  # role -> node name
+    info: dict = field(default_factory=dict)
+
+    def __str__(self):
+        extra = ", ".join(f"{k}={v}" for k, v in self.info.items())
+        return f"{self.kind}({extra})" if extra else self.kind
+
+
+def _is_scalar(x):
+    return isinstance(x, (int, float))
+
+
+def _const(node):
+    return isinstance(node, fx.Node) and node.op == "placeholder" and node.meta.get("kind") == "const"
+
+
+def _other(node, first):
+    a, b = node.args[0], node.args[1]
+    return b if a is first else a if b is first else None
+
+
+# --- rewrites ---------------------------------------------------------------------------------------------------
+def fuse_rms_norm(mg: ModelGraph) -> int:
+    graph = mg.gm.graph
+    fused = 0
+    for rsqrt in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.rsqrt.default]:
+        var_eps = rsqrt.args[0]
+        if not (isinstance(var_eps, fx.Node) and var_eps.target is aten.add.Tensor):
+            continue
+        mean, eps = var_eps.args
+        if not (isinstance(mean, fx.Node) and mean.target is aten.mean.dim and _is_scalar(eps)):
+            continue
+        square = mean.args[0]
+        dims = list(mean.args[1])
+        keepdim = mean.args[2] if len(mean.args) > 2 else mean.kwargs.get("keepdim", False)
+        if not (square.target is aten.mul.Tensor and square.args[0] is square.args[1] and keepdim):
+            continue
+        x = square.args[0]
+        rank = len(x.meta["val"].shape)
+        if [d % rank for d in dims] != [rank - 1] or len(rsqrt.users) != 1:
+            continue
+        normed = next(iter(rsqrt.users))
+        if normed.target is not aten.mul.Tensor or _other(normed, rsqrt) is not x:
+            continue
+        width = x.meta["val"].shape[-1]
+        weight, out = None, normed
+        if len(normed.users) == 1:
+            user = next(iter(normed.users))
+            w = _other(user, normed) if user.target is aten.mul.Tensor else None
+            if _const(w) and list(w.meta["val"].shape) == [width]:
+                weight, out = w, user
+        with graph.inserting_before(out):
+            fused_node = emit(graph, aten.rms_norm.default, (x, [width], weight, float(eps)), like=out)
+        replace_node(out, fused_node)
+        fused += 1
+    finalize(mg)
+    return fused
+
+
+def _cat_parts(node):
+    """(parts, dim) when node is a cat along the sequence dim (-2) of a rank-4 [B, H, S, D] tensor."""
+    if not (isinstance(node, fx.Node) and node.target is aten.cat.default):
+        return None
+    parts, dim = node.args[0], (node.args[1] if len(node.args) > 1 else 0)
+    rank = len(node.meta["val"].shape)
+    if rank != 4 or dim % rank != 2 or len(parts) != 2:
+        return None
+    return parts
+
+
+def fuse_joint_attention(mg: ModelGraph) -> int:
+    graph = mg.gm.graph
+    fused = 0
+    for sdpa in [n for n in graph.nodes if n.op == "call_function"
+                 and n.target is aten.scaled_dot_product_attention.default]:
+        q, k, v = sdpa.args[:3]
+        extra = dict(zip(["attn_mask", "dropout_p", "is_causal"], sdpa.args[3:]))
+        extra.update(sdpa.kwargs)
+        if extra.get("attn_mask") is not None or extra.get("is_causal") or extra.get("dropout_p", 0.0):
+            continue
+        cats = [_cat_parts(t) for t in (q, k, v)]
+        if any(c is None for c in cats):
+            continue
+        sizes = [[p.meta["val"].shape[2] for p in c] for c in cats]
+        if not (sizes[0] == sizes[1] == sizes[2]):
+            continue
+        # The longer stream (image/video tokens) is the main one, the shorter (prompt) the joint one.
+        main = 0 if sizes[0][0] >= sizes[0][1] else 1
+        joint = 1 - main
+        args = [c[main] for c in cats] + [c[joint] for c in cats]
+        with graph.inserting_before(sdpa):
+            node = emit(graph, ops.joint_sdpa, tuple(args), {"scale": extra.get("scale"),
+                                                              "joint_first": joint == 0}, like=sdpa)
+        replace_node(sdpa, node)
+        fused += 1
+    finalize(mg)
+    return fused
+
+
+# --- annotations ------------------------------------------------------------------------------------------------
+def _through(node, forward=True, limit=6):
+    """Follow single-consumer pass-through ops forward (or producers backward) from node."""
+    for _ in range(limit):
+        if forward:
+            if len(node.users) != 1:
+                return node
+            nxt = next(iter(node.users))
+            if nxt.target not in PASS_THROUGH:
+                return node
+            node = nxt
+        else:
+            if node.op != "call_function" or node.target not in PASS_THROUGH:
+                return node
+            node = node.args[0]
+    return node
+
+
+def _source_linear(node):
+    src = _through(node, forward=False)
+    return src if isinstance(src, fx.Node) and src.target is aten.linear.default else None
+
+
+def annotate(mg: ModelGraph) -> list:
+    graph = mg.gm.graph
+    found: list = []
+    linears = [n for n in graph.nodes if n.op == "call_function" and n.target is aten.linear.default]
+    for lin in linears:
+        w = lin.args[1].meta["val"].shape
+        found.append(Pattern("linear", {"linear": lin.name}, {"in": w[1], "out": w[0]}))
+    for up in linears:
+        users = list(up.users)
+        act, gate = None, None
+        if len(users) == 1 and users[0].target in ACTIVATIONS:
+            act = users[0]
+            kind = ACTIVATIONS[act.target]
+            if act.target is aten.gelu.default and act.kwargs.get("approximate", "none") == "tanh":
+                kind = "gelu-tanh"
+        elif len(users) == 2 and all(u.target is aten.slice.Tensor for u in users):
+            # gated activation: up -> (a, b) halves -> act(a) * b
+            for half in users:
+                if len(half.users) == 1 and next(iter(half.users)).target in ACTIVATIONS:
+                    act = next(iter(half.users))
+                    gate = act.users and next(iter(act.users))
+            if gate is not None and gate.target is aten.mul.Tensor:
+                kind = ("swiglu" if act.target is aten.silu.default else "geglu")
+                act = gate
+            else:
+                act = None
+        if act is None or len(act.users) != 1:
+            continue
+        down = next(iter(act.users))
+        if down.target is aten.linear.default and down.args[0] is act:
+            found.append(Pattern("mlp", {"up": up.name, "act": act.name, "down": down.name},
+                                 {"act": kind, "hidden": up.args[1].meta["val"].shape[0]}))
+    for silu in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.silu.default]:
+        for lin in silu.users:
+            if lin.target is not aten.linear.default:
+                continue
+            chunks = [u for u in lin.users if u.target is aten.slice.Tensor]
+            if len(chunks) >= 2 and len(chunks) == len(lin.users):
+                found.append(Pattern("adaln_modulation", {"silu": silu.name, "linear": lin.name},
+                                     {"chunks": len(chunks)}))
+    for mul in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.mul.Tensor]:
+        for side, other in ((0, 1), (1, 0)):
+            scale = mul.args[other]
+            normed = mul.args[side]
+            if not (isinstance(scale, fx.Node) and scale.target is aten.add.Tensor and 1 in scale.args[1:]):
+                continue
+            if not (isinstance(normed, fx.Node) and normed.target in (aten.layer_norm.default,
+                                                                      aten.rms_norm.default)):
+                continue
+            roles = {"norm": normed.name, "scale": scale.name, "mul": mul.name}
+            if len(mul.users) == 1 and next(iter(mul.users)).target is aten.add.Tensor:
+                roles["shift"] = next(iter(mul.users)).name
+            found.append(Pattern("modulate", roles))
+            break
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        if node.target is aten.scaled_dot_product_attention.default:
+            q, k, v = node.args[:3]
+            qkv = [_source_linear(t) for t in (q, k, v)]
+            shape = q.meta["val"].shape
+            found.append(Pattern("attention", {"sdpa": node.name, **{r: l.name for r, l in zip("qkv", qkv) if l}},
+                                 {"heads": shape[1], "head_dim": shape[-1], "seq": shape[-2]}))
+        elif node.target is ops.joint_sdpa:
+            shape, jshape = node.args[0].meta["val"].shape, node.args[3].meta["val"].shape
+            found.append(Pattern("joint_attention", {"sdpa": node.name},
+                                 {"heads": shape[1], "head_dim": shape[-1], "seq": shape[-2],
+                                  "joint_seq": jshape[-2]}))
+    mg.patterns = found
+    return found

@@ -1,0 +1,397 @@
+"""Specialise the exported graph: fold constants, resolve data-dependent values, make every shape concrete.
+
+One walk over the exported graph evaluates each node abstractly. A value is
+  const:   it depends only on parameters, buffers, literals and static inputs. It is not computed on the device:
+           the recipe graph (see ModelGraph) computes it from the weights, and its real value is computed now
+           whenever every leaf is real (always, unless weights are on meta);
+  runtime: it depends on a runtime input; the node is copied into the new graph with a concrete meta value.
+
+Data-dependent ops (nonzero, masked_select, item(), ...) get this documented treatment: the inputs they read
+must be static. Such inputs are found automatically (every module input upstream of a data-dependent op becomes
+static), their example value is baked into the program, and the program refuses, with a named error, a later
+call whose value differs. On the meta device an integer or boolean static input has no value; it is then taken
+as all ones (a full attention mask, every prompt token valid) and the plan says so.
+Higher-order ops that only wrap a region (autocast, grad mode) are inlined: autocast to float32 is a no-op on
+device, where dtypes are chosen by the lowering.
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+
+from ..capture import CapturedModel
+from ..errors import SpecializationError, node_location
+from .fold import prune_constants
+from .graph import ConstantSpec, ModelGraph
+
+aten = torch.ops.aten
+
+DATA_DEPENDENT = {
+    aten.nonzero.default,
+    aten.masked_select.default,
+    aten._local_scalar_dense.default,
+    aten.item.default,
+    aten.repeat_interleave.Tensor,
+    aten.unique_consecutive.default,
+    aten._unique2.default,
+}
+# Ops evaluated for their assertion only; they produce no value the graph uses.
+ASSERTIONS = {
+    aten._assert_scalar.default,
+    aten.sym_constrain_range_for_size.default,
+    aten._assert_async.msg,
+}
+
+
+class Val:
+    """Abstract value of one node: kind, meta (shape carrier), real value (const only), node in the new graph."""
+
+    __slots__ = ("kind", "meta", "value", "node", "origin")
+
+    def __init__(self, kind, meta, value=None, node=None, origin=None):
+        self.kind = kind  # "const" | "runtime"
+        self.meta = meta
+        self.value = value
+        self.node = node  # runtime: node in the new graph; const: node in the recipe graph
+        self.origin = origin  # const: ("state", fqn) for a parameter/buffer used as is
+
+
+def _is_val(x):
+    return isinstance(x, Val)
+
+
+def _to_meta(x):
+    if isinstance(x, torch.Tensor):
+        return torch.empty(x.shape, dtype=x.dtype, device="meta") if x.device.type != "meta" else x
+    return x
+
+
+class _Specializer:
+    def __init__(self, captured: CapturedModel, static_names: set, notes: list):
+        self.cap = captured
+        self.ep = captured.exported
+        self.notes = notes
+        self.graph = fx.Graph()
+        self.recipe = fx.Graph()
+        self.recipe_inputs: list = []
+        self.recipe_placeholders: dict = {}
+        self.constants: dict = {}
+        self.const_nodes: dict = {}  # id(Val) -> placeholder in new graph
+        self.recipe_outputs: list = []
+        self.inputs: dict = {}
+        self.static_values: dict = {}
+        self.static_names = static_names
+        self.used_names: set = set()
+
+    # --- naming ---------------------------------------------------------------------------------------------------
+    def _unique(self, base: str) -> str:
+        name = base.replace(".", "_")
+        if not name.isidentifier():
+            name = "c_" + "".join(ch if ch.isalnum() else "_" for ch in name)
+        candidate, i = name, 1
+        while candidate in self.used_names:
+            i += 1
+            candidate = f"{name}_{i}"
+        self.used_names.add(candidate)
+        return candidate
+
+    # --- leaves ---------------------------------------------------------------------------------------------------
+    def _recipe_input(self, kind: str, key: str, meta) -> fx.Node:
+        if (kind, key) not in self.recipe_placeholders:
+            node = self.recipe.placeholder(self._unique(f"r_{key}"))
+            node.meta["val"] = meta
+            node.meta["recipe_key"] = (kind, key)
+            self.recipe_placeholders[(kind, key)] = node
+            self.recipe_inputs.append((kind, key))
+        return self.recipe_placeholders[(kind, key)]
+
+    def placeholder_val(self, node: fx.Node, user_values: dict) -> Val:
+        sig = self.ep.graph_signature
+        spec = next(s for s in sig.input_specs if s.arg.name == node.name)
+        kind = spec.kind.name
+        if kind in ("PARAMETER", "BUFFER", "CONSTANT_TENSOR"):
+            key = spec.target
+            tensor = self.ep.state_dict[key] if key in self.ep.state_dict else self.ep.constants[key]
+            real = None if tensor.device.type == "meta" else tensor.detach()
+            rnode = self._recipe_input("state", key, _to_meta(tensor))
+            return Val("const", _to_meta(tensor), real, rnode, origin=("state", key))
+        if kind == "USER_INPUT":
+            key = node.name
+            value = user_values[key]
+            if not isinstance(value, torch.Tensor):
+                return Val("const", value, value)
+            if key in self.static_names:
+                real = value
+                if value.device.type == "meta":
+                    if value.dtype.is_floating_point:
+                        raise SpecializationError(
+                            f"input '{key}' must be static (a data-dependent op reads it) but its example value is "
+                            "on meta; pass a real tensor for it in example_inputs"
+                        )
+                    real = torch.ones(value.shape, dtype=value.dtype)
+                    self.notes.append(
+                        f"static input '{key}' was on meta: planned as all ones (e.g. every prompt token valid)"
+                    )
+                self.static_values[key] = real
+                rnode = self._recipe_input("static", key, _to_meta(real))
+                return Val("const", _to_meta(real), real, rnode)
+            meta = _to_meta(value)
+            new = self.graph.placeholder(self._unique(key))
+            new.meta.update(kind="input", key=key, val=meta)
+            self.inputs[key] = meta
+            return Val("runtime", meta, node=new)
+        raise SpecializationError(f"unsupported exported input kind {kind} for {node.name}")
+
+    def const_node(self, val: Val, hint: str) -> fx.Node:
+        """Placeholder in the new graph standing for a const tensor (a weight the program owns)."""
+        if id(val) in self.const_nodes:
+            return self.const_nodes[id(val)]
+        if val.origin and val.origin[0] == "state":
+            name, source = self._unique(val.origin[1]), val.origin[1]
+        else:
+            name, source = self._unique(f"folded_{hint}"), None
+            self.recipe_outputs.append((name, val.node))
+        node = self.graph.placeholder(name)
+        node.meta.update(kind="const", key=name, val=val.meta)
+        self.constants[name] = ConstantSpec(name, tuple(val.meta.shape), val.meta.dtype, source, val.value)
+        self.const_nodes[id(val)] = node
+        return node
+
+    # --- evaluation -----------------------------------------------------------------------------------------------
+    def run_graph(self, graph: fx.Graph, arg_vals: list | None, user_values: dict | None):
+        env: dict = {}
+        placeholders = iter(arg_vals or [])
+        out = None
+        for node in graph.nodes:
+            if node.op == "placeholder":
+                env[node] = next(placeholders) if arg_vals is not None else self.placeholder_val(node, user_values)
+            elif node.op == "get_attr":
+                target = self.ep.graph_module
+                for part in node.target.split("."):
+                    target = getattr(target, part)
+                env[node] = Val("const", target, target)
+            elif node.op == "call_function":
+                env[node] = self.eval_node(node, env)
+            elif node.op == "output":
+                out = pytree.tree_map(lambda a: env[a] if isinstance(a, fx.Node) else a, node.args[0])
+        return out
+
+    def eval_node(self, node: fx.Node, env: dict):
+        args = pytree.tree_map(lambda a: env[a] if isinstance(a, fx.Node) else a, node.args)
+        kwargs = pytree.tree_map(lambda a: env[a] if isinstance(a, fx.Node) else a, node.kwargs)
+        target = node.target
+        name = getattr(target, "__name__", str(target))
+
+        if name in ("wrap_with_autocast", "wrap_with_set_grad_enabled"):
+            return self.inline_region(node, args, name)
+        if target in ASSERTIONS:
+            flat = [v.value if _is_val(v) else v for v in pytree.tree_leaves(args)]
+            if target is aten._assert_scalar.default and flat and flat[0] is False:
+                raise SpecializationError(f"assertion fails for the given inputs at {node_location(node)}: {flat[1:]}")
+            return Val("const", None, None)
+
+        leaves = [v for v in pytree.tree_leaves((args, kwargs)) if _is_val(v)]
+        runtime = any(v.kind == "runtime" for v in leaves)
+        if target is operator.getitem and _is_val(args[0]):
+            return self.getitem(args[0], args[1], node)
+        if runtime and target in DATA_DEPENDENT:
+            raise SpecializationError(
+                f"data-dependent op {name} at {node_location(node)} reads a value computed from runtime inputs; "
+                "meshdit can only specialise data-dependent ops on static inputs. Pass the inputs it reads in "
+                "static_inputs=... (their values are then baked into the program)."
+            )
+        meta_args, meta_kwargs = self._abstract(args, kwargs, "meta")
+        meta_kwargs = self._device(meta_kwargs, "meta")
+        if not runtime:
+            return self.fold(node, target, args, kwargs, meta_args, meta_kwargs)
+        try:
+            meta = target(*meta_args, **meta_kwargs)
+        except Exception as exc:
+            raise SpecializationError(
+                f"shape propagation failed at {node_location(node)} ({name}): {exc}".splitlines()[0]
+            ) from exc
+        if not isinstance(meta, (torch.Tensor, list, tuple)):
+            # A shape query (sym_size, numel) on a runtime tensor: shapes are concrete, so it is a literal.
+            return Val("const", meta, meta)
+        new_args, new_kwargs = self._to_graph(args, kwargs, node)
+        new_kwargs = self._device(new_kwargs, None)
+        new = self.graph.call_function(target, tuple(new_args), new_kwargs)
+        new.name = self._unique(node.name)
+        new.meta.update({k: node.meta[k] for k in ("stack_trace", "nn_module_stack") if k in node.meta})
+        new.meta["val"] = meta
+        return Val("runtime", meta, node=new)
+
+    def fold(self, node, target, args, kwargs, meta_args, meta_kwargs):
+        """Evaluate a node whose inputs are all const: meta always, real when every leaf is real."""
+        leaves = [v for v in pytree.tree_leaves((args, kwargs)) if _is_val(v)]
+        real = None
+        if all(v.value is not None or v.meta is None for v in leaves):
+            real_args, real_kwargs = self._abstract(args, kwargs, "value")
+            real = target(*real_args, **self._device(real_kwargs, "cpu"))
+        if target in DATA_DEPENDENT:
+            if real is None:
+                raise SpecializationError(
+                    f"data-dependent op at {node_location(node)} needs real values, but its inputs are weights on "
+                    "meta; lower with real weights"
+                )
+            meta = pytree.tree_map(_to_meta, real)
+        else:
+            meta = target(*meta_args, **meta_kwargs)
+        rargs, rkwargs = self._to_recipe(args, kwargs)
+        rnode = self.recipe.call_function(target, tuple(rargs), self._device(rkwargs, "cpu"))
+        rnode.meta["val"] = meta
+        if isinstance(meta, (int, float, bool, torch.SymInt)) or meta is None:
+            return Val("const", meta, real if real is not None else meta, rnode)
+        return Val("const", meta, real, rnode)
+
+    def getitem(self, base: Val, index, node):
+        if base.kind == "runtime":
+            new = self.graph.call_function(operator.getitem, (base.node, index))
+            new.name = self._unique(node.name)
+            new.meta.update({k: node.meta[k] for k in ("stack_trace", "nn_module_stack") if k in node.meta})
+            new.meta["val"] = base.meta[index]
+            return Val("runtime", base.meta[index], node=new)
+        if isinstance(base.meta, (list, tuple)) and base.meta and _is_val(base.meta[0]):
+            return base.meta[index]  # a tuple of Vals (inlined region output)
+        real = base.value[index] if base.value is not None else None
+        rnode = self.recipe.call_function(operator.getitem, (base.node, index))
+        rnode.meta["val"] = base.meta[index]
+        return Val("const", base.meta[index], real, rnode)
+
+    def inline_region(self, node, args, name):
+        if name == "wrap_with_autocast":
+            _device_type, dtype, enabled = (a.value if _is_val(a) else a for a in args[:3])
+            submod, operands = args[4], list(args[5:])
+            if enabled and dtype not in (torch.float32, None):
+                self.notes.append(
+                    f"autocast to {dtype} at {node_location(node)} ignored: the lowering chooses device dtypes"
+                )
+        else:
+            submod, operands = args[1], list(args[2:])
+        sub = submod.value if _is_val(submod) else submod
+        outs = self.run_graph(sub.graph, operands, None)
+        return Val("const", tuple(outs) if isinstance(outs, (list, tuple)) else (outs,), None)
+
+    # --- argument mapping -----------------------------------------------------------------------------------------
+    def _abstract(self, args, kwargs, field):
+        def conv(a):
+            if not _is_val(a):
+                return a
+            if field == "value" and a.kind == "const":
+                return a.value if a.value is not None else a.meta
+            return a.meta
+
+        return pytree.tree_map(conv, args), pytree.tree_map(conv, kwargs)
+
+    def _to_graph(self, args, kwargs, node):
+        def conv(a):
+            if not _is_val(a):
+                return a
+            if a.kind == "runtime":
+                return a.node
+            if isinstance(a.meta, torch.Tensor):
+                return self.const_node(a, node.name)
+            return a.value if a.value is not None else a.meta
+
+        return pytree.tree_map(conv, args), pytree.tree_map(conv, kwargs)
+
+    def _to_recipe(self, args, kwargs):
+        def conv(a):
+            if not _is_val(a):
+                return a
+            if isinstance(a.meta, torch.Tensor) or a.node is not None:
+                return a.node
+            return a.value if a.value is not None else a.meta
+
+        return pytree.tree_map(conv, args), pytree.tree_map(conv, kwargs)
+
+    @staticmethod
+    def _device(kwargs, device):
+        if "device" not in kwargs:
+            return kwargs
+        kwargs = dict(kwargs)
+        if device is None:
+            kwargs.pop("device")
+        else:
+            kwargs["device"] = torch.device(device)
+        return kwargs
+
+
+def _user_input_names(ep) -> list:
+    return [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+
+
+def _static_ancestors(ep: torch.export.ExportedProgram) -> set:
+    """Module inputs upstream of a data-dependent op: these must be static."""
+    user = set(_user_input_names(ep))
+    found: set = set()
+    for graph_module in ep.graph_module.modules():
+        if not isinstance(graph_module, fx.GraphModule):
+            continue
+        for node in graph_module.graph.nodes:
+            if node.op == "call_function" and node.target in DATA_DEPENDENT:
+                stack, seen = [node], set()
+                while stack:
+                    cur = stack.pop()
+                    if cur in seen:
+                        continue
+                    seen.add(cur)
+                    if cur.op == "placeholder" and cur.name in user:
+                        found.add(cur.name)
+                    stack.extend(cur.all_input_nodes)
+    return found
+
+
+def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
+    """Turn a captured ExportedProgram into a ModelGraph with concrete shapes and folded constants."""
+    start = time.perf_counter()
+    ep = captured.exported
+    user_values = {}
+    for name in _user_input_names(ep):
+        if name not in captured.example_inputs:
+            raise SpecializationError(f"exported input {name} has no example value")
+        user_values[name] = captured.example_inputs[name]
+    unknown = sorted(set(static_inputs) - set(user_values))
+    if unknown:
+        raise SpecializationError(f"static_inputs names {unknown} are not inputs of the module: {sorted(user_values)}")
+    notes: list = []
+    auto = _static_ancestors(ep)
+    for name in sorted(auto - set(static_inputs)):
+        notes.append(f"input '{name}' feeds a data-dependent op: its value is baked in (static)")
+    spec = _Specializer(captured, set(static_inputs) | auto, notes)
+    outs = spec.run_graph(ep.graph, None, user_values)
+    flat_out = []
+    for i, val in enumerate(outs):
+        if not _is_val(val):
+            flat_out.append(val)
+        elif val.kind == "runtime":
+            flat_out.append(val.node)
+        else:
+            flat_out.append(spec.const_node(val, f"output{i}"))
+    spec.graph.output(tuple(flat_out))
+    gm = fx.GraphModule(torch.nn.Module(), spec.graph)
+    recipe_graph = spec.recipe
+    recipe_graph.output(tuple(node for _, node in spec.recipe_outputs))
+    recipe_graph.eliminate_dead_code()
+    recipe = fx.GraphModule(torch.nn.Module(), recipe_graph)
+    mg = ModelGraph(
+        gm=gm,
+        inputs=spec.inputs,
+        constants=spec.constants,
+        recipe=recipe,
+        recipe_inputs=list(spec.recipe_inputs),
+        recipe_outputs=[name for name, _ in spec.recipe_outputs],
+        static_inputs=spec.static_values,
+        out_spec=ep.call_spec.out_spec,
+        model_name=captured.model_name,
+        on_meta=captured.on_meta,
+        notes=notes,
+    )
+    prune_constants(mg)
+    mg.gm.meta["specialize_seconds"] = time.perf_counter() - start
+    return mg

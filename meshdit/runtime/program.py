@@ -1,0 +1,193 @@
+"""Stage 5, runtime: a lowered Program, callable like the module, runnable on the simulated mesh or real ttnn.
+
+    outputs = program(**kwargs)          # same keywords as the module; returns what the module returns
+    program.source                       # the emitted Python (the program itself)
+    program.save("out/sd3")              # program.py + weights.safetensors (+ inputs / golden when known)
+    program.pcc_report()                 # PCC of each output against the torch golden
+
+The Program owns its weights, as a device does after upload: host copies are taken at lowering, so freeing or
+changing the torch module afterwards does not affect it. A program planned on the meta device gets its weights
+from `load_weights(state_dict or safetensors path)`.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.utils._pytree as pytree
+
+from ..errors import InputMismatchError, SpecializationError
+from ..lowering.ir import ProgramIR
+from ..passes.graph import ModelGraph
+from .pcc import pcc
+
+PCC_THRESHOLDS = {"float32": 0.9999, "bfloat16": 0.999, "bfloat8_b": 0.99}
+
+
+@dataclass
+class PCCResult:
+    output: int
+    shape: tuple
+    pcc: float
+    threshold: float
+
+    @property
+    def ok(self) -> bool:
+        return self.pcc >= self.threshold
+
+    def __str__(self):
+        verdict = "ok" if self.ok else "BELOW THRESHOLD"
+        return f"output {self.output} {list(self.shape)}: PCC {self.pcc:.6f} (threshold {self.threshold}) {verdict}"
+
+
+def _weight_array(value: torch.Tensor, transform: str) -> np.ndarray:
+    value = value.detach()
+    if transform == "transpose":
+        value = value.transpose(-1, -2)
+    elif transform == "row":
+        value = value.reshape(1, -1)
+    elif transform == "additive_mask":
+        value = torch.zeros(value.shape).masked_fill(~value.bool(), float("-inf"))
+    elif transform != "identity":
+        raise ValueError(f"unknown weight transform {transform}")
+    if value.is_floating_point():
+        return np.ascontiguousarray(value.to(torch.float32).numpy())
+    return np.ascontiguousarray(value.to(torch.int32).numpy())
+
+
+class Program:
+    def __init__(self, ir: ProgramIR, source: str, graph: ModelGraph, plan_text: str = ""):
+        self.ir = ir
+        self.source = source
+        self.graph = graph  # kept for load_weights (the constant recipe) and for reports
+        self.plan_text = plan_text
+        self.weights: dict | None = None  # name -> host numpy array, prepared for upload
+        self.golden: tuple | None = None  # (inputs, flat outputs) of the torch module, when lowering had weights
+        self._module = None
+        self._backend = None
+        self._device = None
+        self._device_weights = None
+        self._configs = None
+        self.static_inputs = {k: v.clone() for k, v in graph.static_inputs.items()}
+        if not graph.on_meta:
+            self._prepare_weights()
+
+    # --- weights ----------------------------------------------------------------------------------------------
+    def _prepare_weights(self):
+        values = self.graph.constant_values()
+        self.weights = {name: _weight_array(values[w.constant], w.transform) for name, w in self.ir.weights.items()}
+        self._device_weights = None
+
+    def load_weights(self, state_dict_or_path) -> "Program":
+        """Give a (meta-planned) program real weights: a state dict or a .safetensors file of the module."""
+        if isinstance(state_dict_or_path, (str, os.PathLike)):
+            from safetensors.torch import load_file
+
+            state_dict = load_file(str(state_dict_or_path))
+        else:
+            state_dict = dict(state_dict_or_path)
+        self.graph.materialize_constants(state_dict)
+        self._prepare_weights()
+        return self
+
+    # --- execution --------------------------------------------------------------------------------------------
+    def module(self, backend: str = "sim"):
+        """The emitted source, executed as a Python module bound to `backend` ("sim" or "ttnn")."""
+        if self._module is None or self._backend != backend:
+            self.close()
+            module = types.ModuleType("meshdit_program")
+            module.__file__ = "<meshdit program>"
+            exec(compile(self.source, f"<meshdit program {self.ir.model_name}>", "exec"), module.__dict__)
+            module.use_backend(backend)
+            self._module, self._backend = module, backend
+        return self._module
+
+    def __call__(self, backend: str = "sim", **kwargs):
+        flat = self.run_flat(kwargs, backend)
+        return pytree.tree_unflatten(flat, self.graph.out_spec)
+
+    def run_flat(self, kwargs: dict, backend: str = "sim") -> list:
+        if self.weights is None:
+            raise RuntimeError("this program was planned on meta and has no weights; call load_weights() first")
+        inputs = self._check_inputs(kwargs)
+        module = self.module(backend)
+        if self._device is None:
+            self._device = module.open_device()
+            self._configs = module.make_configs(self._device)
+        if self._device_weights is None:
+            self._device_weights = module.load_weights(self._device, self.weights)
+        outputs = module.run(self._device, self._device_weights, self._configs, inputs)
+        return [torch.from_numpy(np.array(o)) if isinstance(o, np.ndarray) else o for o in outputs]
+
+    def _check_inputs(self, kwargs: dict) -> dict:
+        kwargs = {k: v for k, v in kwargs.items() if k != "return_dict"}
+        expected = {i.name: i for i in self.ir.inputs}
+        missing = sorted(set(expected) - set(kwargs))
+        unknown = sorted(set(kwargs) - set(expected) - set(self.static_inputs))
+        if missing or unknown:
+            raise InputMismatchError(f"program inputs are {sorted(expected)} (static: {sorted(self.static_inputs)}); "
+                                     f"missing {missing}, unexpected {unknown}")
+        for name, baked in self.static_inputs.items():
+            if name in kwargs and not torch.equal(torch.as_tensor(kwargs[name]).cpu(), baked):
+                raise SpecializationError(
+                    f"input '{name}' differs from the value this program was specialised on (it is static: "
+                    "a data-dependent op reads it, or it was listed in static_inputs); lower again with this value"
+                )
+        arrays = {}
+        for name, spec in expected.items():
+            value = kwargs[name]
+            if not isinstance(value, torch.Tensor):
+                raise InputMismatchError(f"input '{name}' must be a torch.Tensor, got {type(value).__name__}")
+            if tuple(value.shape) != tuple(spec.spec.shape):
+                raise InputMismatchError(
+                    f"input '{name}' has shape {tuple(value.shape)}, but the program was lowered for "
+                    f"{tuple(spec.spec.shape)}; shapes are static on device: lower again for this shape"
+                )
+            value = value.detach().cpu()
+            arrays[name] = value.float().numpy() if value.is_floating_point() else value.to(torch.int32).numpy()
+        return arrays
+
+    def close(self):
+        if self._device is not None and self._module is not None:
+            self._module.close_device(self._device)
+        self._device = self._device_weights = self._configs = None
+
+    # --- checking ---------------------------------------------------------------------------------------------
+    def pcc_report(self, backend: str = "sim") -> list:
+        """PCC of every output against the torch module's outputs on the lowering's example inputs."""
+        if self.golden is None:
+            raise RuntimeError("no golden outputs: the program was lowered without real weights (check=False or meta)")
+        inputs, expected = self.golden
+        actual = self.run_flat(inputs, backend)
+        threshold = PCC_THRESHOLDS[self.ir.weight_dtype if self.ir.weight_dtype == "bfloat8_b" else self.ir.act_dtype]
+        return [PCCResult(i, tuple(e.shape), pcc(e, a), threshold) for i, (e, a) in enumerate(zip(expected, actual))]
+
+    # --- reports ----------------------------------------------------------------------------------------------
+    def coverage(self) -> dict:
+        return self.ir.coverage()
+
+    def plan(self) -> str:
+        return self.plan_text
+
+    # --- saving -----------------------------------------------------------------------------------------------
+    def save(self, directory) -> str:
+        """Write program.py, weights.safetensors and, when known, inputs.safetensors and golden.safetensors."""
+        from safetensors.numpy import save_file
+
+        if self.weights is None:
+            raise RuntimeError("a meta-planned program has no weights to save; call load_weights() first")
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, "program.py")
+        with open(path, "w") as f:
+            f.write(self.source)
+        save_file(self.weights, os.path.join(directory, "weights.safetensors"))
+        if self.golden is not None:
+            inputs, outputs = self.golden
+            save_file(self._check_inputs(inputs), os.path.join(directory, "inputs.safetensors"))
+            save_file({f"output_{i}": o.float().numpy() for i, o in enumerate(outputs)},
+                      os.path.join(directory, "golden.safetensors"))
+        return path
