@@ -9,6 +9,7 @@ inputs) captures without allocating any weight, which is how full-size models ar
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,25 @@ class CapturedModel:
     @property
     def tensor_input_names(self) -> list[str]:
         return [k for k, v in self.example_inputs.items() if isinstance(v, torch.Tensor)]
+
+
+@contextlib.contextmanager
+def _meta_safe_autocast():
+    """Let model code open `torch.autocast(x.device.type, ...)` while x is on meta (torch rejects 'meta').
+
+    Autocast means nothing without real kernels; it is captured as a cpu autocast region, which the passes inline.
+    """
+    original = torch.autocast
+
+    class MetaSafeAutocast(original):
+        def __init__(self, device_type, *args, **kwargs):
+            super().__init__("cpu" if device_type == "meta" else device_type, *args, **kwargs)
+
+    torch.autocast = MetaSafeAutocast
+    try:
+        yield
+    finally:
+        torch.autocast = original
 
 
 def _with_return_dict(module: torch.nn.Module, example_inputs: dict) -> dict:
@@ -79,7 +99,7 @@ def capture(module: torch.nn.Module, example_inputs: dict) -> CapturedModel:
     module.eval()  # inference graph: dropout becomes a no-op the passes can drop
     start = time.perf_counter()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), (_meta_safe_autocast() if on_meta else contextlib.nullcontext()):
             exported = torch.export.export(module, (), inputs, strict=False)
     except Exception as exc:  # torch.export raises many types; report the first line with context
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -7,6 +7,9 @@ the coverage report; otherwise lowering stops with UnsupportedOpError naming the
 Dtypes: every floating activation has the program's activation dtype (float32 or bfloat16); matmul weights have
 the weight dtype (bfloat16 or bfloat8_b); other constants (norm weights, biases, tables) the activation dtype.
 float64 computations in the model (rotary tables) run in the activation dtype: the device has no float64.
+Precision-sensitive subgraphs stay float32 whatever the activation dtype: the arguments of sin/cos (timestep and
+position embeddings, where t * 1000 * freq reaches 1e6 and bfloat16 keeps 3 significant digits) are computed in
+float32 back to the program inputs and constants they come from; sin/cos results are cast to the activation dtype.
 """
 
 from __future__ import annotations
@@ -46,9 +49,33 @@ def _module_path(node: fx.Node) -> str:
     return path.replace("L['self'].", "").replace("L__self__.", "")
 
 
+# Elementwise and data-movement ops a float32 region extends back through.
+FP32_REGION_OPS = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor, aten.neg.default,
+                   aten.exp.default, aten.reshape.default, aten.permute.default, aten.slice.Tensor,
+                   aten.cat.default, aten.to.dtype, aten.expand.default}
+TRIG = {aten.sin.default, aten.cos.default}
+
+
+def float32_region(mg: ModelGraph) -> set:
+    """Nodes (including placeholders) whose values feed a sin/cos argument through elementwise ops only."""
+    region, stack = set(), []
+    for node in mg.gm.graph.nodes:
+        if node.op == "call_function" and node.target in TRIG:
+            stack.append(node.args[0])
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, fx.Node) or node in region:
+            continue
+        if node.op == "placeholder" or (node.op == "call_function" and node.target in FP32_REGION_OPS):
+            region.add(node)
+            stack.extend(node.all_input_nodes)
+    return region
+
+
 class Builder:
     def __init__(self, mg: ModelGraph, act_dtype: str, weight_dtype: str):
         self.mg = mg
+        self.fp32 = float32_region(mg) if act_dtype != "float32" else set()
         self.act_dtype = act_dtype
         self.weight_dtype = weight_dtype
         self.ops: list = []
@@ -60,9 +87,9 @@ class Builder:
         self._count = 0
 
     # --- dtypes -----------------------------------------------------------------------------------------------
-    def dtype_of(self, torch_dtype: torch.dtype) -> str:
+    def dtype_of(self, torch_dtype: torch.dtype, node: fx.Node | None = None) -> str:
         if torch_dtype.is_floating_point:
-            return self.act_dtype
+            return "float32" if (node if node is not None else self.node) in self.fp32 else self.act_dtype
         if torch_dtype == torch.bool or torch_dtype == torch.uint8:
             return "uint32"
         return "int32"
@@ -90,7 +117,7 @@ class Builder:
                 shape = shape[:-2] + (shape[-1], shape[-2])
             elif transform == "row":
                 shape = (1, shape[0])
-            tdtype = dtype or (self.dtype_of(node.meta["val"].dtype) if transform != "additive_mask"
+            tdtype = dtype or (self.dtype_of(node.meta["val"].dtype, node) if transform != "additive_mask"
                                else self.act_dtype)
             self.weights[name] = WeightSpec(name, const, transform, TensorSpec(name, shape, tdtype))
         return WeightRef(name)
@@ -162,6 +189,16 @@ def _norm(fn):
 def _unary(fn, **fixed):
     def rule(b: Builder, node):
         return b.call(fn, (b.arg(node.args[0]),), dict(fixed))
+
+    return rule
+
+
+def _trig(fn):
+    def rule(b: Builder, node):
+        value = b.call(fn, (b.arg(node.args[0]),), dtype="float32")
+        if b.act_dtype == "float32":
+            return value
+        return b.call("ttnn.typecast", (value, Code(TTNN_DTYPE[b.act_dtype])))
 
     return rule
 
@@ -329,8 +366,8 @@ RULES = {
     aten.relu.default: _unary("ttnn.relu"),
     aten.neg.default: _unary("ttnn.neg"),
     aten.exp.default: _unary("ttnn.exp"),
-    aten.sin.default: _unary("ttnn.sin"),
-    aten.cos.default: _unary("ttnn.cos"),
+    aten.sin.default: _trig("ttnn.sin"),
+    aten.cos.default: _trig("ttnn.cos"),
     aten.tanh.default: _unary("ttnn.tanh"),
     aten.sigmoid.default: _unary("ttnn.sigmoid"),
     aten.rsqrt.default: _unary("ttnn.rsqrt"),
@@ -380,7 +417,7 @@ def lower_graph(mg: ModelGraph, mesh_shape=(1, 1), act_dtype="float32", weight_d
         if node.op == "placeholder":
             if node.meta["kind"] == "input":
                 meta = node.meta["val"]
-                spec = TensorSpec(node.name, tuple(meta.shape), b.dtype_of(meta.dtype))
+                spec = TensorSpec(node.name, tuple(meta.shape), b.dtype_of(meta.dtype, node))
                 inputs.append(InputSpec(node.name, spec, str(meta.dtype).replace("torch.", "")))
                 b.values[node] = Ref(node.name)
             else:

@@ -3,7 +3,7 @@
     model_graph = run_passes(captured, static_inputs=())
 
 Order: specialise (concrete shapes, folded constants, data-dependent values) -> drop no-ops -> canonicalise ->
-recognise patterns (RMSNorm, joint attention) -> annotate structure (linear, MLP, adaLN, attention).
+merge common subexpressions (shared position tables) -> recognise patterns (RMSNorm, joint attention) -> annotate structure (linear, MLP, adaLN, attention).
 `verify` (tests use it) runs the graph in torch after every pass and checks it still matches the first one.
 """
 
@@ -16,6 +16,7 @@ import torch
 from ..capture import CapturedModel
 from .canonicalize import canonicalize
 from .cleanup import drop_noops
+from .cse import eliminate_common_subexpressions
 from .graph import ModelGraph
 from .patterns import annotate, fuse_joint_attention, fuse_rms_norm
 from .specialize import specialize
@@ -23,6 +24,7 @@ from .specialize import specialize
 PIPELINE = (
     ("drop_noops", drop_noops),
     ("canonicalize", canonicalize),
+    ("cse", eliminate_common_subexpressions),
     ("fuse_rms_norm", fuse_rms_norm),
     ("fuse_joint_attention", fuse_joint_attention),
     ("annotate", annotate),

@@ -61,7 +61,11 @@ def fold_constants(mg: ModelGraph) -> int:
             env = {n: mg.constants[n.meta["key"]].value for n in inputs}
             value = node.target(*pytree.tree_map(lambda a: env.get(a, a), node.args),
                                 **pytree.tree_map(lambda a: env.get(a, a), node.kwargs))
-        name = node.name if node.name.startswith("folded_") else f"folded_{node.name}"
+        sources = {mg.constants[n.meta["key"]].source for n in inputs}
+        if len(inputs) == 1 and None not in sources:  # a transform of one parameter: name it after the parameter
+            name = f"{sources.pop()}:{getattr(node.target, '__name__', 'fold').split('.')[0]}"
+        else:
+            name = node.name if node.name.startswith("folded_") else f"folded_{node.name}"
         while name in mg.constants:
             name += "_"
         meta = node.meta["val"]
@@ -70,7 +74,7 @@ def fold_constants(mg: ModelGraph) -> int:
         output.args = (tuple(output.args[0]) + (rnode,),)
         first_op = next(n for n in graph.nodes if n.op != "placeholder")
         with graph.inserting_before(first_op):
-            placeholder = graph.placeholder(name)
+            placeholder = graph.placeholder("".join(ch if ch.isalnum() else "_" for ch in name))
         placeholder.meta.update(kind="const", key=name, val=meta)
         node.replace_all_uses_with(placeholder)
         graph.erase_node(node)

@@ -72,7 +72,7 @@ def _to_meta(x):
 
 
 class _Specializer:
-    def __init__(self, captured: CapturedModel, static_names: set, notes: list):
+    def __init__(self, captured: CapturedModel, static_names: set, notes: list, static_given: dict):
         self.cap = captured
         self.ep = captured.exported
         self.notes = notes
@@ -86,6 +86,7 @@ class _Specializer:
         self.inputs: dict = {}
         self.static_values: dict = {}
         self.static_names = static_names
+        self.static_given = static_given  # real values given for static inputs (needed on meta)
         self.used_names: set = set()
 
     # --- naming ---------------------------------------------------------------------------------------------------
@@ -126,12 +127,15 @@ class _Specializer:
             if not isinstance(value, torch.Tensor):
                 return Val("const", value, value)
             if key in self.static_names:
-                real = value
-                if value.device.type == "meta":
+                real = self.static_given.get(key, value)
+                if tuple(real.shape) != tuple(value.shape):
+                    raise SpecializationError(f"static_inputs['{key}'] has shape {tuple(real.shape)}, but the "
+                                              f"example input has {tuple(value.shape)}")
+                if real.device.type == "meta":
                     if value.dtype.is_floating_point:
                         raise SpecializationError(
-                            f"input '{key}' must be static (a data-dependent op reads it) but its example value is "
-                            "on meta; pass a real tensor for it in example_inputs"
+                            f"input '{key}' is static (its value is baked in) but its example value is on meta; "
+                            f"give its real value: static_inputs={{'{key}': tensor}}"
                         )
                     real = torch.ones(value.shape, dtype=value.dtype)
                     self.notes.append(
@@ -348,7 +352,10 @@ def _static_ancestors(ep: torch.export.ExportedProgram) -> set:
 
 
 def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
-    """Turn a captured ExportedProgram into a ModelGraph with concrete shapes and folded constants."""
+    """Turn a captured ExportedProgram into a ModelGraph with concrete shapes and folded constants.
+
+    static_inputs: input names whose example values are baked in, or a dict name -> real value (needed when the
+    example inputs are on meta)."""
     start = time.perf_counter()
     ep = captured.exported
     user_values = {}
@@ -356,6 +363,7 @@ def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
         if name not in captured.example_inputs:
             raise SpecializationError(f"exported input {name} has no example value")
         user_values[name] = captured.example_inputs[name]
+    static_given = dict(static_inputs) if isinstance(static_inputs, dict) else {}
     unknown = sorted(set(static_inputs) - set(user_values))
     if unknown:
         raise SpecializationError(f"static_inputs names {unknown} are not inputs of the module: {sorted(user_values)}")
@@ -363,7 +371,7 @@ def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
     auto = _static_ancestors(ep)
     for name in sorted(auto - set(static_inputs)):
         notes.append(f"input '{name}' feeds a data-dependent op: its value is baked in (static)")
-    spec = _Specializer(captured, set(static_inputs) | auto, notes)
+    spec = _Specializer(captured, set(static_inputs) | auto, notes, static_given)
     outs = spec.run_graph(ep.graph, None, user_values)
     flat_out = []
     for i, val in enumerate(outs):

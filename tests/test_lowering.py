@@ -1,0 +1,83 @@
+"""The program IR and its source: real ttnn op names and argument names, tile padding, host fallback."""
+
+import warnings
+
+import pytest
+import torch
+
+import meshdit
+from conftest import TINY, lowered
+from meshdit.errors import UnsupportedOpError
+from meshdit.lowering.ir import TensorSpec, tile_padded
+from ttnn_signatures import SIGNATURES
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_every_call_matches_the_ttnn_signature(name):
+    program = lowered(name, "bf16", "bfp8")
+    for op in program.ir.ops:
+        assert op.fn in SIGNATURES, f"{op.fn} emitted but not in the checked ttnn signature table"
+        positional, keywords = SIGNATURES[op.fn]
+        assert len(op.args) <= len(positional), f"{op.fn}: {len(op.args)} positional args, takes {positional}"
+        unknown = set(op.kwargs) - set(keywords) - set(positional)
+        assert not unknown, f"{op.fn} has no keyword(s) {unknown}"
+
+
+def test_tile_padding():
+    assert tile_padded((1, 333, 4096)) == (1, 352, 4096)
+    assert tile_padded((2, 38, 4608, 64)) == (2, 38, 4608, 64)
+    assert tile_padded((7,)) == (32, 32)
+    spec = TensorSpec("t", (1, 6, 16), "bfloat16")
+    assert spec.padded_shape == (1, 32, 32) and spec.nbytes == 32 * 32 * 2
+
+
+def test_weights_are_prepared_for_ttnn_linear():
+    program = lowered("sd3-tiny")
+    spec = program.ir.weights["context_embedder.weight:transpose"]
+    assert spec.spec.shape == (32, 64)  # [in, out] as ttnn.linear takes it
+    assert program.weights["context_embedder.weight:transpose"].shape == (32, 64)
+    assert program.ir.weights["context_embedder.bias:row"].spec.shape == (1, 64)
+
+
+def test_bf16_keeps_timestep_embedding_in_float32():
+    program = lowered("flux-tiny", "bf16")
+    trig = [op for op in program.ir.ops if op.fn in ("ttnn.sin", "ttnn.cos")]
+    assert trig and all(program.ir.tensors[op.outputs[0]].dtype == "float32" for op in trig)
+    assert program.ir.tensors[next(op for op in program.ir.ops if op.fn == "ttnn.linear").outputs[0]].dtype == "bfloat16"
+
+
+class CumsumModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.proj(torch.cumsum(self.proj(x), dim=-1))
+
+
+def test_host_fallback_is_reported_and_correct():
+    model, x = CumsumModel().eval(), torch.randn(1, 4, 8)
+    with pytest.warns(UserWarning, match="cumsum.*runs on host"):
+        program = meshdit.lower(model, "1x1", {"x": x})
+    assert program.coverage()["host"] == {"aten.cumsum.default": 1}
+    assert "host fallback: aten.cumsum.default x1" in program.plan()
+    assert program.pcc_report()[0].pcc > 0.9999
+
+
+def test_host_fallback_off_names_node_and_line():
+    with pytest.raises(UnsupportedOpError, match=r"cumsum.*test_lowering.py:\d+"):
+        meshdit.lower(CumsumModel().eval(), "1x1", {"x": torch.randn(1, 4, 8)}, allow_host_fallback=False)
+
+
+def test_source_is_standalone_python():
+    source = lowered("mochi-tiny").source
+    compile(source, "program.py", "exec")
+    assert "import torch" not in source.split("def host_call")[0]  # torch only inside the host fallback helper
+    assert "ttnn.transformer.joint_scaled_dot_product_attention(" in source
+
+
+def test_multi_device_mesh_is_refused_until_sharding_exists():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(meshdit.errors.ConfigError, match="not implemented"):
+            meshdit.lower(CumsumModel().eval(), "1x2 tp2@1", {"x": torch.randn(1, 4, 8)})

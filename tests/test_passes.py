@@ -1,0 +1,92 @@
+"""Each pass keeps the graph's value (run in torch before and after) and recognises the structure it should."""
+
+import collections
+
+import pytest
+import torch
+
+from conftest import TINY, tiny_inputs, tiny_model
+from meshdit import model_zoo
+from meshdit.capture import capture
+from meshdit.errors import CaptureError, SpecializationError
+from meshdit.passes import ops, run_passes
+
+aten = torch.ops.aten
+
+
+def _passes(name):
+    model, inputs = tiny_model(name), tiny_inputs(name)
+    return run_passes(capture(model, inputs), model_zoo.entry(name).static_inputs, verify_inputs=inputs)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_every_pass_preserves_the_value(name):
+    graph = _passes(name)  # verify_inputs makes run_passes compare every pass's output with the first
+    expected = tiny_model(name)(**tiny_inputs(name), return_dict=False)
+    got = graph.run(**{k: v for k, v in tiny_inputs(name).items() if k in graph.inputs})
+    assert torch.allclose(expected[0], got[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_canonical_vocabulary(name):
+    targets = {n.target for n in _passes(name).op_nodes()}
+    spellings = {aten.view.default, aten.transpose.int, aten.chunk.default, aten.unflatten.int, aten.dropout.default,
+                 aten._assert_tensor_metadata.default, aten.conv2d.default, aten.unbind.int, aten.stack.default}
+    assert not targets & spellings
+
+
+def test_sd3_structure():
+    graph = _passes("sd3-tiny")
+    kinds = collections.Counter(p.kind for p in graph.patterns)
+    assert kinds["joint_attention"] == 2  # image + prompt tokens in one softmax, per block
+    assert kinds["mlp"] == 5 and kinds["adaln_modulation"] == 5
+    # qk RMSNorms (written out with pow/mean/rsqrt in diffusers) are fused: 4 per block
+    assert sum(n.target is aten.rms_norm.default for n in graph.op_nodes()) == 8
+    assert not any(n.target is aten.rsqrt.default for n in graph.op_nodes())
+    joint = [n for n in graph.op_nodes() if n.target is ops.joint_sdpa]
+    assert joint[0].args[0].meta["val"].shape[-2] == 64  # main stream = image tokens (8x8 patches)
+    assert joint[0].args[3].meta["val"].shape[-2] == 32  # joint stream = prompt tokens
+
+
+def test_mochi_mask_is_specialised_and_guarded():
+    graph = _passes("mochi-tiny")
+    assert "encoder_attention_mask" in graph.static_inputs
+    assert not any(n.target is aten.nonzero.default for n in graph.op_nodes())
+    assert any("data-dependent" in note for note in graph.notes)
+    mlps = collections.Counter(p.info["act"] for p in graph.patterns if p.kind == "mlp")
+    assert mlps["swiglu"] == 3
+
+
+def test_flux_position_tables_are_folded():
+    graph = _passes("flux-tiny")
+    assert {"img_ids", "txt_ids"} <= set(graph.static_inputs)
+    assert not any(n.target in (aten.sin.default, aten.cos.default) and "pos_embed" in str(n.meta.get("stack_trace"))
+                   for n in graph.op_nodes())
+    folded = [c for c in graph.constants.values() if c.source is None]
+    assert folded and all(c.value is not None for c in folded)
+
+
+def test_data_dependent_op_on_runtime_input_is_a_named_error():
+    class Gather(torch.nn.Module):
+        def forward(self, x, scores):
+            return x[torch.nonzero(scores > 0).flatten()]
+
+    captured = capture(Gather(), {"x": torch.randn(8, 4), "scores": torch.randn(8)})
+    graph = run_passes(captured)  # scores feeds nonzero: it becomes static automatically
+    assert "scores" in graph.static_inputs
+    with pytest.raises(SpecializationError, match="static"):
+        run_passes(capture(Gather(), {"x": torch.randn(8, 4), "scores": torch.randn(8)}),
+                   static_inputs={"scores": torch.empty(8, device="meta")})
+
+
+def test_capture_names_unknown_inputs():
+    with pytest.raises(CaptureError, match="does not take"):
+        capture(tiny_model("sd3-tiny"), {"hidden_state": torch.randn(1, 4, 16, 16)})
+
+
+def test_capture_on_meta_allocates_nothing():
+    model = model_zoo.build("sd3-tiny", device="meta")
+    captured = capture(model, model_zoo.example_inputs("sd3-tiny", device="meta"))
+    assert captured.on_meta
+    graph = run_passes(captured)
+    assert all(c.value is None for c in graph.constants.values() if c.source)

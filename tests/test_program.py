@@ -1,0 +1,107 @@
+"""The Program: called like the module, owns its weights, saves a standalone script, loads real checkpoints."""
+
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import meshdit
+from conftest import lowered, tiny_inputs
+from meshdit import model_zoo
+from meshdit.errors import InputMismatchError, SpecializationError
+from meshdit.runtime.pcc import pcc
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _lower(model, name, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return meshdit.lower(model, "1x1", tiny_inputs(name), static_inputs=model_zoo.entry(name).static_inputs,
+                             **kwargs)
+
+
+def test_called_like_the_module_and_returns_the_same_structure():
+    model = model_zoo.build("sd3-tiny")
+    program = _lower(model, "sd3-tiny")
+    out = program(**tiny_inputs("sd3-tiny"))
+    expected = model(**tiny_inputs("sd3-tiny"), return_dict=False)
+    assert isinstance(out, tuple) and len(out) == 1 and out[0].shape == expected[0].shape
+    assert pcc(expected[0], out[0]) > 0.9999
+
+
+def test_program_owns_its_weights():
+    model = model_zoo.build("sd3-tiny", seed=3)
+    program = _lower(model, "sd3-tiny")
+    before = program(**tiny_inputs("sd3-tiny"))[0]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.0)  # the module changes after lowering ...
+    del model
+    after = program(**tiny_inputs("sd3-tiny"))[0]
+    assert torch.equal(before, after)  # ... the program does not
+
+
+def test_saved_program_runs_standalone(tmp_path):
+    program = lowered("flux-tiny", "bf16")
+    path = program.save(tmp_path / "flux")
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    result = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env, check=True)
+    figure = float(result.stdout.split("PCC vs golden")[1].split()[0])
+    print(f"standalone flux-tiny bf16 program: PCC {figure:.6f}")
+    assert figure >= 0.999
+
+
+def test_wrong_input_shape_is_refused_with_its_name():
+    program = lowered("sd3-tiny")
+    inputs = dict(tiny_inputs("sd3-tiny"), hidden_states=torch.randn(1, 4, 32, 32))
+    with pytest.raises(InputMismatchError, match="hidden_states.*lower again"):
+        program(**inputs)
+    with pytest.raises(InputMismatchError, match="missing \\['timestep'\\]"):
+        program(**{k: v for k, v in tiny_inputs("sd3-tiny").items() if k != "timestep"})
+
+
+def test_static_input_change_is_refused():
+    program = lowered("mochi-tiny")
+    inputs = tiny_inputs("mochi-tiny")
+    inputs["encoder_attention_mask"] = torch.ones_like(inputs["encoder_attention_mask"])
+    with pytest.raises(SpecializationError, match="encoder_attention_mask"):
+        program(**inputs)
+
+
+def test_meta_plan_then_real_weights_from_safetensors(tmp_path, pcc_log):
+    real = model_zoo.build("mochi-tiny", seed=7)
+    checkpoint = tmp_path / "mochi.safetensors"
+    save_file({k: v.contiguous() for k, v in real.state_dict().items()}, str(checkpoint))
+    meta_model = model_zoo.build("mochi-tiny", device="meta")
+    meta_inputs = model_zoo.example_inputs("mochi-tiny", device="meta")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(meta_model, "1x1", meta_inputs,
+                                static_inputs={"encoder_attention_mask": tiny_inputs("mochi-tiny")[
+                                    "encoder_attention_mask"]})
+    with pytest.raises(RuntimeError, match="load_weights"):
+        program(**tiny_inputs("mochi-tiny"))
+    program.load_weights(str(checkpoint))
+    expected = real(**tiny_inputs("mochi-tiny"), return_dict=False)[0]
+    figure = pcc(expected, program(**tiny_inputs("mochi-tiny"))[0])
+    print(f"mochi-tiny planned on meta, weights from safetensors: PCC {figure:.6f}")
+    assert figure >= 0.9999
+
+
+def test_zoo_loads_checkpoints_from_file_and_diffusers_folder(tmp_path):
+    real = model_zoo.build("sd3-tiny", seed=5)
+    save_file({k: v.contiguous() for k, v in real.state_dict().items()}, str(tmp_path / "w.safetensors"))
+    real.save_pretrained(tmp_path / "folder")
+    inputs = tiny_inputs("sd3-tiny")
+    expected = real(**inputs, return_dict=False)[0]
+    for source in (tmp_path / "w.safetensors", tmp_path / "folder"):
+        loaded = model_zoo.from_checkpoint("sd3-tiny", str(source))
+        assert torch.allclose(loaded(**inputs, return_dict=False)[0], expected, atol=1e-5)  # same weights
+    with pytest.raises(KeyError, match="does not fit"):
+        save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+        model_zoo.from_checkpoint("sd3-tiny", str(tmp_path / "bad.safetensors"))

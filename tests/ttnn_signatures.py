@@ -1,0 +1,52 @@
+"""Parameter names of the ttnn 0.81.1 ops meshdit emits: (positional parameters, keyword-only parameters).
+
+Taken from the verbatim signatures in ../shared/research/ttnn_api_and_mock.md (Appendix A). Ops marked
+`assumed` have no verbatim record there; they follow the same unary/reduction binding, and the conformance
+harness (real ttnn on a mocked mesh) is what settles them.
+"""
+
+_UNARY = (("input_tensor",), ("memory_config", "output_tensor", "sub_core_grids"))  # ttnn.silu verbatim
+_BINARY = (("input_tensor_a", "input_tensor_b"),
+           ("fast_and_approximate_mode", "dtype", "memory_config", "output_tensor", "activations",
+            "input_tensor_a_activations", "input_tensor_b_activations", "sub_core_grids", "sub_device_id"))
+_NORM = (("input_tensor",), ("epsilon", "weight", "bias", "residual_input_tensor", "memory_config",
+                             "program_config", "compute_kernel_config"))
+_MATMUL_KW = ("transpose_a", "transpose_b", "memory_config", "dtype", "program_config", "activation",
+              "compute_kernel_config", "core_grid", "output_tile", "optional_output_tensor", "global_cb",
+              "sub_device_id")
+
+SIGNATURES = {
+    "ttnn.linear": (("input_tensor_a", "input_tensor_b"), ("bias",) + _MATMUL_KW),
+    "ttnn.matmul": (("input_tensor_a", "input_tensor_b"), _MATMUL_KW),
+    "ttnn.layer_norm": (_NORM[0], _NORM[1] + ("recip_tensor",)),
+    "ttnn.rms_norm": _NORM,
+    "ttnn.gelu": (("input_tensor",), ("fast_and_approximate_mode", "memory_config", "output_tensor",
+                                      "sub_core_grids")),
+    "ttnn.silu": _UNARY,
+    "ttnn.add": _BINARY,
+    "ttnn.multiply": _BINARY,
+    "ttnn.subtract": _BINARY,  # assumed: same binding as add / multiply
+    "ttnn.divide": _BINARY,  # assumed
+    "ttnn.softmax": (("input_tensor", "dim"), ("memory_config", "compute_kernel_config", "numeric_stable")),
+    "ttnn.reshape": (("input_tensor", "shape"), ("memory_config", "pad_value", "reshape_tile_mode",
+                                                 "sub_core_grids", "skip_padding_fill")),
+    "ttnn.permute": (("input_tensor", "dims"), ("memory_config", "pad_value")),
+    "ttnn.slice": (("input_tensor", "starts", "ends", "slice_step"),
+                   ("memory_config", "output_tensor", "pad_value", "slice_dim", "num_devices", "sub_core_grids")),
+    "ttnn.concat": (("tensors", "dim"), ("memory_config", "output_tensor", "groups", "sub_core_grids")),
+    "ttnn.pad": (("input_tensor", "padding", "value"), ("use_multicore", "memory_config", "sub_core_grids")),
+    "ttnn.repeat": (("input_tensor", "repeat_dims"), ("memory_config", "optional_output_tensor")),
+    "ttnn.typecast": (("input_tensor", "dtype"), ("memory_config", "output_tensor", "sub_core_grids")),
+    "ttnn.mean": (("input_tensor", "dim", "keepdim"), ("memory_config", "compute_kernel_config")),  # assumed
+    "ttnn.sum": (("input_tensor", "dim", "keepdim"), ("memory_config", "compute_kernel_config")),  # assumed
+    "ttnn.transformer.scaled_dot_product_attention": (
+        ("input_tensor_q", "input_tensor_k", "input_tensor_v"),
+        ("attn_mask", "is_causal", "scale", "sliding_window_size", "memory_config", "program_config",
+         "compute_kernel_config", "attention_sink")),
+    "ttnn.transformer.joint_scaled_dot_product_attention": (
+        ("input_tensor_q", "input_tensor_k", "input_tensor_v", "joint_tensor_q", "joint_tensor_k", "joint_tensor_v"),
+        ("joint_strategy", "program_config", "scale", "compute_kernel_config")),
+    "host_call": (("op_name", "args", "kwargs"), ()),
+}
+for _name in ("neg", "exp", "sin", "cos", "tanh", "sigmoid", "rsqrt", "sqrt", "reciprocal", "abs", "relu"):
+    SIGNATURES[f"ttnn.{_name}"] = _UNARY  # assumed: unary eltwise binding as ttnn.silu
