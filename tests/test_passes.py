@@ -90,3 +90,17 @@ def test_capture_on_meta_allocates_nothing():
     assert captured.on_meta
     graph = run_passes(captured)
     assert all(c.value is None for c in graph.constants.values() if c.source)
+
+
+def test_streams_are_kept_apart_for_joint_attention():
+    """Flux applies RoPE to cat(prompt, image) and runs single blocks on the concatenation; once the cats are
+    pushed down, every attention is a joint attention over the two separate streams."""
+    graph = _passes("flux-tiny")
+    joint = [n for n in graph.op_nodes() if n.target is ops.joint_sdpa]
+    assert len(joint) == 4  # 2 double + 2 single blocks
+    assert not any(n.target is aten.scaled_dot_product_attention.default for n in graph.op_nodes())
+    for node in joint:
+        assert node.args[0].meta["val"].shape[-2] == 64 and node.args[3].meta["val"].shape[-2] == 32
+    # no concatenation along the token dim survives between the joint attentions' outputs and the next block
+    outputs = {u for n in joint for u in n.users}
+    assert not any(u.target is aten.cat.default for o in outputs for u in o.users)

@@ -326,7 +326,6 @@ def _sdpa(b: Builder, node):
 def _joint_sdpa(b: Builder, node):
     q, k, v, jq, jk, jv = (b.arg(a) for a in node.args[:6])
     scale = node.kwargs.get("scale")
-    joint_first = node.kwargs.get("joint_first", False)
     main_meta, joint_meta = node.args[0].meta["val"], node.args[3].meta["val"]
     n, length = main_meta.shape[-2], joint_meta.shape[-2]
     chunk = _chunk_size(max(n, length))
@@ -340,10 +339,8 @@ def _joint_sdpa(b: Builder, node):
     out_shape = list(main_meta.shape[:-1]) + [node.args[2].meta["val"].shape[-1]]
     joint_shape = list(joint_meta.shape[:-1]) + [node.args[5].meta["val"].shape[-1]]
     metas = (torch.empty(out_shape, device="meta"), torch.empty(joint_shape, device="meta"))
-    out, joint_out = b.call("ttnn.transformer.joint_scaled_dot_product_attention", (q, k, v, jq, jk, jv), kwargs,
-                            meta=metas)
-    parts = [joint_out, out] if joint_first else [out, joint_out]
-    return b.call("ttnn.concat", (parts, 2))
+    return b.call("ttnn.transformer.joint_scaled_dot_product_attention", (q, k, v, jq, jk, jv), kwargs,
+                  meta=metas)
 
 
 def _chunk_size(seq: int) -> int:

@@ -3,7 +3,9 @@
     model_graph = run_passes(captured, static_inputs=())
 
 Order: specialise (concrete shapes, folded constants, data-dependent values) -> drop no-ops -> canonicalise ->
-merge common subexpressions (shared position tables) -> recognise patterns (RMSNorm, joint attention) -> annotate structure (linear, MLP, adaLN, attention).
+merge common subexpressions (shared position tables) -> fuse RMSNorm -> keep concatenated token streams apart
+(push cats down to attention) -> joint attention -> split its outputs back into streams -> annotate structure
+(linear, MLP, adaLN, attention).
 `verify` (tests use it) runs the graph in torch after every pass and checks it still matches the first one.
 """
 
@@ -20,13 +22,17 @@ from .cse import eliminate_common_subexpressions
 from .graph import ModelGraph
 from .patterns import annotate, fuse_joint_attention, fuse_rms_norm
 from .specialize import specialize
+from .streams import sink_concats
 
 PIPELINE = (
     ("drop_noops", drop_noops),
     ("canonicalize", canonicalize),
     ("cse", eliminate_common_subexpressions),
     ("fuse_rms_norm", fuse_rms_norm),
+    ("sink_concats", sink_concats),
     ("fuse_joint_attention", fuse_joint_attention),
+    ("split_joint_outputs", sink_concats),
+    ("cse_streams", eliminate_common_subexpressions),
     ("annotate", annotate),
 )
 

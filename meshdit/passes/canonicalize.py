@@ -3,7 +3,7 @@
     views (view, unflatten, flatten, squeeze, unsqueeze, ...)   -> aten.reshape
     transpose, t                                               -> aten.permute
     select, chunk, split, split_with_sizes, unbind            -> aten.slice (+ reshape)
-    stack                                                      -> reshape + aten.cat
+    stack                                                      -> reshape + aten.cat (cat of one tensor: dropped)
     pow(x, 2), outer, repeat_interleave(int), rsub, pad        -> mul / reshape+mul / reshape+expand / neg+add /
                                                                   constant_pad_nd
     single-operand einsum that only permutes                   -> aten.permute
@@ -131,6 +131,11 @@ def _stack(graph, node):
         shape = _shape(t)
         pieces.append(_reshape(graph, t, shape[:dim] + [1] + shape[dim:], node))
     return emit(graph, aten.cat.default, (pieces, dim), like=node)
+
+
+def _cat(graph, node):
+    parts = node.args[0]
+    return parts[0] if len(parts) == 1 else None  # cat of one tensor is that tensor
 
 
 def _pow(graph, node):
@@ -272,6 +277,7 @@ RULES = {
     aten.split_with_sizes.default: _split_like,
     aten.unbind.int: _split_like,
     aten.stack.default: _stack,
+    aten.cat.default: _cat,
     aten.pow.Tensor_Scalar: _pow,
     aten.outer.default: _outer,
     aten.repeat_interleave.self_int: _repeat_interleave,

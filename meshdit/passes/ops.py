@@ -13,9 +13,10 @@ import torch.nn.functional as F
 def joint_sdpa(query, key, value, joint_query, joint_key, joint_value, scale=None, joint_first=False):
     """Attention over the union of two token streams (e.g. image and prompt tokens), as one softmax.
 
-    Equals scaled_dot_product_attention on the concatenation of the streams along the sequence dim (-2);
-    the output is concatenated in the same order the model concatenated its inputs (`joint_first`: the joint
-    stream came first). Lowered to ttnn.transformer.joint_scaled_dot_product_attention (ring variant under sp).
+    Returns (main output, joint output): scaled_dot_product_attention on the concatenation of the streams along
+    the sequence dim (-2), split back into the streams. `joint_first` records the order the model concatenated
+    them in (key order does not change attention). Lowered to ttnn.transformer.joint_scaled_dot_product_attention
+    (the ring variant under sequence parallelism).
     """
     parts = [(joint_query, joint_key, joint_value), (query, key, value)]
     if not joint_first:
@@ -23,7 +24,12 @@ def joint_sdpa(query, key, value, joint_query, joint_key, joint_value, scale=Non
     q = torch.cat([p[0] for p in parts], dim=-2)
     k = torch.cat([p[1] for p in parts], dim=-2)
     v = torch.cat([p[2] for p in parts], dim=-2)
-    return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    n_joint = joint_query.shape[-2]
+    if joint_first:
+        return out[..., n_joint:, :], out[..., :n_joint, :]
+    n_main = query.shape[-2]
+    return out[..., :n_main, :], out[..., n_main:, :]
 
 
 joint_sdpa.__meshdit_op__ = "joint_sdpa"

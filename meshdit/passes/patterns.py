@@ -2,7 +2,8 @@
 
 Rewrites (each keeps the graph's value):
   x * rsqrt(mean(x*x, -1) + eps) [* w]          -> aten.rms_norm          (RMSNorm written out by hand)
-  sdpa(cat(q_a, q_b), cat(k_a, k_b), cat(v_a, v_b)) -> ops.joint_sdpa     (joint attention over two streams)
+  sdpa(cat(q_a, q_b), cat(k_a, k_b), cat(v_a, v_b)) -> ops.joint_sdpa     (joint attention over two streams;
+                                                   run after passes/streams.py has pushed cats down to attention)
 Annotations (recorded in ModelGraph.patterns, used by the plan and by sharding):
   linear                     every aten.linear
   mlp                        linear -> activation (gelu, gelu-tanh, silu, swiglu/geglu gate) -> linear
@@ -13,6 +14,7 @@ Annotations (recorded in ModelGraph.patterns, used by the plan and by sharding):
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import torch
@@ -126,7 +128,10 @@ def fuse_joint_attention(mg: ModelGraph) -> int:
         with graph.inserting_before(sdpa):
             node = emit(graph, ops.joint_sdpa, tuple(args), {"scale": extra.get("scale"),
                                                               "joint_first": joint == 0}, like=sdpa)
-        replace_node(sdpa, node)
+            outs = [emit(graph, operator.getitem, (node, i), like=sdpa) for i in (0, 1)]
+            # the model saw one concatenated output; sink_concats then cancels this cat against its splits
+            merged = emit(graph, aten.cat.default, ([outs[1], outs[0]] if joint == 0 else outs, 2), like=sdpa)
+        replace_node(sdpa, merged)
         fused += 1
     finalize(mg)
     return fused

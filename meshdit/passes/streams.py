@@ -1,0 +1,170 @@
+"""Keep concatenated token streams apart: push `cat` nodes down through ops that treat tokens independently.
+
+DiTs concatenate image and prompt tokens for joint attention and split them again afterwards (SD3, Mochi), apply
+rotary embeddings to the concatenation (Flux), or run whole blocks on it (Flux single blocks). Under sequence
+parallelism the two streams need different placements (image tokens sharded, prompt tokens replicated), so this
+pass rewrites  op(cat([a, b], d))  into  cat([op(a), op(b)], d')  for every op that does not mix values along d,
+and cancels  slice(cat(...))  against the part it selects. What is left concatenated is what really mixes the
+streams: attention, which `fuse_joint_attention` then turns into joint attention over the separate streams.
+Every rewrite keeps the graph's value.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.fx as fx
+
+from .fold import fold_constants
+from .graph import ModelGraph, emit, finalize, replace_node
+
+aten = torch.ops.aten
+
+UNARY = {aten.neg.default, aten.exp.default, aten.silu.default, aten.gelu.default, aten.sin.default,
+         aten.cos.default, aten.tanh.default, aten.rsqrt.default, aten.sqrt.default, aten.sigmoid.default,
+         aten.relu.default, aten.to.dtype, aten.abs.default, aten.reciprocal.default}
+BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
+LAST_DIM_OPS = {aten.linear.default, aten.rms_norm.default, aten.layer_norm.default}
+
+
+def _shape(node):
+    return list(node.meta["val"].shape)
+
+
+def _parts(cat: fx.Node):
+    parts, dim = cat.args[0], cat.args[1] if len(cat.args) > 1 else 0
+    return list(parts), dim % len(_shape(cat))
+
+
+def _bounds(parts, dim):
+    out, start = [], 0
+    for p in parts:
+        size = _shape(p)[dim]
+        out.append((start, start + size))
+        start += size
+    return out
+
+
+def _reshape_dim(in_shape, out_shape, d):
+    """Output dim that carries input dim d unchanged (same size, same products before and after), else None."""
+    before = math.prod(in_shape[:d])
+    after = math.prod(in_shape[d + 1:])
+    prefix = 1
+    for e, size in enumerate(out_shape):
+        if prefix == before and size == in_shape[d] and math.prod(out_shape[e + 1:]) == after:
+            return e
+        prefix *= size
+        if prefix > before:
+            return None
+    return None
+
+
+def _split_operand(graph, other, dim_in_other, bounds, like):
+    """An operand broadcast against a cat: the same object per part, or its slices along the cat dim."""
+    if not isinstance(other, fx.Node):
+        return [other] * len(bounds)
+    size = _shape(other)[dim_in_other] if dim_in_other is not None else 1
+    if dim_in_other is None or size == 1:
+        return [other] * len(bounds)
+    return [emit(graph, aten.slice.Tensor, (other, dim_in_other, lo, hi), like=like) for lo, hi in bounds]
+
+
+def _push(graph, cat: fx.Node, user: fx.Node):
+    """Rewrite one user of a cat; returns its replacement or None when the user mixes along the cat dim."""
+    parts, d = _parts(cat)
+    rank = len(_shape(cat))
+    bounds = _bounds(parts, d)
+    target = user.target
+    if target is aten.slice.Tensor and user.args[0] is cat:
+        dim = user.args[1] % rank
+        if dim == d:
+            lo, hi = user.args[2], min(user.args[3], _shape(cat)[d])
+            covered = [i for i, (a, b) in enumerate(bounds) if a < hi and b > lo]
+            if len(covered) == 1:
+                i = covered[0]
+                a, b = bounds[i]
+                if (lo, hi) == (a, b):
+                    return parts[i]
+                return emit(graph, aten.slice.Tensor, (parts[i], d, lo - a, hi - a), like=user)
+            if all(lo <= bounds[i][0] and bounds[i][1] <= hi for i in covered) and \
+                    (lo, hi) == (bounds[covered[0]][0], bounds[covered[-1]][1]):
+                return emit(graph, aten.cat.default, ([parts[i] for i in covered], d), like=user)
+            return None
+        new = [emit(graph, aten.slice.Tensor, (p,) + tuple(user.args[1:]), like=user) for p in parts]
+    elif target is aten.permute.default:
+        perm = list(user.args[1])
+        new = [emit(graph, aten.permute.default, (p, perm), like=user) for p in parts]
+        return emit(graph, aten.cat.default, (new, perm.index(d)), like=user)
+    elif target is aten.reshape.default:
+        e = _reshape_dim(_shape(cat), _shape(user), d)
+        if e is None:
+            return None
+        new = []
+        for p in parts:
+            shape = _shape(user)
+            shape[e] = _shape(p)[d]
+            new.append(emit(graph, aten.reshape.default, (p, shape), like=user))
+        return emit(graph, aten.cat.default, (new, e), like=user)
+    elif target in UNARY and user.args[0] is cat:
+        new = [emit(graph, target, (p,) + tuple(user.args[1:]), dict(user.kwargs), like=user) for p in parts]
+    elif target in LAST_DIM_OPS and user.args[0] is cat and d != rank - 1:
+        new = [emit(graph, target, (p,) + tuple(user.args[1:]), dict(user.kwargs), like=user) for p in parts]
+    elif target is aten.constant_pad_nd.default:
+        pad = list(user.args[1])
+        padded_dims = {rank - 1 - i for i in range(len(pad) // 2) if pad[2 * i] or pad[2 * i + 1]}
+        if padded_dims - {d}:
+            return None
+        k = rank - 1 - d
+        if 2 * k < len(pad) and pad[2 * k]:
+            return None  # padding in front of the first stream
+        new = list(parts[:-1]) + [emit(graph, target, (parts[-1],) + tuple(user.args[1:]), like=user)]
+    elif target in BINARY:
+        a, b = user.args[0], user.args[1]
+        out_rank = len(_shape(user))
+        d_out = d + out_rank - rank  # broadcasting aligns dims from the right
+        columns = []
+        for operand in (a, b):
+            if operand is cat:
+                columns.append(parts)
+                continue
+            if isinstance(operand, fx.Node) and operand.target is aten.cat.default and \
+                    _parts(operand)[1] + out_rank - len(_shape(operand)) == d_out and \
+                    _bounds(*_parts(operand)) == bounds:
+                columns.append(_parts(operand)[0])
+                continue
+            if isinstance(operand, fx.Node):
+                od = d_out - (out_rank - len(_shape(operand)))
+                columns.append(_split_operand(graph, operand, od if od >= 0 else None, bounds, user))
+            else:
+                columns.append([operand] * len(parts))
+        new = [emit(graph, target, (x, y), dict(user.kwargs), like=user) for x, y in zip(*columns)]
+        return emit(graph, aten.cat.default, (new, d_out), like=user)
+    else:
+        return None
+    return emit(graph, aten.cat.default, (new, d), like=user)
+
+
+def sink_concats(mg: ModelGraph) -> int:
+    """Push every runtime cat down as far as token-wise ops allow; returns the number of rewrites."""
+    graph = mg.gm.graph
+    rewrites = 0
+    changed = True
+    while changed:
+        changed = False
+        for cat in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.cat.default]:
+            parts, dim = _parts(cat)
+            if not any(p.op != "placeholder" for p in parts) or dim == len(_shape(cat)) - 1:
+                continue  # token streams are concatenated along a token dim, never the last (channel) dim
+            for user in list(cat.users):
+                with graph.inserting_before(user):
+                    replacement = _push(graph, cat, user)
+                if replacement is not None:
+                    replace_node(user, replacement)
+                    rewrites += 1
+                    changed = True
+            if not cat.users:
+                graph.erase_node(cat)
+    finalize(mg)
+    fold_constants(mg)
+    return rewrites
