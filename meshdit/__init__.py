@@ -34,6 +34,30 @@ def _dtype_name(value, what):
     return name
 
 
+def _cfg_branch_inputs(example_inputs: dict, mesh: MeshConfig, static_inputs) -> tuple:
+    """The inputs one cfg branch sees (its share of the batch) and the names of the inputs split by batch."""
+    if mesh.cfg.factor == 1 or not example_inputs:
+        return example_inputs, ()
+    tensors = [v for v in example_inputs.values() if isinstance(v, torch.Tensor) and v.dim() > 0]
+    batch = tensors[0].shape[0] if tensors else 0
+    if batch % mesh.cfg.factor:
+        raise ConfigError(
+            f"mesh {mesh}: cfg{mesh.cfg.factor} splits the batch over {mesh.cfg.factor} submeshes, but the example "
+            f"inputs have batch {batch}; pass the unconditional and conditional halves together "
+            f"(batch {mesh.cfg.factor} x n) or drop cfg from the mesh config"
+        )
+    share = batch // mesh.cfg.factor
+    branch, batched = {}, []
+    for name, value in example_inputs.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch and \
+                name not in static_inputs:
+            branch[name] = value[:share]
+            batched.append(name)
+        else:
+            branch[name] = value
+    return branch, tuple(batched)
+
+
 def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None = None, *, dtype="fp32",
           weight_dtype=None, static_inputs=(), allow_host_fallback=True, check=True):
     """Lower `model` to a TT-NN Program for `mesh_config`, specialised to the shapes of `example_inputs`.
@@ -49,12 +73,9 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     from .report import plan_text
     from .runtime import Program
 
+    from .sharding.plan import shard_graph
+
     mesh = MeshConfig.parse(mesh_config)
-    if mesh.num_devices != 1:
-        raise ConfigError(
-            f"mesh {mesh}: multi-device sharding is not implemented yet; lower on '1x1' "
-            "(the sharding stage, issue 3, adds cfg/sp/tp/ulysses placements)"
-        )
     act = _dtype_name(dtype, "dtype")
     weights = _dtype_name(weight_dtype or dtype, "weight_dtype")
     if act == "bfloat8_b":
@@ -62,20 +83,26 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     if example_inputs is None:
         raise ConfigError("example_inputs is required: the dict of keyword arguments the module's forward takes")
     timings = {}
-    captured = capture(model, example_inputs)
+    capture_inputs, batched = _cfg_branch_inputs(example_inputs, mesh, static_inputs)
+    captured = capture(model, capture_inputs)
     timings["capture"] = captured.seconds
     t0 = time.perf_counter()
     graph = run_passes(captured, static_inputs)
     timings["passes"] = time.perf_counter() - t0
+    if mesh.num_devices > 1:
+        t0 = time.perf_counter()
+        shard_graph(graph, mesh)
+        timings["sharding"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ir = lower_graph(graph, mesh.shape, act, weights, allow_host_fallback)
+    ir = lower_graph(graph, mesh, act, weights, allow_host_fallback, batched)
     source = emit_source(ir)
     timings["lowering"] = time.perf_counter() - t0
     program = Program(ir, source, graph, plan_text(graph, ir, timings, str(mesh)))
     if check and not captured.on_meta:
         inputs = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in example_inputs.items()}
         with torch.no_grad():
-            expected = model(**captured.example_inputs)
+            expected = model(**example_inputs, **({"return_dict": False} if "return_dict" in
+                                                  captured.example_inputs else {}))
         program.golden = (inputs, [t.detach().clone() for t in pytree.tree_leaves(expected)])
     return program
 

@@ -9,6 +9,7 @@ spells them, so the same text runs on both.
 from __future__ import annotations
 
 import json
+import re
 
 from .. import __version__
 from .ir import Code, ProgramIR, Ref, WeightRef
@@ -38,10 +39,13 @@ def use_backend(name="sim"):
     return ttnn
 
 
-MESH_SHAPE = {mesh_shape}
-INPUTS = json.loads({inputs_json})  # name -> [shape, device dtype]
+MESH_SHAPE = {mesh_shape}  # the whole mesh
+SUBMESH_SHAPE = {submesh_shape}  # one cfg branch runs on each submesh of this shape
+CFG_FACTOR = {cfg_factor}
+BATCHED_INPUTS = {batched}  # split along dim 0 over the cfg submeshes
+INPUTS = json.loads({inputs_json})  # name -> [shape per submesh, device dtype, sharded dim per mesh axis]
 OUTPUTS = json.loads({outputs_json})  # flat outputs, in the module's output order
-WEIGHTS = json.loads({weights_json})  # name -> [shape, device dtype, layout]
+WEIGHTS = json.loads({weights_json})  # name -> [shape per device, device dtype, layout, sharded dim per axis]
 STATIC_INPUTS = json.loads({static_json})  # inputs whose values are baked into this program
 '''
 
@@ -56,8 +60,15 @@ def open_device():
     return ttnn.open_mesh_device(ttnn.MeshShape(*MESH_SHAPE))
 
 
-def close_device(device):
-    ttnn.close_mesh_device(device)
+def submeshes(mesh):
+    \"\"\"One mesh per cfg branch (the whole mesh without cfg).\"\"\"
+    if CFG_FACTOR == 1:
+        return [mesh]
+    return mesh.create_submeshes(ttnn.MeshShape(*SUBMESH_SHAPE))
+
+
+def close_device(mesh):
+    ttnn.close_mesh_device(mesh)
 
 
 def _dtype(name):
@@ -68,15 +79,23 @@ def _layout(name):
     return ttnn.TILE_LAYOUT if name == "TILE" else ttnn.ROW_MAJOR_LAYOUT
 
 
-def upload(array, dtype, layout, device):
-    """Host numpy array -> device tensor replicated on every device of the mesh."""
+def mesh_mapper(device, placements):
+    \"\"\"Split a host tensor over the mesh: per mesh axis, the tensor dim sharded over it or None (replicated).\"\"\"
+    if placements is None or all(p is None for p in placements):
+        return ttnn.replicate_tensor_to_mesh_mapper(device)
+    return ttnn.create_mesh_mapper(device, ttnn.MeshMapperConfig(
+        [ttnn.PlacementReplicate() if p is None else ttnn.PlacementShard(p) for p in placements]))
+
+
+def upload(array, dtype, layout, device, placements=None):
+    \"\"\"Host numpy array -> device tensor, split over the mesh as `placements` says.\"\"\"
     array = np.ascontiguousarray(array, dtype=np.int32 if dtype in ("int32", "uint32") else np.float32)
     return ttnn.Tensor(array, data_type=_dtype(dtype), device=device, layout=_layout(layout),
-                       mesh_mapper=ttnn.replicate_tensor_to_mesh_mapper(device))
+                       mesh_mapper=mesh_mapper(device, placements))
 
 
 def download(tensor):
-    """Device tensor -> host numpy array (float32), read from the first device."""
+    \"\"\"Device tensor -> host numpy array (float32), read from the first device (outputs are replicated).\"\"\"
     if tensor.dtype not in (ttnn.float32, ttnn.int32, ttnn.uint32):
         tensor = ttnn.typecast(tensor, ttnn.float32)
     host = ttnn.get_device_tensors(ttnn.from_device(tensor))[0]
@@ -84,15 +103,16 @@ def download(tensor):
 
 
 def load_weights(device, arrays):
-    """Upload every weight (host arrays by name, e.g. from the .safetensors file beside this program)."""
+    \"\"\"Upload every weight (full host arrays by name, as in the .safetensors file beside this program).\"\"\"
     missing = sorted(set(WEIGHTS) - set(arrays))
     if missing:
         raise KeyError(f"weights missing from the weight file: {{missing[:5]}} ({{len(missing)}} in all)")
-    return {{name: upload(arrays[name], dtype, layout, device) for name, (shape, dtype, layout) in WEIGHTS.items()}}
+    return {{name: upload(arrays[name], dtype, layout, device, placements)
+            for name, (shape, dtype, layout, placements) in WEIGHTS.items()}}
 
 
 def host_call(op_name, args, kwargs):
-    """Run one ATen op on host (torch) for an op the lowering does not map to the device yet."""
+    \"\"\"Run one ATen op on host (torch) for an op the lowering does not map to the device yet.\"\"\"
     import torch
 
     op = torch.ops.aten
@@ -114,22 +134,35 @@ def host_call(op_name, args, kwargs):
 
 
 def make_configs(device):
+    \"\"\"Kernel configs, persistent buffers and semaphores of one (sub)mesh, made once before the first run.\"\"\"
     DEVICE_GRID = device.compute_with_storage_grid_size()
-    return {{
+    ALL_CORES = ttnn.CoreRangeSet({{ttnn.CoreRange(ttnn.CoreCoord(0, 0),
+                                                  ttnn.CoreCoord(DEVICE_GRID.x - 1, DEVICE_GRID.y - 1))}})
+    cfg = {{}}
 {configs}
-    }}
+{buffers}
+    return cfg
 '''
 
 MAIN = '''
 
-def run(device, w, cfg, inputs):
-    """inputs: name -> numpy array. Returns the flat outputs as numpy arrays."""
-    for name, (shape, _dtype_name) in INPUTS.items():
-        if tuple(inputs[name].shape) != tuple(shape):
-            raise ValueError(f"input {{name}}: expected shape {{tuple(shape)}}, got {{tuple(inputs[name].shape)}}")
-    device_inputs = {{name: upload(inputs[name], dtype, "TILE", device) for name, (_shape, dtype) in INPUTS.items()}}
-    outputs = forward(device, w, cfg, **device_inputs)
-    return [download(o) if isinstance(o, ttnn.Tensor) else o for o in outputs]
+def run(meshes, weights, configs, inputs):
+    \"\"\"inputs: name -> numpy array (whole batch). One forward per cfg submesh; outputs joined along the batch.\"\"\"
+    per_branch = []
+    for index, (device, w, cfg) in enumerate(zip(meshes, weights, configs)):
+        device_inputs = {{}}
+        for name, (shape, dtype, placements) in INPUTS.items():
+            array = inputs[name]
+            if name in BATCHED_INPUTS:
+                array = array[index * shape[0]:(index + 1) * shape[0]]
+            if tuple(array.shape) != tuple(shape):
+                raise ValueError(f"input {{name}}: expected shape {{tuple(shape)}} per cfg branch, got {{tuple(array.shape)}}")
+            device_inputs[name] = upload(array, dtype, "TILE", device, placements)
+        outputs = forward(device, w, cfg, **device_inputs)
+        per_branch.append([download(o) if isinstance(o, ttnn.Tensor) else o for o in outputs])
+    if len(per_branch) == 1:
+        return per_branch[0]
+    return [np.concatenate(parts, axis=0) for parts in zip(*per_branch)]
 
 
 def main(argv=None):
@@ -146,12 +179,14 @@ def main(argv=None):
                         help="expected outputs; the PCC against them is printed when the file exists")
     args = parser.parse_args(argv)
     use_backend(args.backend)
-    device = open_device()
+    mesh = open_device()
     try:
-        w = load_weights(device, load_file(args.weights))
-        outputs = run(device, w, make_configs(device), load_file(args.inputs))
+        meshes = submeshes(mesh)
+        arrays = load_file(args.weights)
+        weights = [load_weights(m, arrays) for m in meshes]
+        outputs = run(meshes, weights, [make_configs(m) for m in meshes], load_file(args.inputs))
     finally:
-        close_device(device)
+        close_device(mesh)
     golden = load_file(args.golden) if os.path.exists(args.golden) else {{}}
     for i, out in enumerate(outputs):
         line = f"output {{i}}: shape {{list(out.shape)}}"
@@ -169,14 +204,17 @@ if __name__ == "__main__":
 '''
 
 
+CONFIG_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
+
+
 def render(value) -> str:
     """Python source for an op argument."""
     if isinstance(value, Ref):
         return value.name
     if isinstance(value, WeightRef):
         return f"w[{value.name!r}]"
-    if isinstance(value, Code):
-        return value.text if value.text.startswith("ttnn.") else f"cfg[{value.text!r}]"
+    if isinstance(value, Code):  # UPPER_CASE names are per-mesh configs made by make_configs()
+        return f"cfg[{value.text!r}]" if CONFIG_NAME.fullmatch(value.text) else value.text
     if isinstance(value, list):
         return "[" + ", ".join(render(v) for v in value) + "]"
     if isinstance(value, tuple):
@@ -197,14 +235,20 @@ def _call(op) -> str:
 def emit_source(ir: ProgramIR) -> str:
     """The whole program as Python source."""
     title = f"{ir.model_name} lowered to TT-NN by meshdit"
-    inputs = {i.name: [list(i.spec.shape), i.spec.dtype] for i in ir.inputs}
-    weights = {n: [list(w.spec.shape), w.spec.dtype, w.spec.layout] for n, w in ir.weights.items()}
+    inputs = {i.name: [list(i.global_shape or i.spec.shape), i.spec.dtype, list(i.placements) or None]
+              for i in ir.inputs}
+    weights = {n: [list(w.spec.shape), w.spec.dtype, w.spec.layout, list(w.placements) or None]
+               for n, w in ir.weights.items()}
     outputs = [render(o) for o in ir.outputs]
     head = HEADER.format(title=title, version=__version__, rows=ir.mesh_shape[0], cols=ir.mesh_shape[1],
                          act_dtype=ir.act_dtype, weight_dtype=ir.weight_dtype, mesh_shape=tuple(ir.mesh_shape),
+                         submesh_shape=tuple(ir.submesh_shape), cfg_factor=ir.cfg_factor,
+                         batched=list(ir.batched_inputs),
                          inputs_json=repr(json.dumps(inputs)), outputs_json=repr(json.dumps(outputs)),
                          weights_json=repr(json.dumps(weights)), static_json=repr(json.dumps(ir.static_inputs)))
-    configs = "\n".join(f"        {name!r}: {expr}," for name, expr in sorted(ir.configs.items()))
+    configs = "\n".join(f"    cfg[{name!r}] = {expr}" for name, expr in _ordered(ir.configs))
+    buffers = "\n".join(f"    cfg[{name!r}] = upload(np.zeros({tuple(spec.shape)}), {spec.dtype!r}, 'TILE', device)"
+                        for name, spec in sorted(ir.buffers.items()))
     body = [f"\n\ndef forward(device, w, cfg, {', '.join(i.name for i in ir.inputs)}):"]
     current = None
     for op in ir.ops:
@@ -213,4 +257,23 @@ def emit_source(ir: ProgramIR) -> str:
             body.append(f"    # --- {current or '(top level)'}")
         body.append(f"    {_call(op)}  # {op.where}")
     body.append(f"    return ({', '.join(outputs)}{',' if len(outputs) == 1 else ''})")
-    return head + RUNTIME.format(act_dtype=ir.act_dtype, configs=configs) + "\n".join(body) + "\n" + MAIN.format()
+    return head + RUNTIME.format(act_dtype=ir.act_dtype, configs=configs, buffers=buffers) + "\n".join(body) + \
+        "\n" + MAIN.format()
+
+
+def _ordered(configs: dict) -> list:
+    """Configs in an order where each one's references (cfg['NAME'] in its expression) come first."""
+    done, out = set(), []
+
+    def visit(name):
+        if name in done:
+            return
+        done.add(name)
+        for ref in CONFIG_NAME.findall(configs[name]):
+            if ref in configs and ref != name:
+                visit(ref)
+        out.append((name, configs[name]))
+
+    for name in sorted(configs):
+        visit(name)
+    return out

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TILE = 32
+COLLECTIVE_OPS = ("ttnn.all_gather", "ttnn.reduce_scatter", "ttnn.all_reduce",
+                  "ttnn.transformer.ring_joint_scaled_dot_product_attention")
 DTYPES = ("float32", "bfloat16", "bfloat8_b", "int32", "uint32")
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "bfloat8_b": 1.0625, "int32": 4, "uint32": 4}
 
@@ -89,20 +91,24 @@ class WeightSpec:
     name: str
     constant: str  # ModelGraph constant it comes from
     transform: str  # how the host prepares it: identity | transpose | row | additive_mask
-    spec: TensorSpec
+    spec: TensorSpec  # one device's piece
+    global_shape: tuple = ()  # shape of the prepared host array (before it is split over the mesh)
+    placements: tuple = ()  # per mesh axis: the dim sharded over that axis, or None (replicated)
 
 
 @dataclass
 class InputSpec:
     name: str
-    spec: TensorSpec
+    spec: TensorSpec  # one device's piece
     torch_dtype: str  # dtype the module takes (the program casts on upload)
+    global_shape: tuple = ()  # shape one cfg submesh receives
+    placements: tuple = ()  # per mesh axis: the dim sharded over that axis, or None (replicated)
 
 
 @dataclass
 class ProgramIR:
     model_name: str
-    mesh_shape: tuple
+    mesh_shape: tuple  # the whole mesh
     act_dtype: str
     weight_dtype: str
     inputs: list  # InputSpec, in call order
@@ -112,6 +118,13 @@ class ProgramIR:
     tensors: dict  # name -> TensorSpec for every op output
     configs: dict = field(default_factory=dict)  # config variable -> Python expression (kernel configs)
     static_inputs: dict = field(default_factory=dict)  # name -> description of the baked-in value
+    submesh_shape: tuple = (1, 1)  # the mesh one cfg branch runs on (the program's ops see this mesh)
+    cfg_factor: int = 1  # cfg submeshes; each runs the program on its share of the batch
+    batched_inputs: tuple = ()  # inputs split over the cfg submeshes along dim 0
+    buffers: dict = field(default_factory=dict)  # persistent device buffers, name -> TensorSpec (per device)
+
+    def collectives(self) -> list:
+        return [op for op in self.ops if op.fn in COLLECTIVE_OPS]
 
     def coverage(self) -> dict:
         device, host = {}, {}

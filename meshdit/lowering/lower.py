@@ -23,6 +23,8 @@ import torch.fx as fx
 from ..errors import UnsupportedOpError, node_location
 from ..passes import ops as mdops
 from ..passes.graph import ModelGraph
+from ..sharding import placement as sharding_ops
+from ..sharding.placement import Shard, local_shape
 from .ir import Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
 
 aten = torch.ops.aten
@@ -73,8 +75,10 @@ def float32_region(mg: ModelGraph) -> set:
 
 
 class Builder:
-    def __init__(self, mg: ModelGraph, act_dtype: str, weight_dtype: str):
+    def __init__(self, mg: ModelGraph, act_dtype: str, weight_dtype: str, mesh_shape=(1, 1)):
         self.mg = mg
+        self.mesh_shape = tuple(mesh_shape)
+        self.buffers: dict = {}  # persistent device buffers (ring attention K/V), name -> TensorSpec
         self.fp32 = float32_region(mg) if act_dtype != "float32" else set()
         self.act_dtype = act_dtype
         self.weight_dtype = weight_dtype
@@ -102,24 +106,45 @@ class Builder:
             return type(a)(self.arg(x) for x in a)
         return a
 
-    def config(self, name: str) -> Code:
-        self.configs[name] = CONFIGS[name]
+    def config(self, name: str, expression: str | None = None) -> Code:
+        self.configs[name] = expression or CONFIGS[name]
         return Code(name)
+
+    def local(self, node: fx.Node, index: int | None = None) -> tuple:
+        """Shape of one device's piece of a node's value (its global shape when unsharded)."""
+        meta, layout = node.meta["val"], node.meta.get("layout")
+        if index is not None:
+            meta, layout = meta[index], (layout[index] if layout else None)
+        if layout is None:
+            return tuple(meta.shape)
+        return local_shape(meta.shape, layout, self.mesh_shape)
 
     def weight(self, node: fx.Node, transform: str = "identity", dtype: str | None = None) -> WeightRef:
         """A program weight made from a constant placeholder, prepared on host by `transform`."""
         const = node.meta["key"]
         base = self.mg.constants[const].source or const  # parameters keep their state-dict name
         name = base if transform == "identity" else f"{base}:{transform}"
+        shape = tuple(node.meta["val"].shape)
+        layout = (self.node.meta.get("arg_layouts") or {}).get(node.name)
+        dims = [p.dim if isinstance(p, Shard) else None for p in layout] if layout else [None] * len(self.mesh_shape)
+        if transform == "transpose":
+            shape = shape[:-2] + (shape[-1], shape[-2])
+            swap = {len(shape) - 1: len(shape) - 2, len(shape) - 2: len(shape) - 1}
+            dims = [swap.get(d, d) if d is not None else None for d in dims]
+        elif transform == "row":
+            shape = (1, shape[0])
+            dims = [1 if d is not None else None for d in dims]
+        if any(d is not None for d in dims):
+            name += "@" + "".join("R" if d is None else f"S{d}" for d in dims)
         if name not in self.weights:
-            shape = tuple(node.meta["val"].shape)
-            if transform == "transpose":
-                shape = shape[:-2] + (shape[-1], shape[-2])
-            elif transform == "row":
-                shape = (1, shape[0])
             tdtype = dtype or (self.dtype_of(node.meta["val"].dtype, node) if transform != "additive_mask"
                                else self.act_dtype)
-            self.weights[name] = WeightSpec(name, const, transform, TensorSpec(name, shape, tdtype))
+            local = list(shape)
+            for d, size in zip(dims, self.mesh_shape):
+                if d is not None:
+                    local[d] //= size
+            self.weights[name] = WeightSpec(name, const, transform, TensorSpec(name, tuple(local), tdtype),
+                                            tuple(shape), tuple(dims))
         return WeightRef(name)
 
     def value_or_weight(self, a):
@@ -128,21 +153,32 @@ class Builder:
         return self.arg(a)
 
     # --- ops --------------------------------------------------------------------------------------------------
-    def call(self, fn: str, args: tuple, kwargs: dict | None = None, meta=None, dtype: str | None = None):
-        """Append an op; returns a Ref (or a tuple of Refs when meta is a tuple)."""
-        meta = self.node.meta["val"] if meta is None else meta
-        metas = list(meta) if isinstance(meta, (tuple, list)) else [meta]
+    def call(self, fn: str, args: tuple, kwargs: dict | None = None, shapes=None, dtype: str | None = None):
+        """Append an op; returns a Ref, or a tuple of Refs for several outputs.
+
+        shapes: [(local shape, torch dtype), ...] of the outputs; by default those of the node being lowered."""
+        node = self.node
+        multi = shapes is not None and isinstance(shapes, list) or \
+            shapes is None and isinstance(node.meta["val"], (tuple, list))
+        if shapes is None:
+            metas = node.meta["val"] if multi else [node.meta["val"]]
+            shapes = [(self.local(node, i if multi else None), m.dtype) for i, m in enumerate(metas)]
+        elif not multi:
+            shapes = [shapes]
         names = []
-        for m in metas:
+        for shape, torch_dtype in shapes:
             self._count += 1
             name = f"t{self._count}"
-            tdtype = dtype or self.dtype_of(m.dtype)
-            self.tensors[name] = TensorSpec(name, tuple(m.shape), tdtype)
+            self.tensors[name] = TensorSpec(name, tuple(shape), dtype or self.dtype_of(torch_dtype))
             names.append(name)
-        self.ops.append(Op(fn, tuple(args), dict(kwargs or {}), names, self.node.name, node_location(self.node),
-                           _module_path(self.node)))
+        self.ops.append(Op(fn, tuple(args), dict(kwargs or {}), names, node.name, node_location(node),
+                           _module_path(node)))
         refs = tuple(Ref(n) for n in names)
-        return refs if isinstance(meta, (tuple, list)) else refs[0]
+        return refs if multi else refs[0]
+
+    def buffer(self, name: str, shape, dtype: str) -> Code:
+        self.buffers[name] = TensorSpec(name, tuple(shape), dtype)
+        return Code(name)
 
 
 # --- rules ----------------------------------------------------------------------------------------------------
@@ -220,7 +256,7 @@ def _binary(fn):
         right = b.value_or_weight(rhs)
         if alpha != 1:
             if isinstance(rhs, fx.Node):
-                right = b.call("ttnn.multiply", (right, alpha), meta=rhs.meta["val"])
+                right = b.call("ttnn.multiply", (right, alpha), shapes=(b.local(rhs), rhs.meta["val"].dtype))
             else:
                 right = right * alpha
         return b.call(fn, (b.value_or_weight(lhs), right))
@@ -243,7 +279,7 @@ def _softmax(b: Builder, node):
 
 
 def _reshape(b: Builder, node):
-    return b.call("ttnn.reshape", (b.arg(node.args[0]), list(node.meta["val"].shape)))
+    return b.call("ttnn.reshape", (b.arg(node.args[0]), list(b.local(node))))
 
 
 def _permute(b: Builder, node):
@@ -252,7 +288,7 @@ def _permute(b: Builder, node):
 
 def _slice(b: Builder, node):
     x = node.args[0]
-    shape = list(x.meta["val"].shape)
+    shape = list(b.local(x))
     dim = node.args[1] % len(shape)
     start, end = node.args[2], min(node.args[3], shape[dim])
     step = node.args[4] if len(node.args) > 4 else 1
@@ -283,13 +319,12 @@ def _pad(b: Builder, node):
 
 def _expand(b: Builder, node):
     x = node.args[0]
-    in_shape = list(x.meta["val"].shape)
-    out_shape = list(node.meta["val"].shape)
+    in_shape = list(b.local(x))
+    out_shape = list(b.local(node))
     src = b.arg(x)
     if len(in_shape) < len(out_shape):
         in_shape = [1] * (len(out_shape) - len(in_shape)) + in_shape
-        src = b.call("ttnn.reshape", (src, in_shape), meta=torch.empty(in_shape, dtype=node.meta["val"].dtype,
-                                                                       device="meta"))
+        src = b.call("ttnn.reshape", (src, in_shape), shapes=(in_shape, node.meta["val"].dtype))
     repeats = [o // i if i != o else 1 for i, o in zip(in_shape, out_shape)]
     if any(i not in (1, o) for i, o in zip(in_shape, out_shape)):
         return None
@@ -310,6 +345,11 @@ def _sdpa(b: Builder, node):
     extra.update(node.kwargs)
     if extra.get("dropout_p", 0.0):
         return None
+    if node.meta.get("ring_axis") is not None:
+        if extra.get("attn_mask") is not None or extra.get("is_causal"):
+            return None
+        out, _joint, _lse = _ring(b, node, [b.arg(t) for t in (q, k, v)] + [None, None, None], extra.get("scale"))
+        return out
     kwargs = {"is_causal": bool(extra.get("is_causal", False))}
     mask = extra.get("attn_mask")
     if mask is not None:
@@ -323,24 +363,81 @@ def _sdpa(b: Builder, node):
     return b.call("ttnn.transformer.scaled_dot_product_attention", (b.arg(q), b.arg(k), b.arg(v)), kwargs)
 
 
-def _joint_sdpa(b: Builder, node):
-    q, k, v, jq, jk, jv = (b.arg(a) for a in node.args[:6])
-    scale = node.kwargs.get("scale")
-    main_meta, joint_meta = node.args[0].meta["val"], node.args[3].meta["val"]
-    n, length = main_meta.shape[-2], joint_meta.shape[-2]
-    chunk = _chunk_size(max(n, length))
-    b.configs[f"SDPA_PROGRAM_{chunk}"] = (
+def _sdpa_program(b: Builder, seq: int, ring: bool = False) -> Code:
+    chunk = _chunk_size(seq)
+    if ring:  # the ring's K/V transfer runs on the last core row: SDPA must leave it free
+        return b.config(f"RING_SDPA_PROGRAM_{chunk}", (
+            "ttnn.SDPAProgramConfig(compute_with_storage_grid_size=ttnn.CoreCoord(DEVICE_GRID.x, DEVICE_GRID.y - 1), "
+            f"q_chunk_size={chunk}, k_chunk_size={chunk}, exp_approx_mode=False)"))
+    return b.config(f"SDPA_PROGRAM_{chunk}", (
         "ttnn.SDPAProgramConfig(compute_with_storage_grid_size=DEVICE_GRID, "
-        f"q_chunk_size={chunk}, k_chunk_size={chunk}, exp_approx_mode=False)")
-    kwargs = {"joint_strategy": "rear", "program_config": Code(f"SDPA_PROGRAM_{chunk}")}
+        f"q_chunk_size={chunk}, k_chunk_size={chunk}, exp_approx_mode=False)"))
+
+
+def _ring(b: Builder, node, tensors, scale):
+    """Ring (joint) attention: K/V of the sequence-sharded main stream rotate around the sp ring."""
+    axis = node.meta["ring_axis"]
+    ring = b.mesh_shape[axis]
+    k_local = list(b.local(node.args[1]))
+    gathered = k_local[:2] + [k_local[2] * ring] + k_local[3:]
+    key = "X".join(str(d) for d in gathered)
+    kbuf = b.buffer(f"RING_K_{key}", gathered, b.act_dtype)
+    vbuf = b.buffer(f"RING_V_{key}", gathered, b.act_dtype)
+    b.config(f"RING_SEMAPHORES_AXIS{axis}", "[ttnn.create_global_semaphore(device, ALL_CORES, 0) for _ in range(2)]")
+    b.config("RING_CCL_OFFSET", "ttnn.CoreCoord(0, DEVICE_GRID.y - 1)")
+    joint = tensors[3] is not None
+    kwargs = {"persistent_output_buffer_k": kbuf, "persistent_output_buffer_v": vbuf, "joint_strategy": "rear",
+              "logical_n": gathered[2], "program_config": _sdpa_program(b, max(gathered[2], 32), ring=True)}
+    if scale is not None:
+        kwargs["scale"] = float(scale)
+    kwargs.update(compute_kernel_config=b.config("SDPA_CONFIG"), dim=2,
+                  multi_device_global_semaphore=Code(f"RING_SEMAPHORES_AXIS{axis}"), num_links=1,
+                  cluster_axis=axis, mesh_device=Code("device"), topology=Code("ttnn.Topology.Linear"),
+                  ccl_core_grid_offset=Code("RING_CCL_OFFSET"))
+    q_local = list(b.local(node.args[0]))
+    out_shape = q_local[:-1] + [b.local(node.args[2])[-1]]
+    joint_len = b.local(node.args[3])[2] if joint else 0
+    joint_shape = q_local[:2] + [joint_len, out_shape[-1]]
+    lse_shape = q_local[:2] + [q_local[2] + joint_len, 1]
+    dtype = node.args[0].meta["val"].dtype
+    return b.call("ttnn.transformer.ring_joint_scaled_dot_product_attention", tuple(tensors), kwargs,
+                  shapes=[(out_shape, dtype), (joint_shape, dtype), (lse_shape, torch.float32)])
+
+
+def _joint_sdpa(b: Builder, node):
+    tensors = [b.arg(a) for a in node.args[:6]]
+    scale = node.kwargs.get("scale")
+    if node.meta.get("ring_axis") is not None:
+        out, joint_out, _lse = _ring(b, node, tensors, scale)
+        return out, joint_out
+    n, length = b.local(node.args[0])[-2], b.local(node.args[3])[-2]
+    kwargs = {"joint_strategy": "rear", "program_config": _sdpa_program(b, max(n, length))}
     if scale is not None:
         kwargs["scale"] = float(scale)
     kwargs["compute_kernel_config"] = b.config("SDPA_CONFIG")
-    out_shape = list(main_meta.shape[:-1]) + [node.args[2].meta["val"].shape[-1]]
-    joint_shape = list(joint_meta.shape[:-1]) + [node.args[5].meta["val"].shape[-1]]
-    metas = (torch.empty(out_shape, device="meta"), torch.empty(joint_shape, device="meta"))
-    return b.call("ttnn.transformer.joint_scaled_dot_product_attention", (q, k, v, jq, jk, jv), kwargs,
-                  meta=metas)
+    return b.call("ttnn.transformer.joint_scaled_dot_product_attention", tuple(tensors), kwargs)
+
+
+def _all_gather(b: Builder, node):
+    x, dim, axis = node.args
+    return b.call("ttnn.all_gather", (b.arg(x), dim % len(b.local(x))),
+                  {"cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")})
+
+
+def _reduce_scatter(b: Builder, node):
+    x, dim, axis = node.args
+    return b.call("ttnn.reduce_scatter", (b.arg(x), dim % len(b.local(x))),
+                  {"cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")})
+
+
+def _all_reduce(b: Builder, node):
+    x, axis = node.args
+    return b.call("ttnn.all_reduce", (b.arg(x),), {"cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")})
+
+
+def _mesh_partition(b: Builder, node):
+    x, dim, axis = node.args
+    return b.call("ttnn.mesh_partition", (b.arg(x), dim % len(b.local(x))), {"cluster_axis": axis})
 
 
 def _chunk_size(seq: int) -> int:
@@ -388,6 +485,10 @@ RULES = {
     aten.to.dtype: _cast,
     aten.scaled_dot_product_attention.default: _sdpa,
     mdops.joint_sdpa: _joint_sdpa,
+    sharding_ops.all_gather: _all_gather,
+    sharding_ops.reduce_scatter: _reduce_scatter,
+    sharding_ops.all_reduce: _all_reduce,
+    sharding_ops.mesh_partition: _mesh_partition,
 }
 
 
@@ -404,18 +505,26 @@ def _host_fallback(b: Builder, node, allow: bool):
     return b.call("host_call", (name, list(args), kwargs))
 
 
-def lower_graph(mg: ModelGraph, mesh_shape=(1, 1), act_dtype="float32", weight_dtype=None,
-                allow_host_fallback=True) -> ProgramIR:
+def lower_graph(mg: ModelGraph, mesh=None, act_dtype="float32", weight_dtype=None,
+                allow_host_fallback=True, batched_inputs=()) -> ProgramIR:
+    """mesh: the MeshConfig the graph was sharded for (shard_graph); None for one device."""
+    from ..sharding.mesh_config import MeshConfig
+
+    mesh = mesh or MeshConfig()
+    submesh = mg.sharding.submesh if mg.sharding is not None else mesh.shape
     weight_dtype = weight_dtype or act_dtype
-    b = Builder(mg, act_dtype, weight_dtype)
+    b = Builder(mg, act_dtype, weight_dtype, submesh)
     inputs = []
     for node in mg.gm.graph.nodes:
         b.node = node
         if node.op == "placeholder":
             if node.meta["kind"] == "input":
                 meta = node.meta["val"]
-                spec = TensorSpec(node.name, tuple(meta.shape), b.dtype_of(meta.dtype, node))
-                inputs.append(InputSpec(node.name, spec, str(meta.dtype).replace("torch.", "")))
+                spec = TensorSpec(node.name, b.local(node), b.dtype_of(meta.dtype, node))
+                layout = node.meta.get("layout") or ()
+                placements = tuple(p.dim if isinstance(p, Shard) else None for p in layout)
+                inputs.append(InputSpec(node.name, spec, str(meta.dtype).replace("torch.", ""), tuple(meta.shape),
+                                        placements or (None,) * len(submesh)))
                 b.values[node] = Ref(node.name)
             else:
                 b.values[node] = None  # constants become weights where a rule uses them
@@ -435,7 +544,7 @@ def lower_graph(mg: ModelGraph, mesh_shape=(1, 1), act_dtype="float32", weight_d
                 outputs.append(value)
     return ProgramIR(
         model_name=mg.model_name,
-        mesh_shape=tuple(mesh_shape),
+        mesh_shape=tuple(mesh.shape),
         act_dtype=act_dtype,
         weight_dtype=weight_dtype,
         inputs=inputs,
@@ -446,4 +555,8 @@ def lower_graph(mg: ModelGraph, mesh_shape=(1, 1), act_dtype="float32", weight_d
         configs=b.configs,
         static_inputs={k: f"{tuple(v.shape)} {str(v.dtype).replace('torch.', '')}"
                        for k, v in mg.static_inputs.items()},
+        submesh_shape=tuple(submesh),
+        cfg_factor=mesh.cfg.factor,
+        batched_inputs=tuple(batched_inputs),
+        buffers=b.buffers,
     )

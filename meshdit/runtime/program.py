@@ -69,9 +69,10 @@ class Program:
         self.golden: tuple | None = None  # (inputs, flat outputs) of the torch module, when lowering had weights
         self._module = None
         self._backend = None
-        self._device = None
-        self._device_weights = None
-        self._configs = None
+        self._mesh = None  # the opened mesh
+        self._meshes = None  # one (sub)mesh per cfg branch
+        self._device_weights = None  # per branch
+        self._configs = None  # per branch
         self.static_inputs = {k: v.clone() for k, v in graph.static_inputs.items()}
         if not graph.on_meta:
             self._prepare_weights()
@@ -115,12 +116,13 @@ class Program:
             raise RuntimeError("this program was planned on meta and has no weights; call load_weights() first")
         inputs = self._check_inputs(kwargs)
         module = self.module(backend)
-        if self._device is None:
-            self._device = module.open_device()
-            self._configs = module.make_configs(self._device)
+        if self._mesh is None:
+            self._mesh = module.open_device()
+            self._meshes = module.submeshes(self._mesh)
+            self._configs = [module.make_configs(m) for m in self._meshes]
         if self._device_weights is None:
-            self._device_weights = module.load_weights(self._device, self.weights)
-        outputs = module.run(self._device, self._device_weights, self._configs, inputs)
+            self._device_weights = [module.load_weights(m, self.weights) for m in self._meshes]
+        outputs = module.run(self._meshes, self._device_weights, self._configs, inputs)
         return [torch.from_numpy(np.array(o)) if isinstance(o, np.ndarray) else o for o in outputs]
 
     def _check_inputs(self, kwargs: dict) -> dict:
@@ -142,19 +144,22 @@ class Program:
             value = kwargs[name]
             if not isinstance(value, torch.Tensor):
                 raise InputMismatchError(f"input '{name}' must be a torch.Tensor, got {type(value).__name__}")
-            if tuple(value.shape) != tuple(spec.spec.shape):
+            shape = list(spec.global_shape)
+            if name in self.ir.batched_inputs:
+                shape[0] *= self.ir.cfg_factor
+            if tuple(value.shape) != tuple(shape):
                 raise InputMismatchError(
                     f"input '{name}' has shape {tuple(value.shape)}, but the program was lowered for "
-                    f"{tuple(spec.spec.shape)}; shapes are static on device: lower again for this shape"
+                    f"{tuple(shape)}; shapes are static on device: lower again for this shape"
                 )
             value = value.detach().cpu()
             arrays[name] = value.float().numpy() if value.is_floating_point() else value.to(torch.int32).numpy()
         return arrays
 
     def close(self):
-        if self._device is not None and self._module is not None:
-            self._module.close_device(self._device)
-        self._device = self._device_weights = self._configs = None
+        if self._mesh is not None and self._module is not None:
+            self._module.close_device(self._mesh)
+        self._mesh = self._meshes = self._device_weights = self._configs = None
 
     # --- checking ---------------------------------------------------------------------------------------------
     def pcc_report(self, backend: str = "sim") -> list:

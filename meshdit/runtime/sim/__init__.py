@@ -100,8 +100,45 @@ class MeshDevice:
     def compute_with_storage_grid_size(self):
         return self.GRID
 
+    def create_submeshes(self, submesh_shape):
+        """Split along the axis whose size differs, in order (as ttnn does for cfg submeshes)."""
+        rows, cols = self.shape
+        sub_rows, sub_cols = MeshShape(submesh_shape)
+        if rows % sub_rows or cols % sub_cols:
+            raise RuntimeError(f"TT_FATAL (simulated): {self.shape} does not split into {tuple(submesh_shape)}")
+        return [MeshDevice((sub_rows, sub_cols)) for _ in range((rows // sub_rows) * (cols // sub_cols))]
+
+    def lines(self, cluster_axis):
+        """Device indices grouped by line along `cluster_axis` (the devices a collective on that axis spans)."""
+        rows, cols = self.shape
+        if cluster_axis == 0:
+            return [[r * cols + c for r in range(rows)] for c in range(cols)]
+        return [[r * cols + c for c in range(cols)] for r in range(rows)]
+
     def __repr__(self):
         return f"MeshDevice({self.shape[0]}x{self.shape[1]} grid, {self.get_num_devices()} devices, simulated)"
+
+
+@dataclass(frozen=True)
+class CoreRange:
+    start: CoreCoord
+    end: CoreCoord
+
+
+class CoreRangeSet:
+    def __init__(self, ranges):
+        self.ranges = list(ranges)
+
+
+class GlobalSemaphore:
+    """Stands for a device semaphore; the simulated collectives synchronise by construction."""
+
+    def __init__(self, cores, initial_value):
+        self.cores, self.value = cores, initial_value
+
+
+def create_global_semaphore(mesh_device, cores, initial_value, buffer_type=None):
+    return GlobalSemaphore(cores, initial_value)
 
 
 def open_mesh_device(mesh_shape=None, **_ignored):
@@ -430,9 +467,108 @@ def _joint_scaled_dot_product_attention(input_tensor_q, input_tensor_k, input_te
     return _out(input_tensor_q, outs), _out(joint_tensor_q, joint_outs)
 
 
+# --- collectives: data moves between the shards of the devices on one line of the mesh ---------------------------
+def _collective(tensor, cluster_axis, per_line):
+    _check_device(tensor)
+    shards = list(tensor.shards)
+    out = [None] * len(shards)
+    for line in tensor._device.lines(cluster_axis):
+        results = per_line([shards[i] for i in line])
+        for i, value in zip(line, results):
+            out[i] = value
+    return _out(tensor, out)
+
+
+def all_gather(input_tensor, dim, *, cluster_axis=None, memory_config=None, topology=None, num_links=None, **_):
+    """Every device receives the concatenation, in line order, of the pieces of all devices on its line."""
+    return _collective(input_tensor, cluster_axis, lambda parts: [torch.cat(parts, dim=dim)] * len(parts))
+
+
+def reduce_scatter(input_tensor, dim, *, cluster_axis=None, memory_config=None, topology=None, num_links=None, **_):
+    """The sum over the line, of which device k keeps the k-th chunk along `dim`."""
+    def per_line(parts):
+        total = torch.stack([_f(p) for p in parts]).sum(0)
+        return list(total.chunk(len(parts), dim=dim))
+
+    return _collective(input_tensor, cluster_axis, per_line)
+
+
+def all_reduce(input_tensor, *, cluster_axis=None, memory_config=None, topology=None, num_links=None, **_):
+    return _collective(input_tensor, cluster_axis,
+                       lambda parts: [torch.stack([_f(p) for p in parts]).sum(0)] * len(parts))
+
+
+def mesh_partition(input_tensor, dim, cluster_axis=None, *, memory_config=None):
+    """Each device keeps its own chunk of a tensor replicated along the line; no data moves."""
+    return _collective(input_tensor, cluster_axis,
+                       lambda parts: [p.chunk(len(parts), dim=dim)[k].contiguous() for k, p in enumerate(parts)])
+
+
+def _ring_joint_scaled_dot_product_attention(
+        input_tensor_q, input_tensor_k, input_tensor_v, joint_tensor_q=None, joint_tensor_k=None,
+        joint_tensor_v=None, *, persistent_output_buffer_k, persistent_output_buffer_v, joint_strategy, logical_n,
+        program_config, scale=None, compute_kernel_config=None, dim, multi_device_global_semaphore, num_links,
+        cluster_axis, mesh_device, topology, ccl_core_grid_offset, **_):
+    """Ring attention over the sequence-sharded main stream, prompt ("joint") tokens appended once.
+
+    Each device starts with its own K/V chunk; at every step it attends to the chunk it holds, then passes that
+    chunk to the next device on the ring (real data movement between shards), accumulating with an online
+    softmax. After ring-size steps every device has seen every chunk. The gathered K/V land in the persistent
+    buffers, as the real op's all-gather does. Returns (output, joint output, log-sum-exp)."""
+    if joint_strategy != "rear" or dim != 2:
+        raise RuntimeError("TT_FATAL (simulated): ring joint SDPA supports joint_strategy='rear', dim=2")
+    _check_device(input_tensor_q)
+    has_joint = joint_tensor_q is not None
+    n_dev = len(input_tensor_q.shards)
+    outs, joint_outs, lses = [None] * n_dev, [None] * n_dev, [None] * n_dev
+    k_buf, v_buf = [None] * n_dev, [None] * n_dev
+    for line in mesh_device.lines(cluster_axis):
+        ring = len(line)
+        held = [(_f(input_tensor_k.shards[i]), _f(input_tensor_v.shards[i]), pos) for pos, i in enumerate(line)]
+        state = {}
+        for pos, i in enumerate(line):
+            q = _f(input_tensor_q.shards[i])
+            queries = torch.cat([q, _f(joint_tensor_q.shards[i])], dim=-2) if has_joint else q
+            sc = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+            state[i] = [queries, sc, None, None, None, [None] * ring, [None] * ring]
+            if has_joint:  # the prompt K/V join once
+                _online_step(state[i], _f(joint_tensor_k.shards[i]), _f(joint_tensor_v.shards[i]))
+        for _step in range(ring):
+            for pos, i in enumerate(line):
+                k, v, origin = held[pos]
+                _online_step(state[i], k, v)
+                state[i][5][origin], state[i][6][origin] = k, v
+            held = [held[(pos - 1) % ring] for pos in range(ring)]  # each device passes its chunk on
+        for pos, i in enumerate(line):
+            queries, _sc, m, l, acc, ks, vs = state[i]
+            out = acc / l
+            n_local = input_tensor_q.shards[i].shape[-2]
+            outs[i], joint_outs[i] = out[..., :n_local, :], out[..., n_local:, :]
+            lses[i] = m + torch.log(l)
+            k_buf[i], v_buf[i] = torch.cat(ks, dim=-2), torch.cat(vs, dim=-2)
+    persistent_output_buffer_k.shards = [round_to(t, persistent_output_buffer_k.dtype.name) for t in k_buf]
+    persistent_output_buffer_v.shards = [round_to(t, persistent_output_buffer_v.dtype.name) for t in v_buf]
+    joint_ref = joint_tensor_q if has_joint else input_tensor_q
+    return (_out(input_tensor_q, outs), _out(joint_ref, joint_outs), _out(input_tensor_q, lses, float32))
+
+
+def _online_step(state, k, v):
+    """Fold one K/V chunk into a running softmax (max m, denominator l, numerator acc)."""
+    queries, scale, m, l, acc = state[:5]
+    scores = torch.matmul(queries, k.transpose(-1, -2)) * scale
+    chunk_max = scores.amax(-1, keepdim=True)
+    new_m = chunk_max if m is None else torch.maximum(m, chunk_max)
+    p = torch.exp(scores - new_m)
+    correction = torch.exp(m - new_m) if m is not None else None
+    l_new = p.sum(-1, keepdim=True) + (l * correction if l is not None else 0)
+    acc_new = torch.matmul(p, v) + (acc * correction if acc is not None else 0)
+    state[2], state[3], state[4] = new_m, l_new, acc_new
+
+
 transformer = SimpleNamespace(
     scaled_dot_product_attention=_scaled_dot_product_attention,
     joint_scaled_dot_product_attention=_joint_scaled_dot_product_attention,
+    ring_joint_scaled_dot_product_attention=_ring_joint_scaled_dot_product_attention,
 )
 experimental = SimpleNamespace()
 

@@ -1,0 +1,77 @@
+"""Placements (one per mesh axis) and the collective ops sharding inserts into the graph.
+
+A value's layout is a tuple with one placement per mesh axis:
+  R        replicated: every device on that axis holds the whole tensor;
+  S(d)     sharded: device k of the axis holds the k-th contiguous chunk of dim d;
+  P        partial: every device holds a summand; the value is their sum (after a row-parallel linear).
+
+The collectives below are graph ops whose torch value is their input: in the global view a collective changes
+where data lives, not what it is. So a sharded graph still runs in torch and must match the unsharded one, and
+lowering turns each into the ttnn collective that moves the data on device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Replicate:
+    def __str__(self):
+        return "R"
+
+
+@dataclass(frozen=True)
+class Shard:
+    dim: int
+
+    def __str__(self):
+        return f"S({self.dim})"
+
+
+@dataclass(frozen=True)
+class Partial:
+    def __str__(self):
+        return "P"
+
+
+R, P = Replicate(), Partial()
+
+
+def local_shape(shape, layout, mesh_shape) -> tuple:
+    """The shape of one device's piece of a tensor of global `shape` laid out as `layout` on `mesh_shape`."""
+    shape = list(shape)
+    for placement, size in zip(layout, mesh_shape):
+        if isinstance(placement, Shard) and size > 1:
+            if shape[placement.dim] % size:
+                raise ValueError(f"dim {placement.dim} of {tuple(shape)} does not split into {size}")
+            shape[placement.dim] //= size
+    return tuple(shape)
+
+
+def layout_str(layout) -> str:
+    return "(" + ", ".join(str(p) for p in layout) + ")"
+
+
+# --- collective graph ops (identity in the global view) -------------------------------------------------------
+def all_gather(x, dim: int, axis: int):
+    """S(dim) -> R on mesh axis `axis`."""
+    return x
+
+
+def reduce_scatter(x, dim: int, axis: int):
+    """P -> S(dim) on mesh axis `axis`."""
+    return x
+
+
+def all_reduce(x, axis: int):
+    """P -> R on mesh axis `axis`."""
+    return x
+
+
+def mesh_partition(x, dim: int, axis: int):
+    """R -> S(dim) on mesh axis `axis`: each device keeps its own chunk, no data moves."""
+    return x
+
+
+COLLECTIVES = {all_gather, reduce_scatter, all_reduce, mesh_partition}

@@ -1,0 +1,600 @@
+"""Give every value a placement per mesh axis and insert collectives where a consumer needs another placement.
+
+    summary = shard_graph(model_graph, mesh_config)
+
+Runs on the graph of one cfg submesh (cfg is data parallelism over submeshes, handled by the runtime). Steps:
+  1. tp rewrites, so that local slicing stays correct: a linear whose output is cut into gated-MLP halves becomes
+     one linear per half; a linear over a channel concat becomes a sum of linears; a row-parallel bias is added
+     after the reduction.
+  2. tp roles from the recognised patterns: attention q/k/v and MLP up-projections are column-parallel (heads and
+     FFN width sharded), attention output and MLP down-projections row-parallel (a Partial result, all-reduced),
+     adaLN modulation linears column-parallel (their small output is gathered); other linears are replicated.
+  3. sp origins: walking back from the main token stream of attention (the longest query sequence) to where the
+     token dim first appears; a mesh_partition there shards it (an input is uploaded sharded instead).
+  4. propagation: per-op rules, per mesh axis, in graph order; a collective is inserted on every edge whose
+     producer placement is not what the consumer accepts. Attention whose main stream is sequence-sharded becomes
+     ring (joint) attention.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.fx as fx
+
+from ..errors import ConfigError, node_location
+from ..passes import ops as mdops
+from ..passes.fold import fold_constants
+from ..passes.graph import ModelGraph, emit, finalize
+from ..passes.patterns import annotate
+from .mesh_config import MeshConfig
+from .placement import P, R, Partial, Replicate, Shard, all_gather, all_reduce, mesh_partition
+
+aten = torch.ops.aten
+
+TOKENWISE_UNARY = {aten.neg.default, aten.exp.default, aten.silu.default, aten.gelu.default, aten.sin.default,
+                   aten.cos.default, aten.tanh.default, aten.rsqrt.default, aten.sqrt.default,
+                   aten.sigmoid.default, aten.relu.default, aten.to.dtype, aten.abs.default,
+                   aten.reciprocal.default}
+LINEAR_IN_PARTIAL = {aten.neg.default, aten.to.dtype}  # unary ops that commute with a pending sum
+BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
+ATTENTION = {aten.scaled_dot_product_attention.default, mdops.joint_sdpa}
+
+
+@dataclass
+class ShardingSummary:
+    mesh: MeshConfig
+    submesh: tuple
+    sp_axis: int | None
+    tp_axis: int | None
+    linear_roles: dict = field(default_factory=dict)  # linear node name -> col | row | rep
+    sp_origins: list = field(default_factory=list)  # (node name, token dim)
+    collectives: int = 0
+    ring_attention: int = 0
+
+
+def _shape(node) -> list:
+    return list(node.meta["val"].shape)
+
+
+def _is_const(node) -> bool:
+    return isinstance(node, fx.Node) and node.op == "placeholder" and node.meta.get("kind") == "const"
+
+
+# --- step 1: rewrites for tensor parallelism ---------------------------------------------------------------------
+def _split_sliced_linears(mg: ModelGraph, linears: set) -> int:
+    """linear(x, W, b) whose users all slice the last dim -> one linear per slice with sliced W and b."""
+    graph = mg.gm.graph
+    count = 0
+    for lin in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.linear.default]:
+        if lin.name not in linears:
+            continue
+        users = list(lin.users)
+        rank = len(_shape(lin))
+        if not users or not all(u.target is aten.slice.Tensor and u.args[1] % rank == rank - 1 for u in users):
+            continue
+        x, w = lin.args[0], lin.args[1]
+        bias = lin.args[2] if len(lin.args) > 2 else None
+        for user in users:
+            lo, hi = user.args[2], user.args[3]
+            with graph.inserting_before(user):
+                w_part = emit(graph, aten.slice.Tensor, (w, 0, lo, hi), like=lin)
+                b_part = emit(graph, aten.slice.Tensor, (bias, 0, lo, hi), like=lin) if bias is not None else None
+                part = emit(graph, aten.linear.default, (x, w_part, b_part), like=lin)
+            user.replace_all_uses_with(part)
+            graph.erase_node(user)
+        graph.erase_node(lin)
+        count += 1
+    return count
+
+
+def _split_concat_linears(mg: ModelGraph) -> int:
+    """linear(cat([a, b], -1), W, bias) -> linear(a, W[:, :n]) + linear(b, W[:, n:]) (+ bias)."""
+    graph = mg.gm.graph
+    count = 0
+    for lin in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.linear.default]:
+        cat = lin.args[0]
+        if not (isinstance(cat, fx.Node) and cat.target is aten.cat.default):
+            continue
+        parts, dim = cat.args[0], cat.args[1] if len(cat.args) > 1 else 0
+        if dim % len(_shape(cat)) != len(_shape(cat)) - 1 or not _is_const(lin.args[1]):
+            continue
+        w = lin.args[1]
+        bias = lin.args[2] if len(lin.args) > 2 else None
+        with graph.inserting_before(lin):
+            total, start = None, 0
+            for part in parts:
+                width = _shape(part)[-1]
+                w_part = emit(graph, aten.slice.Tensor, (w, 1, start, start + width), like=lin)
+                y = emit(graph, aten.linear.default, (part, w_part, None), like=lin)
+                total = y if total is None else emit(graph, aten.add.Tensor, (total, y), like=lin)
+                start += width
+            if bias is not None:
+                total = emit(graph, aten.add.Tensor, (total, bias), like=lin)
+        lin.replace_all_uses_with(total)
+        graph.erase_node(lin)
+        count += 1
+    return count
+
+
+def _detach_row_bias(mg: ModelGraph, rows: set) -> None:
+    """Row-parallel linear: every device would add the bias once more; add it after the reduction instead."""
+    graph = mg.gm.graph
+    for lin in [n for n in graph.nodes if n.op == "call_function" and n.name in rows]:
+        if len(lin.args) < 3 or lin.args[2] is None:
+            continue
+        bias = lin.args[2]
+        lin.args = (lin.args[0], lin.args[1], None)
+        users = list(lin.users)
+        with graph.inserting_after(lin):
+            added = emit(graph, aten.add.Tensor, (lin, bias), like=lin)
+        for user in users:
+            user.replace_input_with(lin, added)
+
+
+# --- step 2: tp roles ----------------------------------------------------------------------------------------------
+BACK_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.rms_norm.default,
+                aten.layer_norm.default, aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.neg.default,
+                aten.slice.Tensor, aten.cat.default}
+FORWARD_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.slice.Tensor, operator.getitem}
+
+
+def _linears_back(start, limit=40):
+    found, stack, seen = set(), [start], set()
+    while stack and len(seen) < limit:
+        node = stack.pop()
+        if not isinstance(node, fx.Node) or node in seen:
+            continue
+        seen.add(node)
+        if node.target is aten.linear.default:
+            found.add(node)
+        elif node.op == "call_function" and node.target in BACK_THROUGH:
+            stack.extend(n for n in node.all_input_nodes if not _is_const(n))
+    return found
+
+
+def _linears_forward(start, limit=40):
+    found, stack, seen = set(), [start], set()
+    while stack and len(seen) < limit:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for user in node.users:
+            if user.target is aten.linear.default and user.args[0] is node:
+                found.add(user)
+            elif user.target in FORWARD_THROUGH:
+                stack.append(user)
+    return found
+
+
+def _choose_roles(mg: ModelGraph, tp: int) -> dict:
+    nodes = {n.name: n for n in mg.op_nodes()}
+    roles: dict = {}
+    for node in mg.op_nodes():
+        if node.target not in ATTENTION:
+            continue
+        heads = _shape(node.args[0])[1]
+        if heads % tp:
+            raise ConfigError(
+                f"tp{tp}: attention at {node_location(node)} has {heads} heads, which do not divide by tp {tp}; "
+                "choose a tp factor that divides the head count (head padding is not implemented yet)"
+            )
+        inputs = node.args[:6] if node.target is mdops.joint_sdpa else node.args[:3]
+        for arg in inputs:
+            for lin in _linears_back(arg):
+                roles[lin.name] = "col"
+        for lin in _linears_forward(node):
+            roles.setdefault(lin.name, "row")
+    for pattern in mg.patterns:
+        if pattern.kind == "mlp":
+            roles.setdefault(pattern.nodes["up"], "col")
+            roles[pattern.nodes["down"]] = "row"
+        elif pattern.kind == "adaln_modulation":
+            roles.setdefault(pattern.nodes["linear"], "col")
+    for name, role in list(roles.items()):
+        w = _shape(nodes[name].args[1])
+        if (role == "col" and w[0] % tp) or (role == "row" and w[1] % tp):
+            dim = "output" if role == "col" else "input"
+            raise ConfigError(f"tp{tp}: linear {node_location(nodes[name])} has {dim} width {w[0 if role == 'col' else 1]}, "
+                              f"which does not divide by tp {tp}; choose a tp factor that divides it")
+    return roles
+
+
+# --- step 3: sequence-parallel origins ---------------------------------------------------------------------------
+def _reshape_map(src_shape, dst_shape, d):
+    """Dim of dst carrying dim d of src unchanged (same size and same products before and after), or None."""
+    before, after = math.prod(src_shape[:d]), math.prod(src_shape[d + 1:])
+    prefix = 1
+    for e, size in enumerate(dst_shape):
+        if prefix == before and size == src_shape[d] and math.prod(dst_shape[e + 1:]) == after:
+            return e
+        prefix *= size
+        if prefix > before:
+            return None
+    return None
+
+
+def _sp_origins(mg: ModelGraph, sp: int) -> dict:
+    attentions = [n for n in mg.op_nodes() if n.target in ATTENTION]
+    if not attentions:
+        raise ConfigError("sp: the model has no attention to shard the sequence of")
+    longest = max(_shape(n.args[0])[2] for n in attentions)
+    if longest % sp:
+        raise ConfigError(f"sp{sp}: the image/video token sequence has {longest} tokens, which do not divide by sp "
+                          f"{sp}; choose an sp factor that divides it (sequence padding is not implemented yet)")
+    origins: dict = {}
+    seen: set = set()
+
+    def walk(node, t):
+        if (node, t) in seen or _is_const(node):
+            return
+        seen.add((node, t))
+        shape = _shape(node)
+        if node.op == "placeholder":
+            origins[node] = t
+            return
+        target = node.target
+        last = len(shape) - 1
+        if target is aten.permute.default:
+            return walk(node.args[0], list(node.args[1])[t])
+        if target is aten.reshape.default:
+            d = _reshape_map(shape, _shape(node.args[0]), t)
+            return walk(node.args[0], d) if d is not None else origins.setdefault(node, t)
+        if (target in TOKENWISE_UNARY or target in (aten.linear.default, aten.rms_norm.default,
+                                                    aten.layer_norm.default)) and t != last:
+            return walk(node.args[0], t)
+        if target in BINARY:
+            for operand in node.args[:2]:
+                if isinstance(operand, fx.Node):
+                    od = t - (len(shape) - len(_shape(operand)))
+                    if od >= 0 and _shape(operand)[od] == shape[t]:
+                        walk(operand, od)
+            return None
+        if target is aten.slice.Tensor and node.args[1] % len(shape) != t:
+            return walk(node.args[0], t)
+        if target is aten.cat.default and node.args[1] % len(shape) != t:
+            for part in node.args[0]:
+                walk(part, t)
+            return None
+        if target is operator.getitem and node.args[0].target in ATTENTION and node.args[1] == 0:
+            return walk(node.args[0].args[0], t)
+        if target is aten.scaled_dot_product_attention.default:
+            return walk(node.args[0], t)
+        origins.setdefault(node, t)
+        return None
+
+    for node in attentions:
+        if _shape(node.args[0])[2] == longest:
+            for arg in node.args[:3]:
+                walk(arg, 2)
+    return origins
+
+
+# --- step 4: propagation ---------------------------------------------------------------------------------------------
+class _Propagator:
+    def __init__(self, mg: ModelGraph, summary: ShardingSummary, roles: dict, origins: dict):
+        self.mg = mg
+        self.graph = mg.gm.graph
+        self.summary = summary
+        self.roles = roles
+        self.origins = origins
+        self.axes = [a for a, size in enumerate(summary.submesh) if size > 1]
+        self.converted: dict = {}  # (node, axis, placement) -> node holding that value in that placement
+
+    def layout(self, node):
+        if not isinstance(node, fx.Node):
+            return None
+        return node.meta.get("layout")
+
+    def run(self):
+        default = tuple(R for _ in self.summary.submesh)
+        for node in list(self.graph.nodes):
+            if node.op == "placeholder":
+                layout = list(default)
+                if node in self.origins and self.summary.sp_axis is not None:
+                    layout[self.summary.sp_axis] = Shard(self.origins[node])
+                node.meta["layout"] = tuple(layout)
+            elif node.op == "call_function":
+                if node.meta.get("collective"):
+                    continue
+                self.visit(node)
+                if node in self.origins and self.summary.sp_axis is not None:
+                    self.partition_origin(node, self.origins[node])
+            elif node.op == "output":
+                for out in node.all_input_nodes:
+                    self.require(node, out, default)
+
+    def partition_origin(self, node, t):
+        axis = self.summary.sp_axis
+        layout = list(node.meta["layout"])
+        if layout[axis] != R:
+            return
+        users = [u for u in node.users]
+        with self.graph.inserting_after(node):
+            part = self.collective(mesh_partition, (node, t, axis), node, axis, Shard(t))
+        for user in users:
+            user.replace_input_with(node, part)
+
+    def collective(self, fn, args, like, axis, placement):
+        new = emit(self.graph, fn, args, like=like)
+        layout = list(args[0].meta["layout"])
+        layout[axis] = placement
+        new.meta["layout"] = tuple(layout)
+        new.meta["collective"] = True
+        self.summary.collectives += fn is not mesh_partition
+        return new
+
+    def require(self, user, node, layout):
+        """Make `node` reach `user` with `layout`, inserting collectives (consts: choose the upload layout)."""
+        if _is_const(node):
+            user.meta.setdefault("arg_layouts", {})[node.name] = tuple(layout)
+            return
+        current = node
+        for axis in self.axes:
+            have, want = current.meta["layout"][axis], layout[axis]
+            if have == want:
+                continue
+            key = (current, axis, want)
+            if key not in self.converted:
+                # inserted right after the producer and shared by every consumer that needs the same placement
+                step = current
+                if isinstance(have, Partial):
+                    with self.graph.inserting_after(step):
+                        step = self.collective(all_reduce, (step, axis), step, axis, R)
+                elif isinstance(have, Shard):
+                    with self.graph.inserting_after(step):
+                        step = self.collective(all_gather, (step, have.dim, axis), step, axis, R)
+                if isinstance(want, Shard):
+                    with self.graph.inserting_after(step):
+                        step = self.collective(mesh_partition, (step, want.dim, axis), step, axis, want)
+                self.converted[key] = step
+            current = self.converted[key]
+        if current is not node:
+            user.replace_input_with(node, current)
+
+    def visit(self, node):
+        inputs = [n for n in node.all_input_nodes]
+        per_axis_reqs = {n: list(self.layout(n) or ()) for n in inputs}
+        out_layout = []
+        multi = isinstance(node.meta.get("val"), (tuple, list))
+        outs = [[] for _ in node.meta["val"]] if multi else None
+        for axis, size in enumerate(self.summary.submesh):
+            if size == 1:
+                for n in inputs:
+                    per_axis_reqs[n][axis] = R
+                if multi:
+                    for o in outs:
+                        o.append(R)
+                else:
+                    out_layout.append(R)
+                continue
+            reqs, out = self.rule(node, axis, {n: (self.layout(n) or (R,) * len(self.summary.submesh))[axis]
+                                               for n in inputs})
+            for n in inputs:
+                per_axis_reqs[n][axis] = reqs.get(n, R)
+            if multi:
+                for o, placement in zip(outs, out):
+                    o.append(placement)
+            else:
+                out_layout.append(out)
+        for n in inputs:
+            self.require(node, n, tuple(per_axis_reqs[n]))
+        node.meta["layout"] = tuple(tuple(o) for o in outs) if multi else tuple(out_layout)
+
+    # --- rules: (requirements per input node, output placement) for one mesh axis ---------------------------------
+    def rule(self, node, axis, have: dict):
+        target = node.target
+        shape = _shape(node) if not isinstance(node.meta["val"], (tuple, list)) else None
+        x = node.args[0] if node.args else None
+        hx = have.get(x, R) if isinstance(x, fx.Node) else R
+        keep_all = {n: h for n, h in have.items()}
+        if target is operator.getitem:
+            return {x: hx}, x.meta["layout"][node.args[1]][axis]
+        if target in TOKENWISE_UNARY:
+            if isinstance(hx, Partial) and target not in LINEAR_IN_PARTIAL:
+                return {x: R}, R
+            return {x: hx}, hx
+        if target in BINARY:
+            return self.binary(node, have)
+        if target is aten.linear.default:
+            return self.linear(node, axis, hx)
+        if target in (aten.rms_norm.default, aten.layer_norm.default):
+            if isinstance(hx, Shard) and hx.dim != len(shape) - 1:
+                return {x: hx}, hx
+            return {x: R}, R
+        if target is aten.reshape.default:
+            if isinstance(hx, Partial):
+                return {x: hx}, P
+            if isinstance(hx, Shard):
+                e = self.reshape_shard(_shape(x), shape, hx.dim, self.summary.submesh[axis])
+                if e is not None:
+                    return {x: hx}, Shard(e)
+            return {x: R}, R
+        if target is aten.permute.default:
+            perm = list(node.args[1])
+            if isinstance(hx, Shard):
+                return {x: hx}, Shard(perm.index(hx.dim))
+            return {x: hx}, hx
+        if target is aten.slice.Tensor:
+            dim = node.args[1] % len(shape)
+            if isinstance(hx, Shard) and hx.dim == dim:
+                return {x: R}, R
+            return {x: hx}, hx
+        if target is aten.cat.default:
+            dim = node.args[1] % len(shape) if len(node.args) > 1 else 0
+            sharded = [h for h in have.values() if isinstance(h, Shard) and h.dim != dim]
+            if sharded and all(h == sharded[0] or h == R for h in have.values()):
+                return {n: sharded[0] for n in have}, sharded[0]
+            return {n: R for n in have}, R
+        if target is aten.constant_pad_nd.default:
+            pad = list(node.args[1])
+            padded = {len(shape) - 1 - i for i in range(len(pad) // 2) if pad[2 * i] or pad[2 * i + 1]}
+            if isinstance(hx, Shard) and hx.dim not in padded:
+                return {x: hx}, hx
+            return {x: R}, R
+        if target is aten.expand.default:
+            if isinstance(hx, Shard) and _shape(x)[hx.dim] == shape[hx.dim + len(shape) - len(_shape(x))]:
+                return {x: hx}, Shard(hx.dim + len(shape) - len(_shape(x)))
+            return {x: R}, R
+        if target in (aten.mean.dim, aten.sum.dim_IntList, aten.softmax.int, aten._softmax.default):
+            rank = len(_shape(x))
+            dims = node.args[1] if len(node.args) > 1 else list(range(rank))
+            dims = [dims] if isinstance(dims, int) else list(dims)
+            dims = {d % rank for d in dims}
+            keepdim = target in (aten.softmax.int, aten._softmax.default) or \
+                (len(node.args) > 2 and node.args[2]) or node.kwargs.get("keepdim", False)
+            if isinstance(hx, Shard) and hx.dim not in dims:
+                out_dim = hx.dim if keepdim else hx.dim - sum(d < hx.dim for d in dims)
+                return {x: hx}, Shard(out_dim)
+            return {x: R}, R
+        if target in ATTENTION:
+            return self.attention(node, axis, have)
+        return {n: R for n in keep_all}, R  # anything else runs on whole tensors
+
+    @staticmethod
+    def reshape_shard(src, dst, d, factor):
+        """Output dim holding a shard of input dim d after a reshape, when d is the leading factor of it."""
+        before = math.prod(src[:d])
+        prefix = 1
+        for e, size in enumerate(dst):
+            if prefix == before:
+                if size == 1 and src[d] != 1:
+                    continue  # a unit dim in front of d's data (batch 1) carries none of it
+                if size % src[d] == 0 and size >= src[d]:  # d merged with the dims after it
+                    merged = src[d]
+                    k = d + 1
+                    while merged < size and k < len(src):
+                        merged *= src[k]
+                        k += 1
+                    return e if merged == size else None
+                if src[d] % size == 0 and size % factor == 0:  # d split; its leading part carries the shard
+                    return e
+                return None
+            prefix *= size
+            if prefix > before:
+                return None
+        return None
+
+    def binary(self, node, have):
+        out_rank = len(_shape(node))
+        operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+        placements = [have[a] for a in operands]
+        if any(isinstance(p, Partial) for p in placements):
+            if node.target in (aten.mul.Tensor, aten.div.Tensor) and \
+                    sum(isinstance(p, Partial) for p in placements) == 1 and \
+                    (node.target is aten.mul.Tensor or isinstance(placements[0], Partial)):
+                return {a: (P if isinstance(have[a], Partial) else R) for a in operands}, P
+            if node.target in (aten.add.Tensor, aten.sub.Tensor) and all(isinstance(p, Partial) for p in placements):
+                return {a: P for a in operands}, P
+            placements = [R if isinstance(p, Partial) else p for p in placements]
+        out = R
+        for a, p in zip(operands, placements):
+            if isinstance(p, Shard):
+                out = Shard(p.dim + out_rank - len(_shape(a)))
+                break
+        reqs = {}
+        for a in operands:
+            if isinstance(out, Shard):
+                od = out.dim - (out_rank - len(_shape(a)))
+                reqs[a] = Shard(od) if od >= 0 and _shape(a)[od] == _shape(node)[out.dim] else R
+            else:
+                reqs[a] = R
+        return reqs, out
+
+    def linear(self, node, axis, hx):
+        x, w = node.args[0], node.args[1]
+        bias = node.args[2] if len(node.args) > 2 else None
+        last = len(_shape(x)) - 1
+        reqs = {}
+        if axis == self.summary.tp_axis:
+            role = self.roles.get(node.name, "rep")
+            if role == "col":  # whole input on every device, each computes its slice of the output features
+                reqs = {x: R, w: Shard(0)}
+                if bias is not None:
+                    reqs[bias] = Shard(0)
+                return reqs, Shard(len(_shape(node)) - 1)
+            if role == "row":
+                reqs = {x: Shard(last), w: Shard(1)}
+                return reqs, P
+        keep = hx if isinstance(hx, Shard) and hx.dim != last else R
+        reqs = {x: keep, w: R}
+        if bias is not None:
+            reqs[bias] = R
+        return reqs, keep
+
+    def attention(self, node, axis, have):
+        joint = node.target is mdops.joint_sdpa
+        tensors = list(node.args[:6] if joint else node.args[:3])
+        main, joint_part = tensors[:3], tensors[3:]
+        mask = node.args[3] if not joint and len(node.args) > 3 and isinstance(node.args[3], fx.Node) else None
+        if mask is None and not joint:
+            mask = node.kwargs.get("attn_mask")
+        main_have = [have.get(t, R) for t in main]
+        heads = Shard(1)
+        if all(h == heads for h in main_have) or (axis == self.summary.tp_axis and any(h == heads
+                                                                                      for h in main_have)):
+            reqs = {t: heads for t in tensors}
+            if mask is not None:
+                reqs[mask] = R
+            return reqs, ((heads, heads) if joint else heads)
+        seq = Shard(2)
+        if axis == self.summary.sp_axis and main_have[0] == seq:
+            node.meta["ring_axis"] = axis
+            self.summary.ring_attention += 1
+            reqs = {t: seq for t in main}
+            reqs.update({t: R for t in joint_part})
+            if mask is not None:
+                reqs[mask] = R
+            return reqs, ((seq, R) if joint else seq)
+        reqs = {t: R for t in tensors}
+        if mask is not None:
+            reqs[mask] = R
+        return reqs, ((R, R) if joint else R)
+
+
+def shard_graph(mg: ModelGraph, mesh: MeshConfig) -> ShardingSummary:
+    """Annotate every node with node.meta['layout'] and insert collectives, for one cfg submesh of `mesh`."""
+    submesh = list(mesh.shape)
+    submesh[mesh.cfg.axis] //= mesh.cfg.factor
+    sp_axis = mesh.sp.axis if mesh.sp.factor > 1 else None
+    tp_axis = mesh.tp.axis if mesh.tp.factor > 1 else None
+    if sp_axis is not None and sp_axis == tp_axis:
+        raise ConfigError(f"mesh {mesh}: sp and tp are both on axis {sp_axis}; put them on different mesh axes")
+    summary = ShardingSummary(mesh, tuple(submesh), sp_axis, tp_axis)
+    roles: dict = {}
+    if tp_axis is not None:
+        gated = {p.nodes["up"] for p in mg.patterns if p.kind == "mlp" and p.info["act"] in ("swiglu", "geglu")}
+        _split_sliced_linears(mg, gated)
+        _split_concat_linears(mg)
+        finalize(mg)
+        fold_constants(mg)
+        annotate(mg)
+        roles = _choose_roles(mg, mesh.tp.factor)
+        _detach_row_bias(mg, {n for n, r in roles.items() if r == "row"})
+        finalize(mg)
+        fold_constants(mg)
+    origins = _sp_origins(mg, mesh.sp.factor) if sp_axis is not None else {}
+    summary.linear_roles = roles
+    summary.sp_origins = [(n.name, t) for n, t in origins.items()]
+    _Propagator(mg, summary, roles, origins).run()
+    finalize(mg)
+    _check_divisible(mg, summary)
+    mg.sharding = summary
+    return summary
+
+
+def _check_divisible(mg: ModelGraph, summary: ShardingSummary) -> None:
+    for node in mg.gm.graph.nodes:
+        layout = node.meta.get("layout")
+        if node.op != "call_function" or layout is None or isinstance(node.meta["val"], (tuple, list)):
+            continue
+        for placement, size in zip(layout, summary.submesh):
+            if isinstance(placement, Shard) and _shape(node)[placement.dim] % size:
+                raise ConfigError(
+                    f"mesh {summary.mesh}: {node_location(node)} has shape {tuple(_shape(node))}; dim "
+                    f"{placement.dim} does not divide by {size}; choose factors that divide it"
+                )
