@@ -1,6 +1,7 @@
 """Command line: `python -m meshdit demo` and `python -m meshdit plan`.
 
-    python -m meshdit demo                       lower the tiny SD3 model, print the plan and PCC per dtype
+    python -m meshdit demo                       lower the tiny SD3 model on a simulated 2x4 mesh (its seed config
+                                                 cfg2 sp2 tp2), print the plan and PCC per dtype
     python -m meshdit demo --model flux-tiny --save out/flux   also write the standalone program and run it
     python -m meshdit plan --model sd35-large    plan a full-size model on meta (no weights), with timings
 """
@@ -23,10 +24,13 @@ DTYPE_RUNS = [("fp32", None), ("bf16", None), ("bf16", "bfp8")]
 
 
 def demo(args) -> int:
+    if args.mesh is None:
+        args.mesh = str(meshdit.MeshConfig.from_tuples((2, 4), model_zoo.entry(args.model).parallel["2x4"]))
     print(f"meshdit {meshdit.__version__}: {args.model} ({model_zoo.entry(args.model).description}) "
           f"on a simulated {args.mesh} mesh")
     model = model_zoo.build(args.model, seed=args.seed)
-    inputs = model_zoo.example_inputs(args.model, seed=args.seed)
+    batch = meshdit.MeshConfig.parse(args.mesh).cfg.factor  # with cfg, the uncond + cond halves
+    inputs = model_zoo.example_inputs(args.model, seed=args.seed, batch=batch)
     static = model_zoo.entry(args.model).static_inputs
     failures = 0
     program = None
@@ -57,7 +61,8 @@ def demo(args) -> int:
 def plan(args) -> int:
     entry = model_zoo.entry(args.model)
     model = model_zoo.build(args.model, device="meta")
-    inputs = model_zoo.example_inputs(args.model, device="meta")
+    batch = meshdit.MeshConfig.parse(args.mesh).cfg.factor
+    inputs = model_zoo.example_inputs(args.model, device="meta", batch=batch)
     if args.compare_export:
         from meshdit.capture import _meta_safe_autocast
 
@@ -86,7 +91,7 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="lower a small model on the simulated mesh, print the plan and PCC")
     d.add_argument("--model", default="sd3-tiny", choices=[n for n in model_zoo.names() if n.endswith("-tiny")])
-    d.add_argument("--mesh", default="1x1")
+    d.add_argument("--mesh", default=None, help="mesh config; default: the model's seed config on 2x4")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--save", help="write the emitted program and its weights here, then run it standalone")
     p = sub.add_parser("plan", help="plan a full-size model on the meta device")

@@ -9,7 +9,11 @@ from .passes.graph import ModelGraph
 
 
 def _mib(n: float) -> str:
-    return f"{n / 2**20:,.1f} MiB"
+    """Bytes in the largest unit that keeps the figure at least 1 (B, KiB, MiB, GiB)."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{int(n)} B"
 
 
 def repeated_blocks(mg: ModelGraph) -> list:
@@ -39,6 +43,83 @@ def repeated_blocks(mg: ModelGraph) -> list:
     return sorted(rows)
 
 
+def peak_activation_bytes(ir: ProgramIR) -> int:
+    """Peak bytes of live activations on one device, freeing each tensor after its last use (tile-padded)."""
+    last_use: dict = {}
+    for index, op in enumerate(ir.ops):
+        for name in _refs(op.args) + _refs(list(op.kwargs.values())):
+            last_use[name] = index
+    sizes = {i.name: i.spec.nbytes for i in ir.inputs}
+    sizes.update({name: spec.nbytes for name, spec in ir.tensors.items()})
+    outputs = set(_refs(ir.outputs))
+    live = {i.name for i in ir.inputs}
+    current = sum(sizes[n] for n in live)
+    peak = current
+    for index, op in enumerate(ir.ops):
+        for name in op.outputs:
+            live.add(name)
+            current += sizes[name]
+        peak = max(peak, current)
+        for name in [n for n in live if last_use.get(n, -1) <= index and n not in outputs]:
+            live.discard(name)
+            current -= sizes[name]
+    return peak + sum(spec.nbytes for spec in ir.buffers.values())
+
+
+def _refs(values) -> list:
+    from .lowering.ir import Ref
+
+    out = []
+    for v in values:
+        if isinstance(v, Ref):
+            out.append(v.name)
+        elif isinstance(v, (list, tuple)):
+            out.extend(_refs(v))
+    return out
+
+
+COLLECTIVE_NAMES = {"ttnn.all_gather": "all_gather", "ttnn.reduce_scatter": "reduce_scatter",
+                    "ttnn.all_reduce": "all_reduce",
+                    "ttnn.transformer.ring_joint_scaled_dot_product_attention": "ring_joint_sdpa"}
+
+
+def collective_table(ir: ProgramIR) -> list:
+    """Lines: the collectives of the first instance of each repeated block, then totals for the program."""
+    def block_of(module: str) -> str:
+        parts = module.split(".")
+        for i, part in enumerate(parts):
+            if part.isdigit():
+                return ".".join(parts[: i + 1])
+        return "(outside blocks)"
+
+    per_block: dict = collections.OrderedDict()
+    totals: dict = collections.Counter()
+    total_bytes: dict = collections.Counter()
+    for op in ir.collectives():
+        axis = op.kwargs.get("cluster_axis")
+        nbytes = ir.tensors[op.outputs[0]].nbytes
+        if op.fn.endswith("ring_joint_scaled_dot_product_attention"):
+            buffer = next(v for k, v in op.kwargs.items() if k == "persistent_output_buffer_k")
+            nbytes = 2 * ir.buffers[buffer.text].nbytes  # K and V of the whole ring pass through every device
+        key = (COLLECTIVE_NAMES[op.fn], axis)
+        per_block.setdefault(block_of(op.module), []).append((key, nbytes, op.module))
+        totals[key] += 1
+        total_bytes[key] += nbytes
+    lines = []
+    seen_containers = set()
+    for block, entries in per_block.items():
+        container = block.rsplit(".", 1)[0] if block[-1].isdigit() else block
+        if container in seen_containers:
+            continue
+        seen_containers.add(container)
+        lines.append(f"    {block}: {len(entries)} collectives")
+        for (name, axis), nbytes, module in entries:
+            lines.append(f"      {name:16s} axis {axis}  {_mib(nbytes):>12s} per device   {module}")
+    lines.append("    program total: " + ", ".join(f"{name} on axis {axis} x{n} ({_mib(total_bytes[(name, axis)])})"
+                                                for (name, axis), n in sorted(totals.items())))
+    return lines
+
+
 def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
     lines = [f"meshdit plan: {mg.model_name} on mesh {mesh}, activations {ir.act_dtype}, "
              f"matmul weights {ir.weight_dtype}" + (" (planned on meta)" if mg.on_meta else "")]
@@ -65,9 +146,18 @@ def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
                                              sorted(cov["device"].items(), key=lambda kv: -kv[1])))
     if n_host:
         lines.append("    host fallback: " + ", ".join(f"{k} x{n}" for k, n in sorted(cov["host"].items())))
-    peak = max((t.nbytes for t in ir.tensors.values()), default=0)
-    lines.append(f"  weights: {len(ir.weights)} tensors, {_mib(ir.weight_bytes())} per device (tile-padded); "
-                 f"largest activation {_mib(peak)}")
+    lines.append(f"  memory per device (tile-padded): weights {_mib(ir.weight_bytes())} in {len(ir.weights)} tensors, "
+                 f"peak activations {_mib(peak_activation_bytes(ir))}")
+    summary = mg.sharding
+    if summary is not None:
+        roles = collections.Counter(summary.linear_roles.values())
+        lines.append(f"  sharding: submesh {summary.submesh[0]}x{summary.submesh[1]} per cfg branch "
+                     f"(x{ir.cfg_factor}); sp axis {summary.sp_axis}, tp axis {summary.tp_axis}; linears "
+                     + ", ".join(f"{k} x{v}" for k, v in sorted(roles.items())) +
+                     f"; ring attention x{summary.ring_attention}; sequence sharded from "
+                     + (", ".join(f"{n} (dim {t})" for n, t in summary.sp_origins) or "nowhere"))
+        lines.append("  collectives (first instance of each repeated block; bytes = output per device):")
+        lines.extend(collective_table(ir))
     for note in mg.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)

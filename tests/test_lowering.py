@@ -1,7 +1,5 @@
 """The program IR and its source: real ttnn op names and argument names, tile padding, host fallback."""
 
-import warnings
-
 import pytest
 import torch
 
@@ -12,9 +10,10 @@ from meshdit.lowering.ir import TensorSpec, tile_padded
 from ttnn_signatures import SIGNATURES
 
 
+@pytest.mark.parametrize("mesh", ["1x1", "2x4 sp2@0 tp4@1"])
 @pytest.mark.parametrize("name", TINY)
-def test_every_call_matches_the_ttnn_signature(name):
-    program = lowered(name, "bf16", "bfp8")
+def test_every_call_matches_the_ttnn_signature(name, mesh):
+    program = lowered(name, "bf16", "bfp8", mesh)
     for op in program.ir.ops:
         assert op.fn in SIGNATURES, f"{op.fn} emitted but not in the checked ttnn signature table"
         positional, keywords = SIGNATURES[op.fn]
@@ -74,10 +73,3 @@ def test_source_is_standalone_python():
     compile(source, "program.py", "exec")
     assert "import torch" not in source.split("def host_call")[0]  # torch only inside the host fallback helper
     assert "ttnn.transformer.joint_scaled_dot_product_attention(" in source
-
-
-def test_multi_device_mesh_is_refused_until_sharding_exists():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(meshdit.errors.ConfigError, match="not implemented"):
-            meshdit.lower(CumsumModel().eval(), "1x2 tp2@1", {"x": torch.randn(1, 4, 8)})

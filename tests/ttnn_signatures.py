@@ -46,6 +46,22 @@ SIGNATURES = {
     "ttnn.transformer.joint_scaled_dot_product_attention": (
         ("input_tensor_q", "input_tensor_k", "input_tensor_v", "joint_tensor_q", "joint_tensor_k", "joint_tensor_v"),
         ("joint_strategy", "program_config", "scale", "compute_kernel_config")),
+    "ttnn.all_gather": (("input_tensor", "dim"), (
+        "cluster_axis", "memory_config", "output_tensor", "subdevice_id", "sub_core_grids", "num_links", "topology",
+        "chunks_per_sync", "num_workers_per_link", "num_buffers_per_channel", "use_l1_small_for_semaphores")),
+    "ttnn.reduce_scatter": (("input_tensor", "dim"), (
+        "cluster_axis", "subdevice_id", "memory_config", "intermediate_memory_config", "output_tensor", "num_links",
+        "topology", "chunks_per_sync", "num_workers_per_link", "num_buffers_per_channel", "compute_kernel_config",
+        "use_l1_small_for_semaphores")),
+    "ttnn.all_reduce": (("input_tensor",), ("cluster_axis", "subdevice_id", "memory_config", "num_links",
+                                            "topology")),
+    "ttnn.mesh_partition": (("input_tensor", "dim", "cluster_axis"), ("memory_config",)),
+    "ttnn.transformer.ring_joint_scaled_dot_product_attention": (
+        ("input_tensor_q", "input_tensor_k", "input_tensor_v", "joint_tensor_q", "joint_tensor_k", "joint_tensor_v"),
+        ("persistent_output_buffer_k", "persistent_output_buffer_v", "joint_strategy", "logical_n", "logical_l",
+         "program_config", "scale", "compute_kernel_config", "dim", "multi_device_global_semaphore", "num_links",
+         "cluster_axis", "mesh_device", "topology", "subdevice_id", "ccl_core_grid_offset", "use_column_major_ccl",
+         "is_causal", "is_balanced")),
     "host_call": (("op_name", "args", "kwargs"), ()),
 }
 for _name in ("neg", "exp", "sin", "cos", "tanh", "sigmoid", "rsqrt", "sqrt", "reciprocal", "abs", "relu"):

@@ -192,6 +192,23 @@ def annotate(mg: ModelGraph) -> list:
         if down.target is aten.linear.default and down.args[0] is act:
             found.append(Pattern("mlp", {"up": up.name, "act": act.name, "down": down.name},
                                  {"act": kind, "hidden": up.args[1].meta["val"].shape[0]}))
+    for mul in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.mul.Tensor]:
+        # gated MLP written (or split) as two projections of one input: act(x @ A) * (x @ B) -> down
+        a, b = mul.args[0], mul.args[1]
+        for act, gate in ((a, b), (b, a)):
+            if not (isinstance(act, fx.Node) and act.target in ACTIVATIONS and isinstance(gate, fx.Node)):
+                continue
+            up = act.args[0]
+            if not (up.target is aten.linear.default and gate.target is aten.linear.default
+                    and up.args[0] is gate.args[0] and len(mul.users) == 1):
+                continue
+            down = next(iter(mul.users))
+            if down.target is aten.linear.default and down.args[0] is mul:
+                kind = "swiglu" if act.target is aten.silu.default else "geglu"
+                found.append(Pattern("mlp", {"up": up.name, "up_gate": gate.name, "act": mul.name,
+                                             "down": down.name},
+                                     {"act": kind, "hidden": up.args[1].meta["val"].shape[0]}))
+            break
     for silu in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.silu.default]:
         for lin in silu.users:
             if lin.target is not aten.linear.default:

@@ -119,6 +119,16 @@ def _push(graph, cat: fx.Node, user: fx.Node):
         if 2 * k < len(pad) and pad[2 * k]:
             return None  # padding in front of the first stream
         new = list(parts[:-1]) + [emit(graph, target, (parts[-1],) + tuple(user.args[1:]), like=user)]
+    elif target is aten.cat.default and user.args[0] and cat in user.args[0]:
+        # cat along another dim of pieces that are all split the same way along d (a stack of rotated halves)
+        outer_dim = (user.args[1] if len(user.args) > 1 else 0) % len(_shape(user))
+        pieces = user.args[0]
+        if outer_dim == d or not all(isinstance(p, fx.Node) and p.target is aten.cat.default and
+                                     _parts(p)[1] == d and _bounds(*_parts(p)) == bounds for p in pieces):
+            return None
+        columns = [_parts(p)[0] for p in pieces]
+        new = [emit(graph, aten.cat.default, ([col[i] for col in columns], outer_dim), like=user)
+               for i in range(len(parts))]
     elif target in BINARY:
         a, b = user.args[0], user.args[1]
         out_rank = len(_shape(user))
@@ -152,7 +162,10 @@ def sink_concats(mg: ModelGraph) -> int:
     changed = True
     while changed:
         changed = False
+        erased: set = set()
         for cat in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.cat.default]:
+            if cat in erased:
+                continue
             parts, dim = _parts(cat)
             if not any(p.op != "placeholder" for p in parts) or dim == len(_shape(cat)) - 1:
                 continue  # token streams are concatenated along a token dim, never the last (channel) dim
@@ -160,10 +173,12 @@ def sink_concats(mg: ModelGraph) -> int:
                 with graph.inserting_before(user):
                     replacement = _push(graph, cat, user)
                 if replacement is not None:
+                    erased.add(user)
                     replace_node(user, replacement)
                     rewrites += 1
                     changed = True
             if not cat.users:
+                erased.add(cat)
                 graph.erase_node(cat)
     finalize(mg)
     fold_constants(mg)

@@ -139,7 +139,8 @@ def _detach_row_bias(mg: ModelGraph, rows: set) -> None:
 BACK_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.rms_norm.default,
                 aten.layer_norm.default, aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.neg.default,
                 aten.slice.Tensor, aten.cat.default}
-FORWARD_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.slice.Tensor, operator.getitem}
+FORWARD_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.slice.Tensor, operator.getitem,
+                   aten.constant_pad_nd.default}
 
 
 def _linears_back(start, limit=40):
@@ -192,6 +193,8 @@ def _choose_roles(mg: ModelGraph, tp: int) -> dict:
     for pattern in mg.patterns:
         if pattern.kind == "mlp":
             roles.setdefault(pattern.nodes["up"], "col")
+            if "up_gate" in pattern.nodes:
+                roles.setdefault(pattern.nodes["up_gate"], "col")
             roles[pattern.nodes["down"]] = "row"
         elif pattern.kind == "adaln_modulation":
             roles.setdefault(pattern.nodes["linear"], "col")
