@@ -29,3 +29,26 @@ def test_full_size_plan_on_meta(name, blocks):
     assert program.ir.weight_bytes() >= params * 2  # bf16: every parameter is planned on device
     # planning must not materialise the weights (SD3.5 Large alone is 16 GB in bf16)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 4 * 2**20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh_shape", ["2x4", "4x8"])
+def test_sd35_large_sharded_plans(mesh_shape):
+    """The seeds' SD3.5 Large configs (2x4 cfg2 sp2 tp2, 4x8 cfg2 sp4 tp4) plan on meta and print their CCLs."""
+    from meshdit import MeshConfig
+
+    mesh = MeshConfig.from_tuples(tuple(int(v) for v in mesh_shape.split("x")),
+                                  model_zoo.entry("sd35-large").parallel[mesh_shape])
+    model = model_zoo.build("sd35-large", device="meta")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model, mesh, model_zoo.example_inputs("sd35-large", device="meta", batch=2),
+                                dtype="bf16")
+    plan = program.plan()
+    print(f"\n{plan}")
+    assert "transformer_blocks.0: 7 collectives" in plan
+    assert program.coverage()["device"]["ttnn.transformer.ring_joint_scaled_dot_product_attention"] == 38
+    gib = program.ir.weight_bytes() / 2**30
+    assert gib < 12  # bf16 weights per device fit one Wormhole chip's 12 GB DRAM with room for activations
+    if mesh.tp.factor == 4:
+        assert any("38 heads padded to 40" in note for note in program.graph.notes)

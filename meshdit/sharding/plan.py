@@ -3,7 +3,8 @@
     summary = shard_graph(model_graph, mesh_config)
 
 Runs on the graph of one cfg submesh (cfg is data parallelism over submeshes, handled by the runtime). Steps:
-  1. tp rewrites, so that local slicing stays correct: a linear whose output is cut into gated-MLP halves becomes
+  1. tp rewrites: attention heads padded to a multiple of tp (sharding/heads.py); so that local slicing stays
+     correct, a linear whose output is cut into gated-MLP halves becomes
      one linear per half; a linear over a channel concat becomes a sum of linears; a row-parallel bias is added
      after the reduction.
   2. tp roles from the recognised patterns: attention q/k/v and MLP up-projections are column-parallel (heads and
@@ -30,6 +31,7 @@ from ..passes import ops as mdops
 from ..passes.fold import fold_constants
 from ..passes.graph import ModelGraph, emit, finalize
 from ..passes.patterns import annotate
+from .heads import pad_heads
 from .mesh_config import MeshConfig
 from .placement import P, R, Partial, Replicate, Shard, all_gather, all_reduce, mesh_partition
 
@@ -570,6 +572,7 @@ def shard_graph(mg: ModelGraph, mesh: MeshConfig) -> ShardingSummary:
     summary = ShardingSummary(mesh, tuple(submesh), sp_axis, tp_axis)
     roles: dict = {}
     if tp_axis is not None:
+        pad_heads(mg, mesh.tp.factor)
         gated = {p.nodes["up"] for p in mg.patterns if p.kind == "mlp" and p.info["act"] in ("swiglu", "geglu")}
         _split_sliced_linears(mg, gated)
         _split_concat_linears(mg)

@@ -1,0 +1,107 @@
+"""Pad attention heads to a multiple of the tp factor, as TT-DiT does (SD3.5 Large: 38 heads -> 40 at tp 4).
+
+For an attention whose head count H does not divide by tp, the q/k/v projections (and the joint stream's) get
+zero rows for the extra heads, the output projection gets zero columns, and every value between them is
+re-shaped from H to H' heads. A padded head has zero queries, keys and values (its per-head norms keep zeros at
+zero), so its attention output is zero and the zero columns of the output projection drop it: the graph's value
+does not change. Weight padding is folded into the constant recipe, so it is done once on host.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.fx as fx
+
+from ..errors import ConfigError, node_location
+from ..passes.fold import fold_constants
+from ..passes.graph import ModelGraph, emit, finalize, meta_of
+
+aten = torch.ops.aten
+
+
+def _region(attention, producers: set, consumers: set) -> set:
+    """Nodes on the paths producers -> attention -> consumers (the values that carry the head dim)."""
+    region, stack = set(), [a for a in attention.all_input_nodes]
+    while stack:
+        node = stack.pop()
+        if node in region or node in producers or node.op != "call_function":
+            continue
+        region.add(node)
+        stack.extend(n for n in node.all_input_nodes if not (n.op == "placeholder"))
+    region.add(attention)
+    stack = [attention]
+    while stack:
+        node = stack.pop()
+        for user in node.users:
+            if user in consumers or user in region:
+                continue
+            region.add(user)
+            stack.append(user)
+    return region
+
+
+def pad_heads(mg: ModelGraph, tp: int) -> int:
+    """Pad every attention's heads to a multiple of `tp`; returns how many attentions were padded."""
+    from .plan import ATTENTION, _linears_back, _linears_forward
+
+    graph = mg.gm.graph
+    padded = 0
+    counts: dict = {}
+    for attention in [n for n in graph.nodes if n.op == "call_function" and n.target in ATTENTION]:
+        heads, head_dim = attention.args[0].meta["val"].shape[1], attention.args[0].meta["val"].shape[-1]
+        if heads % tp == 0:
+            continue
+        target = math.ceil(heads / tp) * tp
+        width, new_width = heads * head_dim, target * head_dim
+        inputs = attention.args[:6] if len(attention.args) >= 6 else attention.args[:3]
+        producers = set().union(*(_linears_back(a) for a in inputs))
+        consumers = _linears_forward(attention)
+        bad = [p for p in producers if p.meta["val"].shape[-1] != width] + \
+              [c for c in consumers if c.args[1].meta["val"].shape[-1] != width]
+        if not producers or not consumers or bad:
+            raise ConfigError(
+                f"tp{tp}: attention at {node_location(attention)} has {heads} heads, which do not divide by tp "
+                f"{tp}, and its projections are not plain per-head linears, so its heads cannot be padded"
+            )
+        region = _region(attention, producers, consumers)
+        for lin in producers:  # zero rows: the extra heads' q, k, v are zero
+            with graph.inserting_before(lin):
+                w = emit(graph, aten.constant_pad_nd.default, (lin.args[1], [0, 0, 0, new_width - width], 0.0),
+                         like=lin)
+                args = [lin.args[0], w]
+                if len(lin.args) > 2 and lin.args[2] is not None:
+                    args.append(emit(graph, aten.constant_pad_nd.default, (lin.args[2], [0, new_width - width],
+                                                                           0.0), like=lin))
+            lin.args = tuple(args)
+            lin.meta["val"] = lin.target(*meta_of(lin.args))
+        for lin in consumers:  # zero columns: the extra heads' outputs are dropped
+            with graph.inserting_before(lin):
+                w = emit(graph, aten.constant_pad_nd.default, (lin.args[1], [0, new_width - width], 0.0), like=lin)
+            lin.args = (lin.args[0], w) + tuple(lin.args[2:])
+        for node in [n for n in graph.nodes if n in region]:
+            if node.target is aten.reshape.default:
+                node.args = (node.args[0], _pad_shape(list(node.args[1]), heads, head_dim, target))
+            node.meta["val"] = node.target(*meta_of(node.args), **meta_of(node.kwargs))
+        for lin in consumers:
+            lin.meta["val"] = lin.target(*meta_of(lin.args))
+        counts[(heads, target)] = counts.get((heads, target), 0) + 1
+        padded += 1
+    for (heads, target), count in counts.items():
+        mg.notes.append(f"{count} attention(s): {heads} heads padded to {target} (zero heads) for tp{tp}")
+    if padded:
+        finalize(mg)
+        fold_constants(mg)
+    return padded
+
+
+def _pad_shape(shape: list, heads: int, head_dim: int, target: int) -> list:
+    """A reshape target with the head dim (or the merged heads x head_dim dim) widened to `target` heads."""
+    for i, size in enumerate(shape):
+        if size == heads and i + 1 < len(shape) and shape[i + 1] == head_dim:
+            return shape[:i] + [target] + shape[i + 1:]
+    for i, size in enumerate(shape):
+        if size == heads * head_dim:
+            return shape[:i] + [target * head_dim] + shape[i + 1:]
+    return shape
