@@ -79,7 +79,7 @@ def _refs(values) -> list:
 
 
 COLLECTIVE_NAMES = {"ttnn.all_gather": "all_gather", "ttnn.reduce_scatter": "reduce_scatter",
-                    "ttnn.all_reduce": "all_reduce",
+                    "ttnn.all_reduce": "all_reduce", "ttnn.experimental.all_to_all_async_generic": "all_to_all",
                     "ttnn.transformer.ring_joint_scaled_dot_product_attention": "ring_joint_sdpa"}
 
 
@@ -154,7 +154,8 @@ def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
         lines.append(f"  sharding: submesh {summary.submesh[0]}x{summary.submesh[1]} per cfg branch "
                      f"(x{ir.cfg_factor}); sp axis {summary.sp_axis}, tp axis {summary.tp_axis}; linears "
                      + ", ".join(f"{k} x{v}" for k, v in sorted(roles.items())) +
-                     f"; ring attention x{summary.ring_attention}; sequence sharded from "
+                     f"; ring attention x{summary.ring_attention}, ulysses attention x{summary.ulysses_attention}"
+                     "; sequence sharded from "
                      + (", ".join(f"{n} (dim {t})" for n, t in summary.sp_origins) or "nowhere"))
         lines.append("  collectives (first instance of each repeated block; bytes = output per device):")
         lines.extend(collective_table(ir))

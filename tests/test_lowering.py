@@ -10,7 +10,7 @@ from meshdit.lowering.ir import TensorSpec, tile_padded
 from ttnn_signatures import SIGNATURES
 
 
-@pytest.mark.parametrize("mesh", ["1x1", "2x4 sp2@0 tp4@1"])
+@pytest.mark.parametrize("mesh", ["1x1", "2x4 sp2@0 tp4@1", "1x2 sp2@1 ulysses2"])
 @pytest.mark.parametrize("name", TINY)
 def test_every_call_matches_the_ttnn_signature(name, mesh):
     program = lowered(name, "bf16", "bfp8", mesh)

@@ -166,3 +166,23 @@ def test_heads_are_padded_when_tp_does_not_divide_them(mesh, pcc_log):
     result = program.pcc_report()[0]
     pcc_log("sd3 3 heads", f"{mesh} fp32", result)
     assert result.pcc >= 0.9999
+
+
+@pytest.mark.parametrize("name, mesh", [("sd3-tiny", "1x2 sp2@1 ulysses2"), ("sd3-tiny", "1x4 sp4@1 ulysses4"),
+                                        ("flux-tiny", "2x4 sp2@0 tp4@1 ulysses2"),
+                                        ("mochi-tiny", "2x2 sp2@0 tp2@1 ulysses2")])
+def test_ulysses(name, mesh, pcc_log):
+    """Ulysses: attention by heads after an all-to-all from sequence shards, and back; no ring."""
+    program = _check(name, mesh, pcc_log)
+    ops = program.coverage()["device"]
+    assert ops.get("ttnn.experimental.all_to_all_async_generic", 0) >= 8  # q, k, v in and the output out, per attention
+    assert "ttnn.transformer.ring_joint_scaled_dot_product_attention" not in ops
+
+
+@pytest.mark.parametrize("mesh, message", [
+    ("1x4 sp4@1 ulysses2", "hybrid ulysses2 x ring2 is not implemented"),
+    ("2x4 sp2@0 tp4@1 ulysses2", "1 heads per device, which do not divide by 2"),
+])
+def test_ulysses_limits_are_named(mesh, message):
+    with pytest.raises(ConfigError, match=message):
+        meshdit.lower(tiny_model("sd3-tiny"), mesh, model_zoo.example_inputs("sd3-tiny"))

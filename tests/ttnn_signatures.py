@@ -62,6 +62,9 @@ SIGNATURES = {
          "program_config", "scale", "compute_kernel_config", "dim", "multi_device_global_semaphore", "num_links",
          "cluster_axis", "mesh_device", "topology", "subdevice_id", "ccl_core_grid_offset", "use_column_major_ccl",
          "is_causal", "is_balanced")),
+    # assumed: from tt-metal's all_to_all_async_generic binding (input_tensor, in_dim, out_dim, *, ...)
+    "ttnn.experimental.all_to_all_async_generic": (("input_tensor", "in_dim", "out_dim"), (
+        "persistent_output_buffer", "num_links", "memory_config", "topology", "subdevice_id", "cluster_axis")),
     "host_call": (("op_name", "args", "kwargs"), ()),
 }
 for _name in ("neg", "exp", "sin", "cos", "tanh", "sigmoid", "rsqrt", "sqrt", "reciprocal", "abs", "relu"):

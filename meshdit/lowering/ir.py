@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 TILE = 32
 COLLECTIVE_OPS = ("ttnn.all_gather", "ttnn.reduce_scatter", "ttnn.all_reduce",
+                  "ttnn.experimental.all_to_all_async_generic",
                   "ttnn.transformer.ring_joint_scaled_dot_product_attention")
 DTYPES = ("float32", "bfloat16", "bfloat8_b", "int32", "uint32")
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "bfloat8_b": 1.0625, "int32": 4, "uint32": 4}

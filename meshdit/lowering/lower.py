@@ -345,6 +345,10 @@ def _sdpa(b: Builder, node):
     extra.update(node.kwargs)
     if extra.get("dropout_p", 0.0):
         return None
+    if node.meta.get("ulysses_axis") is not None:
+        if extra.get("attn_mask") is not None or extra.get("is_causal"):
+            return None
+        return _ulysses(b, node, extra.get("scale"))
     if node.meta.get("ring_axis") is not None:
         if extra.get("attn_mask") is not None or extra.get("is_causal"):
             return None
@@ -404,9 +408,56 @@ def _ring(b: Builder, node, tensors, scale):
                   shapes=[(out_shape, dtype), (joint_shape, dtype), (lse_shape, torch.float32)])
 
 
+def _ulysses(b: Builder, node, scale):
+    """Ulysses: sequence-sharded q/k/v -> head-sharded by all-to-all, attention over the whole sequence on local
+    heads, then back to sequence-sharded; the replicated prompt stream is cut by heads and gathered after."""
+    axis = node.meta["ulysses_axis"]
+    degree = b.mesh_shape[axis]
+    joint = node.target is mdops.joint_sdpa
+    dtype = node.args[0].meta["val"].dtype
+
+    def to_heads(arg):
+        shape = list(b.local(arg))
+        shape[1], shape[2] = shape[1] // degree, shape[2] * degree
+        return b.call("ttnn.experimental.all_to_all_async_generic", (b.arg(arg),),
+                      {"in_dim": 1, "out_dim": 2, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
+                      shapes=(shape, dtype))
+
+    def cut_heads(arg):
+        shape = list(b.local(arg))
+        shape[1] //= degree
+        return b.call("ttnn.mesh_partition", (b.arg(arg), 1), {"cluster_axis": axis}, shapes=(shape, dtype))
+
+    q, k, v = (to_heads(a) for a in node.args[:3])
+    kwargs = {"scale": float(scale)} if scale is not None else {}
+    kwargs["compute_kernel_config"] = b.config("SDPA_CONFIG")
+    q_shape = list(b.local(node.args[0]))
+    out_shape = [q_shape[0], q_shape[1] // degree, q_shape[2] * degree, b.local(node.args[2])[-1]]
+    if joint:
+        jq, jk, jv = (cut_heads(a) for a in node.args[3:6])
+        joint_shape = [q_shape[0], q_shape[1] // degree, b.local(node.args[3])[2], out_shape[-1]]
+        program = _sdpa_program(b, max(out_shape[2], joint_shape[2]))
+        out, joint_out = b.call("ttnn.transformer.joint_scaled_dot_product_attention", (q, k, v, jq, jk, jv),
+                                {"joint_strategy": "rear", "program_config": program, **kwargs},
+                                shapes=[(out_shape, dtype), (joint_shape, dtype)])
+    else:
+        out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v), {"is_causal": False, **kwargs},
+                     shapes=(out_shape, dtype))
+    back = b.call("ttnn.experimental.all_to_all_async_generic", (out,),
+                  {"in_dim": 2, "out_dim": 1, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
+                  shapes=(b.local(node, 0 if joint else None), dtype))
+    if not joint:
+        return back
+    gathered = b.call("ttnn.all_gather", (joint_out, 1), {"cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
+                      shapes=(b.local(node, 1), dtype))
+    return back, gathered
+
+
 def _joint_sdpa(b: Builder, node):
     tensors = [b.arg(a) for a in node.args[:6]]
     scale = node.kwargs.get("scale")
+    if node.meta.get("ulysses_axis") is not None:
+        return _ulysses(b, node, scale)
     if node.meta.get("ring_axis") is not None:
         out, joint_out, _lse = _ring(b, node, tensors, scale)
         return out, joint_out

@@ -14,7 +14,7 @@ Runs on the graph of one cfg submesh (cfg is data parallelism over submeshes, ha
      token dim first appears; a mesh_partition there shards it (an input is uploaded sharded instead).
   4. propagation: per-op rules, per mesh axis, in graph order; a collective is inserted on every edge whose
      producer placement is not what the consumer accepts. Attention whose main stream is sequence-sharded becomes
-     ring (joint) attention.
+     ring (joint) attention, or with ulysses, an all-to-all from sequence to heads around local attention.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ class ShardingSummary:
     sp_origins: list = field(default_factory=list)  # (node name, token dim)
     collectives: int = 0
     ring_attention: int = 0
+    ulysses: int = 1  # heads all-to-all degree on the sp axis (equal to sp: attention by heads, not a ring)
+    ulysses_attention: int = 0
 
 
 def _shape(node) -> list:
@@ -547,6 +549,15 @@ class _Propagator:
                 reqs[mask] = R
             return reqs, ((heads, heads) if joint else heads)
         seq = Shard(2)
+        if axis == self.summary.sp_axis and main_have[0] == seq and self.summary.ulysses > 1:
+            # Ulysses: all-to-all sequence <-> heads around a local attention over the whole sequence (lowering)
+            node.meta["ulysses_axis"] = axis
+            self.summary.ulysses_attention += 1
+            reqs = {t: seq for t in main}
+            reqs.update({t: R for t in joint_part})
+            if mask is not None:
+                reqs[mask] = R
+            return reqs, ((seq, R) if joint else seq)
         if axis == self.summary.sp_axis and main_have[0] == seq:
             node.meta["ring_axis"] = axis
             self.summary.ring_attention += 1
@@ -569,7 +580,10 @@ def shard_graph(mg: ModelGraph, mesh: MeshConfig) -> ShardingSummary:
     tp_axis = mesh.tp.axis if mesh.tp.factor > 1 else None
     if sp_axis is not None and sp_axis == tp_axis:
         raise ConfigError(f"mesh {mesh}: sp and tp are both on axis {sp_axis}; put them on different mesh axes")
-    summary = ShardingSummary(mesh, tuple(submesh), sp_axis, tp_axis)
+    summary = ShardingSummary(mesh, tuple(submesh), sp_axis, tp_axis, ulysses=mesh.ulysses)
+    if 1 < mesh.ulysses < mesh.sp.factor:
+        raise ConfigError(f"mesh {mesh}: hybrid ulysses{mesh.ulysses} x ring{mesh.sp.factor // mesh.ulysses} is not "
+                          f"implemented; use ulysses{mesh.sp.factor} (all-to-all only) or no ulysses (ring only)")
     roles: dict = {}
     if tp_axis is not None:
         pad_heads(mg, mesh.tp.factor)
@@ -584,6 +598,12 @@ def shard_graph(mg: ModelGraph, mesh: MeshConfig) -> ShardingSummary:
         finalize(mg)
         fold_constants(mg)
     origins = _sp_origins(mg, mesh.sp.factor) if sp_axis is not None else {}
+    if mesh.ulysses > 1:
+        for node in [n for n in mg.op_nodes() if n.target in ATTENTION]:
+            heads = _shape(node.args[0])[1] // (mesh.tp.factor if tp_axis is not None else 1)
+            if heads % mesh.ulysses:
+                raise ConfigError(f"ulysses{mesh.ulysses}: attention at {node_location(node)} has {heads} heads per "
+                                  f"device, which do not divide by {mesh.ulysses}; lower ulysses or use the ring")
     summary.linear_roles = roles
     summary.sp_origins = [(n.name, t) for n, t in origins.items()]
     _Propagator(mg, summary, roles, origins).run()

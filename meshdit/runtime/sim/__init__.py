@@ -498,6 +498,18 @@ def all_reduce(input_tensor, *, cluster_axis=None, memory_config=None, topology=
                        lambda parts: [torch.stack([_f(p) for p in parts]).sum(0)] * len(parts))
 
 
+def _all_to_all_async_generic(input_tensor, in_dim, out_dim, *, persistent_output_buffer=None, num_links=None,
+                              memory_config=None, topology=None, subdevice_id=None, cluster_axis=None):
+    """Device i cuts its tensor into ring-size chunks along in_dim and sends chunk j to device j; each device
+    concatenates what it receives, in line order, along out_dim."""
+    def per_line(parts):
+        n = len(parts)
+        chunks = [p.chunk(n, dim=in_dim) for p in parts]
+        return [torch.cat([chunks[i][j] for i in range(n)], dim=out_dim).contiguous() for j in range(n)]
+
+    return _collective(input_tensor, cluster_axis, per_line)
+
+
 def mesh_partition(input_tensor, dim, cluster_axis=None, *, memory_config=None):
     """Each device keeps its own chunk of a tensor replicated along the line; no data moves."""
     return _collective(input_tensor, cluster_axis,
@@ -570,7 +582,7 @@ transformer = SimpleNamespace(
     joint_scaled_dot_product_attention=_joint_scaled_dot_product_attention,
     ring_joint_scaled_dot_product_attention=_ring_joint_scaled_dot_product_attention,
 )
-experimental = SimpleNamespace()
+experimental = SimpleNamespace(all_to_all_async_generic=_all_to_all_async_generic)
 
 import builtins as _builtins  # noqa: E402  (after the ops that shadow builtins' names)
 
