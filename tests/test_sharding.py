@@ -108,7 +108,7 @@ def test_randomized_valid_configs(mesh, name):
 
 
 @pytest.mark.parametrize("mesh, inputs, message", [
-    ("1x8 tp8@1", {}, "4 heads, which do not divide by tp 8"),
+    ("1x8 tp8@1", {}, "4 heads, fewer than tp 8"),
     ("1x8 sp8@1", {"hidden_states": (1, 4, 12, 12)}, "36 tokens, which do not divide by sp 8"),
     ("1x2 cfg2@1", {}, "example inputs have batch 1"),
     ("1x4 sp2@1 tp2@1", {}, "sp and tp are both on axis 1"),

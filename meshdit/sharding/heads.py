@@ -53,6 +53,11 @@ def pad_heads(mg: ModelGraph, tp: int) -> int:
         heads, head_dim = attention.args[0].meta["val"].shape[1], attention.args[0].meta["val"].shape[-1]
         if heads % tp == 0:
             continue
+        if heads < tp:
+            raise ConfigError(
+                f"tp{tp}: attention at {node_location(attention)} has {heads} heads, fewer than tp {tp}: padding "
+                "would leave devices with only zero heads; choose a tp factor of at most the head count"
+            )
         target = math.ceil(heads / tp) * tp
         width, new_width = heads * head_dim, target * head_dim
         inputs = attention.args[:6] if len(attention.args) >= 6 else attention.args[:3]
