@@ -14,6 +14,19 @@ from ttnn_signatures import SIGNATURES
 @pytest.mark.parametrize("name", TINY)
 def test_every_call_matches_the_ttnn_signature(name, mesh):
     program = lowered(name, "bf16", "bfp8", mesh)
+    _check_signatures(program)
+
+
+def test_distributed_norm_calls_match_the_ttnn_signature():
+    import meshdit
+    from conftest import tiny_inputs, tiny_model
+
+    program = meshdit.lower(tiny_model("mochi-tiny"), "1x2 tp2@1", tiny_inputs("mochi-tiny"), residual="sharded")
+    assert any(op.fn == "ttnn.rms_norm_post_all_gather" for op in program.ir.ops)
+    _check_signatures(program)
+
+
+def _check_signatures(program):
     for op in program.ir.ops:
         assert op.fn in SIGNATURES, f"{op.fn} emitted but not in the checked ttnn signature table"
         positional, keywords = SIGNATURES[op.fn]

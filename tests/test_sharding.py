@@ -186,3 +186,23 @@ def test_ulysses(name, mesh, pcc_log):
 def test_ulysses_limits_are_named(mesh, message):
     with pytest.raises(ConfigError, match=message):
         meshdit.lower(tiny_model("sd3-tiny"), mesh, model_zoo.example_inputs("sd3-tiny"))
+
+
+@pytest.mark.parametrize("name, mesh", [("sd3-tiny", "2x4 cfg2@1 sp2@0 tp2@1"), ("flux-tiny", "2x4 sp2@0 tp4@1"),
+                                        ("mochi-tiny", "2x4 sp2@0 tp4@1")])
+def test_sharded_residual_with_distributed_norms(name, mesh, pcc_log):
+    """TT-DiT's tp layout: reduce-scatter into a hidden-sharded residual, distributed norms, gather before col."""
+    config = MeshConfig.parse(mesh)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(tiny_model(name), mesh, model_zoo.example_inputs(name, batch=config.cfg.factor),
+                                static_inputs=model_zoo.entry(name).static_inputs, residual="sharded")
+    result = program.pcc_report()[0]
+    pcc_log(name, f"{mesh} residual sharded", result)
+    assert result.pcc >= 0.9999
+    ops = program.coverage()["device"]
+    assert ops.get("ttnn.reduce_scatter", 0) >= 4
+    assert any(op.endswith("norm_post_all_gather") for op in ops)
+    for op in program.ir.ops:  # each distributed norm gathers only its statistics over the tp axis
+        if op.fn.endswith("norm_pre_all_gather"):
+            assert program.ir.tensors[op.outputs[0]].shape[-1] in (32, 64)

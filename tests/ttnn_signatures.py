@@ -65,6 +65,17 @@ SIGNATURES = {
     # assumed: from tt-metal's all_to_all_async_generic binding (input_tensor, in_dim, out_dim, *, ...)
     "ttnn.experimental.all_to_all_async_generic": (("input_tensor", "in_dim", "out_dim"), (
         "persistent_output_buffer", "num_links", "memory_config", "topology", "subdevice_id", "cluster_axis")),
+    "ttnn.layer_norm_pre_all_gather": (("input_tensor",), (
+        "dtype", "residual_input_tensor", "compute_kernel_config", "program_config", "memory_config", "recip_tensor",
+        "fast_and_approximate_mode")),
+    "ttnn.layer_norm_post_all_gather": (("input_tensor", "stats"), (
+        "epsilon", "weight", "bias", "memory_config", "compute_kernel_config", "program_config", "dtype")),
+    "ttnn.rms_norm_pre_all_gather": (("input_tensor",), (
+        "dtype", "residual_input_tensor", "compute_kernel_config", "program_config", "memory_config",
+        "use_2d_core_grid", "fast_and_approximate_mode")),
+    "ttnn.rms_norm_post_all_gather": (("input_tensor", "stats"), (
+        "epsilon", "weight", "bias", "memory_config", "compute_kernel_config", "program_config", "dtype",
+        "use_2d_core_grid")),
     "host_call": (("op_name", "args", "kwargs"), ()),
 }
 for _name in ("neg", "exp", "sin", "cos", "tanh", "sigmoid", "rsqrt", "sqrt", "reciprocal", "abs", "relu"):

@@ -211,6 +211,8 @@ def _norm(fn):
             weight = node.args[2] if len(node.args) > 2 else None
             bias = None
             eps = node.args[3] if len(node.args) > 3 and node.args[3] is not None else 1e-6
+        if node.meta.get("distributed_norm_axis") is not None:
+            return _distributed_norm(b, node, fn, weight, bias, float(eps))
         kwargs = {"epsilon": float(eps)}
         if weight is not None:
             kwargs["weight"] = b.weight(weight, "row") if weight.op == "placeholder" else b.arg(weight)
@@ -220,6 +222,29 @@ def _norm(fn):
         return b.call(fn, (b.arg(x),), kwargs)
 
     return rule
+
+
+def _distributed_norm(b: Builder, node, fn, weight, bias, eps):
+    """Norm over a sharded hidden dim: local statistics, all-gathered over the axis, then applied locally."""
+    axis = node.meta["distributed_norm_axis"]
+    x = node.args[0]
+    local = list(b.local(x))
+    stats_width = 64 if fn == "ttnn.layer_norm" else 32  # one tile per statistic: sum(x) and sum(x^2), or sum(x^2)
+    stats_shape = local[:-1] + [stats_width]
+    gathered_shape = local[:-1] + [stats_width * b.mesh_shape[axis]]
+    stats = b.call(f"{fn}_pre_all_gather", (b.arg(x),), {"dtype": Code("ttnn.float32"),
+                                                          "compute_kernel_config": b.config("NORM_CONFIG")},
+                   shapes=(stats_shape, torch.float32), dtype="float32")
+    stats = b.call("ttnn.all_gather", (stats, len(stats_shape) - 1),
+                   {"cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
+                   shapes=(gathered_shape, torch.float32), dtype="float32")
+    kwargs = {"epsilon": eps}
+    if weight is not None:
+        kwargs["weight"] = b.weight(weight, "row")
+    if bias is not None:
+        kwargs["bias"] = b.weight(bias, "row")
+    kwargs["compute_kernel_config"] = b.config("NORM_CONFIG")
+    return b.call(f"{fn}_post_all_gather", (b.arg(x), stats), kwargs)
 
 
 def _unary(fn, **fixed):

@@ -33,7 +33,7 @@ from ..passes.graph import ModelGraph, emit, finalize
 from ..passes.patterns import annotate
 from .heads import pad_heads
 from .mesh_config import MeshConfig
-from .placement import P, R, Partial, Replicate, Shard, all_gather, all_reduce, mesh_partition
+from .placement import P, R, Partial, Shard, all_gather, all_reduce, mesh_partition, reduce_scatter
 
 aten = torch.ops.aten
 
@@ -57,6 +57,7 @@ class ShardingSummary:
     collectives: int = 0
     ring_attention: int = 0
     ulysses: int = 1  # heads all-to-all degree on the sp axis (equal to sp: attention by heads, not a ring)
+    residual: str = "replicated"  # tp layout of the residual stream: replicated | sharded (hidden dim, as TT-DiT)
     ulysses_attention: int = 0
 
 
@@ -349,6 +350,12 @@ class _Propagator:
             if key not in self.converted:
                 # inserted right after the producer and shared by every consumer that needs the same placement
                 step = current
+                if isinstance(have, Partial) and isinstance(want, Shard):
+                    with self.graph.inserting_after(step):
+                        step = self.collective(reduce_scatter, (step, want.dim, axis), step, axis, want)
+                    self.converted[key] = step
+                    current = step
+                    continue
                 if isinstance(have, Partial):
                     with self.graph.inserting_after(step):
                         step = self.collective(all_reduce, (step, axis), step, axis, R)
@@ -406,12 +413,16 @@ class _Propagator:
                 return {x: R}, R
             return {x: hx}, hx
         if target in BINARY:
-            return self.binary(node, have)
+            return self.binary(node, axis, have)
         if target is aten.linear.default:
             return self.linear(node, axis, hx)
         if target in (aten.rms_norm.default, aten.layer_norm.default):
             if isinstance(hx, Shard) and hx.dim != len(shape) - 1:
                 return {x: hx}, hx
+            if isinstance(hx, Shard):  # hidden dim sharded: distributed norm (local stats, gathered, applied)
+                node.meta["distributed_norm_axis"] = axis
+                params = [a for a in node.args[2:4] if isinstance(a, fx.Node)]
+                return {x: hx, **{p: Shard(0) for p in params}}, hx
             return {x: R}, R
         if target is aten.reshape.default:
             if isinstance(hx, Partial):
@@ -486,11 +497,15 @@ class _Propagator:
                 return None
         return None
 
-    def binary(self, node, have):
+    def binary(self, node, axis, have):
         out_rank = len(_shape(node))
         operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
         placements = [have[a] for a in operands]
-        if any(isinstance(p, Partial) for p in placements):
+        if any(isinstance(p, Partial) for p in placements) and self.summary.residual == "sharded" and \
+                axis == self.summary.tp_axis and node.target in (aten.add.Tensor, aten.sub.Tensor):
+            # TT-DiT layout: a row-parallel result is reduce-scattered into a hidden-dim-sharded residual
+            placements = [Shard(len(_shape(a)) - 1) if isinstance(p, Partial) else p
+                          for a, p in zip(operands, placements)]
             if node.target in (aten.mul.Tensor, aten.div.Tensor) and \
                     sum(isinstance(p, Partial) for p in placements) == 1 and \
                     (node.target is aten.mul.Tensor or isinstance(placements[0], Partial)):
@@ -572,15 +587,21 @@ class _Propagator:
         return reqs, ((R, R) if joint else R)
 
 
-def shard_graph(mg: ModelGraph, mesh: MeshConfig) -> ShardingSummary:
-    """Annotate every node with node.meta['layout'] and insert collectives, for one cfg submesh of `mesh`."""
+def shard_graph(mg: ModelGraph, mesh: MeshConfig, residual: str = "replicated") -> ShardingSummary:
+    """Annotate every node with node.meta['layout'] and insert collectives, for one cfg submesh of `mesh`.
+
+    residual: "replicated" keeps the residual stream whole on every tp device (row-parallel results all-reduced,
+    norms local); "sharded" is TT-DiT's layout: row-parallel results reduce-scattered into a hidden-dim-sharded
+    residual, distributed norms, and an all-gather before each column-parallel linear."""
+    if residual not in ("replicated", "sharded"):
+        raise ConfigError(f"residual={residual!r}: use 'replicated' or 'sharded'")
     submesh = list(mesh.shape)
     submesh[mesh.cfg.axis] //= mesh.cfg.factor
     sp_axis = mesh.sp.axis if mesh.sp.factor > 1 else None
     tp_axis = mesh.tp.axis if mesh.tp.factor > 1 else None
     if sp_axis is not None and sp_axis == tp_axis:
         raise ConfigError(f"mesh {mesh}: sp and tp are both on axis {sp_axis}; put them on different mesh axes")
-    summary = ShardingSummary(mesh, tuple(submesh), sp_axis, tp_axis, ulysses=mesh.ulysses)
+    summary = ShardingSummary(mesh, tuple(submesh), sp_axis, tp_axis, ulysses=mesh.ulysses, residual=residual)
     if 1 < mesh.ulysses < mesh.sp.factor:
         raise ConfigError(f"mesh {mesh}: hybrid ulysses{mesh.ulysses} x ring{mesh.sp.factor // mesh.ulysses} is not "
                           f"implemented; use ulysses{mesh.sp.factor} (all-to-all only) or no ulysses (ring only)")

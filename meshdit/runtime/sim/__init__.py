@@ -334,6 +334,61 @@ layer_norm = _norm("layer")
 rms_norm = _norm("rms")
 
 
+def _pre_all_gather(kind):
+    """Per-row partial statistics of this device's slice of the hidden dim, one tile (32 columns) per statistic:
+    sum(x) at column 0 and sum(x^2) at column 32 (layer norm), or sum(x^2) at column 0 (RMS norm)."""
+    def op(input_tensor, *, dtype=None, compute_kernel_config=None, memory_config=None, **_):
+        def fn(x):
+            x = _f(x)
+            stats = torch.zeros(x.shape[:-1] + (64 if kind == "layer" else 32,))
+            if kind == "layer":
+                stats[..., 0], stats[..., 32] = x.sum(-1), (x * x).sum(-1)
+            else:
+                stats[..., 0] = (x * x).sum(-1)
+            return stats
+
+        return _map(fn, input_tensor, dtype=dtype or float32)
+
+    return op
+
+
+def _post_all_gather(kind):
+    """Normalise this device's slice with statistics gathered from every device on the axis."""
+    def op(input_tensor, stats, *, epsilon=1e-12, weight=None, bias=None, memory_config=None,
+           compute_kernel_config=None, program_config=None, dtype=None, **_):
+        width = 64 if kind == "layer" else 32
+
+        def fn(x, st, w=None, b=None):
+            x = _f(x)
+            st = _f(st).reshape(st.shape[:-1] + (st.shape[-1] // width, width))
+            count = x.shape[-1] * st.shape[-2]
+            if kind == "layer":
+                mean = st[..., 0].sum(-1, keepdim=True) / count
+                var = st[..., 32].sum(-1, keepdim=True) / count - mean * mean
+                y = (x - mean) * torch.rsqrt(var + epsilon)
+            else:
+                y = x * torch.rsqrt(st[..., 0].sum(-1, keepdim=True) / count + epsilon)
+            if w is not None:
+                y = y * _f(w).reshape(-1)
+            if b is not None:
+                y = y + _f(b).reshape(-1)
+            return y
+
+        extras = [t for t in (weight, bias) if t is not None]
+
+        def call(x, st, *rest):
+            it = iter(rest)
+            return fn(x, st, next(it) if weight is not None else None, next(it) if bias is not None else None)
+
+        return _map(call, input_tensor, stats, *extras, dtype=dtype)
+
+    return op
+
+
+layer_norm_pre_all_gather, layer_norm_post_all_gather = _pre_all_gather("layer"), _post_all_gather("layer")
+rms_norm_pre_all_gather, rms_norm_post_all_gather = _pre_all_gather("rms"), _post_all_gather("rms")
+
+
 def gelu(input_tensor, *, fast_and_approximate_mode=False, memory_config=None, **_):
     approximate = "tanh" if fast_and_approximate_mode else "none"
     return _map(lambda x: F.gelu(_f(x), approximate=approximate), input_tensor)
