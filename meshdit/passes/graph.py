@@ -10,6 +10,7 @@ graph's placeholders are of two kinds (node.meta["kind"]):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -114,6 +115,20 @@ def emit(graph: fx.Graph, target, args: tuple, kwargs: dict | None = None, like:
             if key in like.meta:
                 node.meta[key] = like.meta[key]
     return node
+
+
+def reshape_dim_map(src_shape, dst_shape, d):
+    """Dim of a reshape's output that carries input dim d unchanged (same size, same products of the dims
+    before and after it), or None when the reshape splits or merges d."""
+    before, after = math.prod(src_shape[:d]), math.prod(src_shape[d + 1:])
+    prefix = 1
+    for e, size in enumerate(dst_shape):
+        if prefix == before and size == src_shape[d] and math.prod(dst_shape[e + 1:]) == after:
+            return e
+        prefix *= size
+        if prefix > before:
+            return None
+    return None
 
 
 def replace_node(node: fx.Node, replacement) -> None:

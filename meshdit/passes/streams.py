@@ -11,13 +11,11 @@ Every rewrite keeps the graph's value.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.fx as fx
 
 from .fold import fold_constants
-from .graph import ModelGraph, emit, finalize, replace_node
+from .graph import ModelGraph, emit, finalize, replace_node, reshape_dim_map
 
 aten = torch.ops.aten
 
@@ -44,20 +42,6 @@ def _bounds(parts, dim):
         out.append((start, start + size))
         start += size
     return out
-
-
-def _reshape_dim(in_shape, out_shape, d):
-    """Output dim that carries input dim d unchanged (same size, same products before and after), else None."""
-    before = math.prod(in_shape[:d])
-    after = math.prod(in_shape[d + 1:])
-    prefix = 1
-    for e, size in enumerate(out_shape):
-        if prefix == before and size == in_shape[d] and math.prod(out_shape[e + 1:]) == after:
-            return e
-        prefix *= size
-        if prefix > before:
-            return None
-    return None
 
 
 def _split_operand(graph, other, dim_in_other, bounds, like):
@@ -97,7 +81,7 @@ def _push(graph, cat: fx.Node, user: fx.Node):
         new = [emit(graph, aten.permute.default, (p, perm), like=user) for p in parts]
         return emit(graph, aten.cat.default, (new, perm.index(d)), like=user)
     elif target is aten.reshape.default:
-        e = _reshape_dim(_shape(cat), _shape(user), d)
+        e = reshape_dim_map(_shape(cat), _shape(user), d)
         if e is None:
             return None
         new = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.fx as fx
 
 from ..errors import ConfigError, node_location
 from ..passes.fold import fold_constants

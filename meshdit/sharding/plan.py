@@ -29,7 +29,7 @@ import torch.fx as fx
 from ..errors import ConfigError, node_location
 from ..passes import ops as mdops
 from ..passes.fold import fold_constants
-from ..passes.graph import ModelGraph, emit, finalize
+from ..passes.graph import ModelGraph, emit, finalize, reshape_dim_map
 from ..passes.patterns import annotate
 from .heads import pad_heads
 from .mesh_config import MeshConfig
@@ -213,19 +213,6 @@ def _choose_roles(mg: ModelGraph, tp: int) -> dict:
 
 
 # --- step 3: sequence-parallel origins ---------------------------------------------------------------------------
-def _reshape_map(src_shape, dst_shape, d):
-    """Dim of dst carrying dim d of src unchanged (same size and same products before and after), or None."""
-    before, after = math.prod(src_shape[:d]), math.prod(src_shape[d + 1:])
-    prefix = 1
-    for e, size in enumerate(dst_shape):
-        if prefix == before and size == src_shape[d] and math.prod(dst_shape[e + 1:]) == after:
-            return e
-        prefix *= size
-        if prefix > before:
-            return None
-    return None
-
-
 def _sp_origins(mg: ModelGraph, sp: int) -> dict:
     attentions = [n for n in mg.op_nodes() if n.target in ATTENTION]
     if not attentions:
@@ -250,7 +237,7 @@ def _sp_origins(mg: ModelGraph, sp: int) -> dict:
         if target is aten.permute.default:
             return walk(node.args[0], list(node.args[1])[t])
         if target is aten.reshape.default:
-            d = _reshape_map(shape, _shape(node.args[0]), t)
+            d = reshape_dim_map(shape, _shape(node.args[0]), t)
             return walk(node.args[0], d) if d is not None else origins.setdefault(node, t)
         if (target in TOKENWISE_UNARY or target in (aten.linear.default, aten.rms_norm.default,
                                                     aten.layer_norm.default)) and t != last:
@@ -564,18 +551,15 @@ class _Propagator:
                 reqs[mask] = R
             return reqs, ((heads, heads) if joint else heads)
         seq = Shard(2)
-        if axis == self.summary.sp_axis and main_have[0] == seq and self.summary.ulysses > 1:
-            # Ulysses: all-to-all sequence <-> heads around a local attention over the whole sequence (lowering)
-            node.meta["ulysses_axis"] = axis
-            self.summary.ulysses_attention += 1
-            reqs = {t: seq for t in main}
-            reqs.update({t: R for t in joint_part})
-            if mask is not None:
-                reqs[mask] = R
-            return reqs, ((seq, R) if joint else seq)
         if axis == self.summary.sp_axis and main_have[0] == seq:
-            node.meta["ring_axis"] = axis
-            self.summary.ring_attention += 1
+            # Sequence-sharded main stream: ring attention (K/V rotate), or with ulysses an all-to-all from
+            # sequence to heads around a local attention over the whole sequence; the lowering emits either.
+            if self.summary.ulysses > 1:
+                node.meta["ulysses_axis"] = axis
+                self.summary.ulysses_attention += 1
+            else:
+                node.meta["ring_axis"] = axis
+                self.summary.ring_attention += 1
             reqs = {t: seq for t in main}
             reqs.update({t: R for t in joint_part})
             if mask is not None:
