@@ -392,7 +392,6 @@ class _Propagator:
         shape = _shape(node) if not isinstance(node.meta["val"], (tuple, list)) else None
         x = node.args[0] if node.args else None
         hx = have.get(x, R) if isinstance(x, fx.Node) else R
-        keep_all = {n: h for n, h in have.items()}
         if target is operator.getitem:
             return {x: hx}, x.meta["layout"][node.args[1]][axis]
         if target in TOKENWISE_UNARY:
@@ -458,7 +457,7 @@ class _Propagator:
             return {x: R}, R
         if target in ATTENTION:
             return self.attention(node, axis, have)
-        return {n: R for n in keep_all}, R  # anything else runs on whole tensors
+        return {n: R for n in have}, R  # anything else runs on whole tensors
 
     @staticmethod
     def reshape_shard(src, dst, d, factor):
