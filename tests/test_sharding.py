@@ -207,3 +207,11 @@ def test_sharded_residual_with_distributed_norms(name, mesh, pcc_log):
     for op in program.ir.ops:  # each distributed norm gathers only its statistics over the tp axis
         if op.fn.endswith("norm_pre_all_gather"):
             assert program.ir.tensors[op.outputs[0]].shape[-1] in (32, 64)
+
+
+def test_sequence_is_not_partitioned_along_the_tile_width():
+    """Real ttnn slices TILE tensors along the last dim only at 32-column boundaries; the sp partition avoids it."""
+    program = sharded("sd3-tiny", "1x4 sp4@1")
+    for name, dim in program.graph.sharding.sp_origins:
+        node = next(n for n in program.graph.gm.graph.nodes if n.name == name)
+        assert dim != len(node.meta["val"].shape) - 1, (name, dim)

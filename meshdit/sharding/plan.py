@@ -266,6 +266,14 @@ def _sp_origins(mg: ModelGraph, sp: int) -> dict:
         if _shape(node.args[0])[2] == longest:
             for arg in node.args[:3]:
                 walk(arg, 2)
+    # A partition along the last (tile-width) dim splits rows of tiles; where a permute next moves the token dim
+    # off the end (SD3's [B, D, N] -> [B, N, D]), partition after it instead (same effect downstream).
+    for node, t in list(origins.items()):
+        users = list(node.users)
+        if node.op == "call_function" and t == len(_shape(node)) - 1 and len(users) == 1 and \
+                users[0].target is aten.permute.default and list(users[0].args[1]).index(t) != t:
+            del origins[node]
+            origins[users[0]] = list(users[0].args[1]).index(t)
     return origins
 
 
