@@ -99,8 +99,7 @@ def collective_table(ir: ProgramIR) -> list:
         axis = op.kwargs.get("cluster_axis")
         nbytes = ir.tensors[op.outputs[0]].nbytes
         if op.fn.endswith("ring_joint_scaled_dot_product_attention"):
-            buffer = next(v for k, v in op.kwargs.items() if k == "persistent_output_buffer_k")
-            nbytes = 2 * ir.buffers[buffer.text].nbytes  # K and V of the whole ring pass through every device
+            nbytes = 2 * ir.buffers[op.kwargs["persistent_output_buffer_k"].text].nbytes  # K and V of the whole ring pass through every device
         key = (COLLECTIVE_NAMES[op.fn], axis)
         per_block.setdefault(block_of(op.module), []).append((key, nbytes, op.module))
         totals[key] += 1

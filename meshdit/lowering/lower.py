@@ -22,7 +22,7 @@ import torch.fx as fx
 
 from ..errors import UnsupportedOpError, node_location
 from ..passes import ops as mdops
-from ..passes.graph import ModelGraph
+from ..passes.graph import ModelGraph, is_const
 from ..sharding import placement as sharding_ops
 from ..sharding.placement import Shard, local_shape
 from .ir import Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
@@ -148,7 +148,7 @@ class Builder:
         return WeightRef(name)
 
     def value_or_weight(self, a):
-        if isinstance(a, fx.Node) and a.op == "placeholder" and a.meta["kind"] == "const":
+        if is_const(a):
             return self.weight(a)
         return self.arg(a)
 
@@ -186,7 +186,7 @@ def _linear(b: Builder, node):
     x, w = node.args[0], node.args[1]
     bias = node.args[2] if len(node.args) > 2 else None
     kwargs = {}
-    if isinstance(w, fx.Node) and w.op == "placeholder" and w.meta["kind"] == "const":
+    if is_const(w):
         weight = b.weight(w, "transpose", dtype=b.weight_dtype)
     else:
         weight = b.arg(w)
@@ -382,7 +382,7 @@ def _sdpa(b: Builder, node):
     kwargs = {"is_causal": bool(extra.get("is_causal", False))}
     mask = extra.get("attn_mask")
     if mask is not None:
-        if not (mask.op == "placeholder" and mask.meta["kind"] == "const"):
+        if not is_const(mask):
             return None
         transform = "additive_mask" if mask.meta["val"].dtype == torch.bool else "identity"
         kwargs["attn_mask"] = b.weight(mask, transform)

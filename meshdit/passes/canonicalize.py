@@ -18,20 +18,15 @@ from __future__ import annotations
 import operator
 
 import torch
-import torch.fx as fx
 
 from .fold import fold_constants
-from .graph import ModelGraph, emit, finalize, replace_node
+from .graph import ModelGraph, emit, finalize, is_const, replace_node, shape_of
 
 aten = torch.ops.aten
 
 
-def _shape(node) -> list:
-    return list(node.meta["val"].shape)
-
-
 def _reshape(graph, x, shape, like):
-    if _shape(x) == list(shape):
+    if shape_of(x) == list(shape):
         return x
     return emit(graph, aten.reshape.default, (x, list(shape)), like=like)
 
@@ -44,18 +39,18 @@ def _permute(graph, x, perm, like):
 
 
 def _slice(graph, x, dim, start, end, like):
-    size = _shape(x)[dim]
+    size = shape_of(x)[dim]
     if start == 0 and end >= size:
         return x
     return emit(graph, aten.slice.Tensor, (x, dim, start, end), like=like)
 
 
 def _as_reshape(graph, node):
-    return _reshape(graph, node.args[0], _shape(node), node)
+    return _reshape(graph, node.args[0], shape_of(node), node)
 
 
 def _transpose(graph, node):
-    rank = len(_shape(node))
+    rank = len(shape_of(node))
     perm = list(range(rank))
     if node.target is aten.t.default:
         perm = perm[::-1]
@@ -71,15 +66,15 @@ def _permute_rule(graph, node):
 
 def _select(graph, node):
     x, dim, index = node.args
-    dim %= len(_shape(x))
-    index %= _shape(x)[dim]
+    dim %= len(shape_of(x))
+    index %= shape_of(x)[dim]
     sliced = _slice(graph, x, dim, index, index + 1, node)
-    return _reshape(graph, sliced, _shape(node), node)
+    return _reshape(graph, sliced, shape_of(node), node)
 
 
 def _slice_rule(graph, node):
     x = node.args[0]
-    shape = _shape(x)
+    shape = shape_of(x)
     dim = (node.args[1] if len(node.args) > 1 else 0) % len(shape)
     start = node.args[2] if len(node.args) > 2 and node.args[2] is not None else 0
     end = node.args[3] if len(node.args) > 3 and node.args[3] is not None else shape[dim]
@@ -100,10 +95,10 @@ def _split_like(graph, node):
     x = node.args[0]
     parts = node.meta["val"]
     if node.target is aten.unbind.int:
-        dim = (node.args[1] if len(node.args) > 1 else 0) % len(_shape(x))
+        dim = (node.args[1] if len(node.args) > 1 else 0) % len(shape_of(x))
     else:
         dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)
-        dim %= len(_shape(x))
+        dim %= len(shape_of(x))
     offsets, start = [], 0
     for part in parts:
         size = 1 if node.target is aten.unbind.int else part.shape[dim]
@@ -117,18 +112,18 @@ def _split_like(graph, node):
         with graph.inserting_before(user):
             value = _slice(graph, x, dim, lo, hi, user)
             if node.target is aten.unbind.int:
-                value = _reshape(graph, value, _shape(user), user)
+                value = _reshape(graph, value, shape_of(user), user)
         replace_node(user, value)
     return "erase"
 
 
 def _stack(graph, node):
     tensors, dim = node.args[0], (node.args[1] if len(node.args) > 1 else 0)
-    rank = len(_shape(node))
+    rank = len(shape_of(node))
     dim %= rank
     pieces = []
     for t in tensors:
-        shape = _shape(t)
+        shape = shape_of(t)
         pieces.append(_reshape(graph, t, shape[:dim] + [1] + shape[dim:], node))
     return emit(graph, aten.cat.default, (pieces, dim), like=node)
 
@@ -153,8 +148,8 @@ def _pow(graph, node):
 
 def _outer(graph, node):
     a, b = node.args
-    left = _reshape(graph, a, [_shape(a)[0], 1], node)
-    right = _reshape(graph, b, [1, _shape(b)[0]], node)
+    left = _reshape(graph, a, [shape_of(a)[0], 1], node)
+    right = _reshape(graph, b, [1, shape_of(b)[0]], node)
     return emit(graph, aten.mul.Tensor, (left, right), like=node)
 
 
@@ -164,12 +159,12 @@ def _repeat_interleave(graph, node):
     dim = node.args[2] if len(node.args) > 2 else node.kwargs.get("dim")
     if dim is None or not isinstance(repeats, int):
         return None
-    shape = _shape(x)
+    shape = shape_of(x)
     dim %= len(shape)
     expanded_shape = shape[: dim + 1] + [repeats] + shape[dim + 1:]
     unsq = _reshape(graph, x, shape[: dim + 1] + [1] + shape[dim + 1:], node)
     expanded = emit(graph, aten.expand.default, (unsq, expanded_shape), like=node)
-    return _reshape(graph, expanded, _shape(node), node)
+    return _reshape(graph, expanded, shape_of(node), node)
 
 
 def _rsub(graph, node):
@@ -219,7 +214,7 @@ def _index(graph, node, constants):
     if len(live) != 1:
         return None
     dim, idx = live[0]
-    if not (isinstance(idx, fx.Node) and idx.op == "placeholder" and idx.meta["kind"] == "const"):
+    if not is_const(idx):
         return None
     value = constants[idx.meta["key"]].value
     if value is None or value.dim() != 1 or value.dtype in (torch.bool,):
@@ -240,10 +235,10 @@ def _patchify_conv(graph, node):
     padding = list(node.args[4]) if len(node.args) > 4 else [0, 0]
     dilation = list(node.args[5]) if len(node.args) > 5 else [1, 1]
     groups = node.args[6] if len(node.args) > 6 else 1
-    out_ch, in_ch, kh, kw = _shape(weight)
+    out_ch, in_ch, kh, kw = shape_of(weight)
     if [kh, kw] != stride or any(padding) or dilation != [1, 1] or groups != 1:
         return None
-    b, c, h, w = _shape(x)
+    b, c, h, w = shape_of(x)
     if h % kh or w % kw:
         return None
     gh, gw = h // kh, w // kw

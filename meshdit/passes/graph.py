@@ -96,6 +96,16 @@ def _checked(value: torch.Tensor, spec: ConstantSpec) -> torch.Tensor:
 
 
 # --- rewriting helpers shared by the passes -----------------------------------------------------------------------
+def shape_of(node: fx.Node) -> list:
+    """Global shape of a node's value."""
+    return list(node.meta["val"].shape)
+
+
+def is_const(node) -> bool:
+    """True for a placeholder standing for a constant the program owns (a weight or a folded table)."""
+    return isinstance(node, fx.Node) and node.op == "placeholder" and node.meta.get("kind") == "const"
+
+
 def meta_of(arg):
     """The meta value of a node argument (nodes -> meta['val'], containers mapped, literals as they are)."""
     return pytree.tree_map(lambda a: a.meta["val"] if isinstance(a, fx.Node) else a, arg)

@@ -21,7 +21,7 @@ import torch
 import torch.fx as fx
 
 from . import ops
-from .graph import ModelGraph, emit, finalize, replace_node
+from .graph import ModelGraph, emit, finalize, is_const, replace_node
 
 aten = torch.ops.aten
 
@@ -45,10 +45,6 @@ class Pattern:
 
 def _is_scalar(x):
     return isinstance(x, (int, float))
-
-
-def _const(node):
-    return isinstance(node, fx.Node) and node.op == "placeholder" and node.meta.get("kind") == "const"
 
 
 def _other(node, first):
@@ -84,7 +80,7 @@ def fuse_rms_norm(mg: ModelGraph) -> int:
         if len(normed.users) == 1:
             user = next(iter(normed.users))
             w = _other(user, normed) if user.target is aten.mul.Tensor else None
-            if _const(w) and list(w.meta["val"].shape) == [width]:
+            if is_const(w) and list(w.meta["val"].shape) == [width]:
                 weight, out = w, user
         with graph.inserting_before(out):
             fused_node = emit(graph, aten.rms_norm.default, (x, [width], weight, float(eps)), like=out)

@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 
 from .fold import fold_constants
-from .graph import ModelGraph, emit, finalize, replace_node, reshape_dim_map
+from .graph import ModelGraph, emit, finalize, replace_node, reshape_dim_map, shape_of
 
 aten = torch.ops.aten
 
@@ -26,19 +26,15 @@ BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
 LAST_DIM_OPS = {aten.linear.default, aten.rms_norm.default, aten.layer_norm.default}
 
 
-def _shape(node):
-    return list(node.meta["val"].shape)
-
-
 def _parts(cat: fx.Node):
     parts, dim = cat.args[0], cat.args[1] if len(cat.args) > 1 else 0
-    return list(parts), dim % len(_shape(cat))
+    return list(parts), dim % len(shape_of(cat))
 
 
 def _bounds(parts, dim):
     out, start = [], 0
     for p in parts:
-        size = _shape(p)[dim]
+        size = shape_of(p)[dim]
         out.append((start, start + size))
         start += size
     return out
@@ -48,7 +44,7 @@ def _split_operand(graph, other, dim_in_other, bounds, like):
     """An operand broadcast against a cat: the same object per part, or its slices along the cat dim."""
     if not isinstance(other, fx.Node):
         return [other] * len(bounds)
-    size = _shape(other)[dim_in_other] if dim_in_other is not None else 1
+    size = shape_of(other)[dim_in_other] if dim_in_other is not None else 1
     if dim_in_other is None or size == 1:
         return [other] * len(bounds)
     return [emit(graph, aten.slice.Tensor, (other, dim_in_other, lo, hi), like=like) for lo, hi in bounds]
@@ -57,13 +53,13 @@ def _split_operand(graph, other, dim_in_other, bounds, like):
 def _push(graph, cat: fx.Node, user: fx.Node):
     """Rewrite one user of a cat; returns its replacement or None when the user mixes along the cat dim."""
     parts, d = _parts(cat)
-    rank = len(_shape(cat))
+    rank = len(shape_of(cat))
     bounds = _bounds(parts, d)
     target = user.target
     if target is aten.slice.Tensor and user.args[0] is cat:
         dim = user.args[1] % rank
         if dim == d:
-            lo, hi = user.args[2], min(user.args[3], _shape(cat)[d])
+            lo, hi = user.args[2], min(user.args[3], shape_of(cat)[d])
             covered = [i for i, (a, b) in enumerate(bounds) if a < hi and b > lo]
             if len(covered) == 1:
                 i = covered[0]
@@ -81,13 +77,13 @@ def _push(graph, cat: fx.Node, user: fx.Node):
         new = [emit(graph, aten.permute.default, (p, perm), like=user) for p in parts]
         return emit(graph, aten.cat.default, (new, perm.index(d)), like=user)
     elif target is aten.reshape.default:
-        e = reshape_dim_map(_shape(cat), _shape(user), d)
+        e = reshape_dim_map(shape_of(cat), shape_of(user), d)
         if e is None:
             return None
         new = []
         for p in parts:
-            shape = _shape(user)
-            shape[e] = _shape(p)[d]
+            shape = shape_of(user)
+            shape[e] = shape_of(p)[d]
             new.append(emit(graph, aten.reshape.default, (p, shape), like=user))
         return emit(graph, aten.cat.default, (new, e), like=user)
     elif target in UNARY and user.args[0] is cat:
@@ -105,7 +101,7 @@ def _push(graph, cat: fx.Node, user: fx.Node):
         new = list(parts[:-1]) + [emit(graph, target, (parts[-1],) + tuple(user.args[1:]), like=user)]
     elif target is aten.cat.default and user.args[0] and cat in user.args[0]:
         # cat along another dim of pieces that are all split the same way along d (a stack of rotated halves)
-        outer_dim = (user.args[1] if len(user.args) > 1 else 0) % len(_shape(user))
+        outer_dim = (user.args[1] if len(user.args) > 1 else 0) % len(shape_of(user))
         pieces = user.args[0]
         if outer_dim == d or not all(isinstance(p, fx.Node) and p.target is aten.cat.default and
                                      _parts(p)[1] == d and _bounds(*_parts(p)) == bounds for p in pieces):
@@ -115,7 +111,7 @@ def _push(graph, cat: fx.Node, user: fx.Node):
                for i in range(len(parts))]
     elif target in BINARY:
         a, b = user.args[0], user.args[1]
-        out_rank = len(_shape(user))
+        out_rank = len(shape_of(user))
         d_out = d + out_rank - rank  # broadcasting aligns dims from the right
         columns = []
         for operand in (a, b):
@@ -123,12 +119,12 @@ def _push(graph, cat: fx.Node, user: fx.Node):
                 columns.append(parts)
                 continue
             if isinstance(operand, fx.Node) and operand.target is aten.cat.default and \
-                    _parts(operand)[1] + out_rank - len(_shape(operand)) == d_out and \
+                    _parts(operand)[1] + out_rank - len(shape_of(operand)) == d_out and \
                     _bounds(*_parts(operand)) == bounds:
                 columns.append(_parts(operand)[0])
                 continue
             if isinstance(operand, fx.Node):
-                od = d_out - (out_rank - len(_shape(operand)))
+                od = d_out - (out_rank - len(shape_of(operand)))
                 columns.append(_split_operand(graph, operand, od if od >= 0 else None, bounds, user))
             else:
                 columns.append([operand] * len(parts))
@@ -151,7 +147,7 @@ def sink_concats(mg: ModelGraph) -> int:
             if cat in erased:
                 continue
             parts, dim = _parts(cat)
-            if not any(p.op != "placeholder" for p in parts) or dim == len(_shape(cat)) - 1:
+            if not any(p.op != "placeholder" for p in parts) or dim == len(shape_of(cat)) - 1:
                 continue  # token streams are concatenated along a token dim, never the last (channel) dim
             for user in list(cat.users):
                 with graph.inserting_before(user):

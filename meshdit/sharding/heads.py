@@ -16,19 +16,20 @@ import torch
 from ..errors import ConfigError, node_location
 from ..passes.fold import fold_constants
 from ..passes.graph import ModelGraph, emit, finalize, meta_of
+from .trace import ATTENTION, linears_back, linears_forward
 
 aten = torch.ops.aten
 
 
 def _region(attention, producers: set, consumers: set) -> set:
     """Nodes on the paths producers -> attention -> consumers (the values that carry the head dim)."""
-    region, stack = set(), [a for a in attention.all_input_nodes]
+    region, stack = set(), list(attention.all_input_nodes)
     while stack:
         node = stack.pop()
         if node in region or node in producers or node.op != "call_function":
             continue
         region.add(node)
-        stack.extend(n for n in node.all_input_nodes if not (n.op == "placeholder"))
+        stack.extend(n for n in node.all_input_nodes if n.op != "placeholder")
     region.add(attention)
     stack = [attention]
     while stack:
@@ -43,8 +44,6 @@ def _region(attention, producers: set, consumers: set) -> set:
 
 def pad_heads(mg: ModelGraph, tp: int) -> int:
     """Pad every attention's heads to a multiple of `tp`; returns how many attentions were padded."""
-    from .plan import ATTENTION, _linears_back, _linears_forward
-
     graph = mg.gm.graph
     padded = 0
     counts: dict = {}
@@ -60,8 +59,8 @@ def pad_heads(mg: ModelGraph, tp: int) -> int:
         target = math.ceil(heads / tp) * tp
         width, new_width = heads * head_dim, target * head_dim
         inputs = attention.args[:6] if len(attention.args) >= 6 else attention.args[:3]
-        producers = set().union(*(_linears_back(a) for a in inputs))
-        consumers = _linears_forward(attention)
+        producers = set().union(*(linears_back(a) for a in inputs))
+        consumers = linears_forward(attention)
         bad = [p for p in producers if p.meta["val"].shape[-1] != width] + \
               [c for c in consumers if c.args[1].meta["val"].shape[-1] != width]
         if not producers or not consumers or bad:

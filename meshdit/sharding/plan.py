@@ -29,10 +29,11 @@ import torch.fx as fx
 from ..errors import ConfigError, node_location
 from ..passes import ops as mdops
 from ..passes.fold import fold_constants
-from ..passes.graph import ModelGraph, emit, finalize, reshape_dim_map
+from ..passes.graph import ModelGraph, emit, finalize, is_const, reshape_dim_map, shape_of
 from ..passes.patterns import annotate
 from .heads import pad_heads
 from .mesh_config import MeshConfig
+from .trace import ATTENTION, linears_back, linears_forward
 from .placement import P, R, Partial, Shard, all_gather, all_reduce, mesh_partition, reduce_scatter
 
 aten = torch.ops.aten
@@ -43,7 +44,6 @@ TOKENWISE_UNARY = {aten.neg.default, aten.exp.default, aten.silu.default, aten.g
                    aten.reciprocal.default}
 LINEAR_IN_PARTIAL = {aten.neg.default, aten.to.dtype}  # unary ops that commute with a pending sum
 BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
-ATTENTION = {aten.scaled_dot_product_attention.default, mdops.joint_sdpa}
 
 
 @dataclass
@@ -54,19 +54,10 @@ class ShardingSummary:
     tp_axis: int | None
     linear_roles: dict = field(default_factory=dict)  # linear node name -> col | row | rep
     sp_origins: list = field(default_factory=list)  # (node name, token dim)
-    collectives: int = 0
     ring_attention: int = 0
     ulysses: int = 1  # heads all-to-all degree on the sp axis (equal to sp: attention by heads, not a ring)
     residual: str = "replicated"  # tp layout of the residual stream: replicated | sharded (hidden dim, as TT-DiT)
     ulysses_attention: int = 0
-
-
-def _shape(node) -> list:
-    return list(node.meta["val"].shape)
-
-
-def _is_const(node) -> bool:
-    return isinstance(node, fx.Node) and node.op == "placeholder" and node.meta.get("kind") == "const"
 
 
 # --- step 1: rewrites for tensor parallelism ---------------------------------------------------------------------
@@ -78,7 +69,7 @@ def _split_sliced_linears(mg: ModelGraph, linears: set) -> int:
         if lin.name not in linears:
             continue
         users = list(lin.users)
-        rank = len(_shape(lin))
+        rank = len(shape_of(lin))
         if not users or not all(u.target is aten.slice.Tensor and u.args[1] % rank == rank - 1 for u in users):
             continue
         x, w = lin.args[0], lin.args[1]
@@ -105,14 +96,14 @@ def _split_concat_linears(mg: ModelGraph) -> int:
         if not (isinstance(cat, fx.Node) and cat.target is aten.cat.default):
             continue
         parts, dim = cat.args[0], cat.args[1] if len(cat.args) > 1 else 0
-        if dim % len(_shape(cat)) != len(_shape(cat)) - 1 or not _is_const(lin.args[1]):
+        if dim % len(shape_of(cat)) != len(shape_of(cat)) - 1 or not is_const(lin.args[1]):
             continue
         w = lin.args[1]
         bias = lin.args[2] if len(lin.args) > 2 else None
         with graph.inserting_before(lin):
             total, start = None, 0
             for part in parts:
-                width = _shape(part)[-1]
+                width = shape_of(part)[-1]
                 w_part = emit(graph, aten.slice.Tensor, (w, 1, start, start + width), like=lin)
                 y = emit(graph, aten.linear.default, (part, w_part, None), like=lin)
                 total = y if total is None else emit(graph, aten.add.Tensor, (total, y), like=lin)
@@ -141,59 +132,23 @@ def _detach_row_bias(mg: ModelGraph, rows: set) -> None:
 
 
 # --- step 2: tp roles ----------------------------------------------------------------------------------------------
-BACK_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.rms_norm.default,
-                aten.layer_norm.default, aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.neg.default,
-                aten.slice.Tensor, aten.cat.default}
-FORWARD_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.slice.Tensor, operator.getitem,
-                   aten.constant_pad_nd.default}
-
-
-def _linears_back(start, limit=40):
-    found, stack, seen = set(), [start], set()
-    while stack and len(seen) < limit:
-        node = stack.pop()
-        if not isinstance(node, fx.Node) or node in seen:
-            continue
-        seen.add(node)
-        if node.target is aten.linear.default:
-            found.add(node)
-        elif node.op == "call_function" and node.target in BACK_THROUGH:
-            stack.extend(n for n in node.all_input_nodes if not _is_const(n))
-    return found
-
-
-def _linears_forward(start, limit=40):
-    found, stack, seen = set(), [start], set()
-    while stack and len(seen) < limit:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        for user in node.users:
-            if user.target is aten.linear.default and user.args[0] is node:
-                found.add(user)
-            elif user.target in FORWARD_THROUGH:
-                stack.append(user)
-    return found
-
-
 def _choose_roles(mg: ModelGraph, tp: int) -> dict:
     nodes = {n.name: n for n in mg.op_nodes()}
     roles: dict = {}
     for node in mg.op_nodes():
         if node.target not in ATTENTION:
             continue
-        heads = _shape(node.args[0])[1]
+        heads = shape_of(node.args[0])[1]
         if heads % tp:
             raise ConfigError(
                 f"tp{tp}: attention at {node_location(node)} has {heads} heads, which do not divide by tp {tp}; "
-                "choose a tp factor that divides the head count (head padding is not implemented yet)"
+                "choose a tp factor that divides the head count"
             )
         inputs = node.args[:6] if node.target is mdops.joint_sdpa else node.args[:3]
         for arg in inputs:
-            for lin in _linears_back(arg):
+            for lin in linears_back(arg):
                 roles[lin.name] = "col"
-        for lin in _linears_forward(node):
+        for lin in linears_forward(node):
             roles.setdefault(lin.name, "row")
     for pattern in mg.patterns:
         if pattern.kind == "mlp":
@@ -204,7 +159,7 @@ def _choose_roles(mg: ModelGraph, tp: int) -> dict:
         elif pattern.kind == "adaln_modulation":
             roles.setdefault(pattern.nodes["linear"], "col")
     for name, role in list(roles.items()):
-        w = _shape(nodes[name].args[1])
+        w = shape_of(nodes[name].args[1])
         if (role == "col" and w[0] % tp) or (role == "row" and w[1] % tp):
             dim = "output" if role == "col" else "input"
             raise ConfigError(f"tp{tp}: linear {node_location(nodes[name])} has {dim} width {w[0 if role == 'col' else 1]}, "
@@ -217,7 +172,7 @@ def _sp_origins(mg: ModelGraph, sp: int) -> dict:
     attentions = [n for n in mg.op_nodes() if n.target in ATTENTION]
     if not attentions:
         raise ConfigError("sp: the model has no attention to shard the sequence of")
-    longest = max(_shape(n.args[0])[2] for n in attentions)
+    longest = max(shape_of(n.args[0])[2] for n in attentions)
     if longest % sp:
         raise ConfigError(f"sp{sp}: the image/video token sequence has {longest} tokens, which do not divide by sp "
                           f"{sp}; choose an sp factor that divides it (sequence padding is not implemented yet)")
@@ -225,10 +180,10 @@ def _sp_origins(mg: ModelGraph, sp: int) -> dict:
     seen: set = set()
 
     def walk(node, t):
-        if (node, t) in seen or _is_const(node):
+        if (node, t) in seen or is_const(node):
             return
         seen.add((node, t))
-        shape = _shape(node)
+        shape = shape_of(node)
         if node.op == "placeholder":
             origins[node] = t
             return
@@ -237,7 +192,7 @@ def _sp_origins(mg: ModelGraph, sp: int) -> dict:
         if target is aten.permute.default:
             return walk(node.args[0], list(node.args[1])[t])
         if target is aten.reshape.default:
-            d = reshape_dim_map(shape, _shape(node.args[0]), t)
+            d = reshape_dim_map(shape, shape_of(node.args[0]), t)
             return walk(node.args[0], d) if d is not None else origins.setdefault(node, t)
         if (target in TOKENWISE_UNARY or target in (aten.linear.default, aten.rms_norm.default,
                                                     aten.layer_norm.default)) and t != last:
@@ -245,8 +200,8 @@ def _sp_origins(mg: ModelGraph, sp: int) -> dict:
         if target in BINARY:
             for operand in node.args[:2]:
                 if isinstance(operand, fx.Node):
-                    od = t - (len(shape) - len(_shape(operand)))
-                    if od >= 0 and _shape(operand)[od] == shape[t]:
+                    od = t - (len(shape) - len(shape_of(operand)))
+                    if od >= 0 and shape_of(operand)[od] == shape[t]:
                         walk(operand, od)
             return None
         if target is aten.slice.Tensor and node.args[1] % len(shape) != t:
@@ -263,14 +218,14 @@ def _sp_origins(mg: ModelGraph, sp: int) -> dict:
         return None
 
     for node in attentions:
-        if _shape(node.args[0])[2] == longest:
+        if shape_of(node.args[0])[2] == longest:
             for arg in node.args[:3]:
                 walk(arg, 2)
     # A partition along the last (tile-width) dim splits rows of tiles; where a permute next moves the token dim
     # off the end (SD3's [B, D, N] -> [B, N, D]), partition after it instead (same effect downstream).
     for node, t in list(origins.items()):
         users = list(node.users)
-        if node.op == "call_function" and t == len(_shape(node)) - 1 and len(users) == 1 and \
+        if node.op == "call_function" and t == len(shape_of(node)) - 1 and len(users) == 1 and \
                 users[0].target is aten.permute.default and list(users[0].args[1]).index(t) != t:
             del origins[node]
             origins[users[0]] = list(users[0].args[1]).index(t)
@@ -316,7 +271,7 @@ class _Propagator:
         layout = list(node.meta["layout"])
         if layout[axis] != R:
             return
-        users = [u for u in node.users]
+        users = list(node.users)
         with self.graph.inserting_after(node):
             part = self.collective(mesh_partition, (node, t, axis), node, axis, Shard(t))
         for user in users:
@@ -328,12 +283,11 @@ class _Propagator:
         layout[axis] = placement
         new.meta["layout"] = tuple(layout)
         new.meta["collective"] = True
-        self.summary.collectives += fn is not mesh_partition
         return new
 
     def require(self, user, node, layout):
         """Make `node` reach `user` with `layout`, inserting collectives (consts: choose the upload layout)."""
-        if _is_const(node):
+        if is_const(node):
             user.meta.setdefault("arg_layouts", {})[node.name] = tuple(layout)
             return
         current = node
@@ -342,31 +296,31 @@ class _Propagator:
             if have == want:
                 continue
             key = (current, axis, want)
-            if key not in self.converted:
-                # inserted right after the producer and shared by every consumer that needs the same placement
-                step = current
-                if isinstance(have, Partial) and isinstance(want, Shard):
-                    with self.graph.inserting_after(step):
-                        step = self.collective(reduce_scatter, (step, want.dim, axis), step, axis, want)
-                    self.converted[key] = step
-                    current = step
-                    continue
-                if isinstance(have, Partial):
-                    with self.graph.inserting_after(step):
-                        step = self.collective(all_reduce, (step, axis), step, axis, R)
-                elif isinstance(have, Shard):
-                    with self.graph.inserting_after(step):
-                        step = self.collective(all_gather, (step, have.dim, axis), step, axis, R)
-                if isinstance(want, Shard):
-                    with self.graph.inserting_after(step):
-                        step = self.collective(mesh_partition, (step, want.dim, axis), step, axis, want)
-                self.converted[key] = step
+            if key not in self.converted:  # shared by every consumer that needs the same placement
+                self.converted[key] = self.convert(current, axis, have, want)
             current = self.converted[key]
         if current is not node:
             user.replace_input_with(node, current)
 
+    def convert(self, node, axis, have, want):
+        """Insert, right after the producer, the collectives that turn `have` into `want` on one mesh axis."""
+        if isinstance(have, Partial) and isinstance(want, Shard):
+            steps = [(reduce_scatter, (want.dim, axis), want)]
+        else:
+            steps = []
+            if isinstance(have, Partial):
+                steps.append((all_reduce, (axis,), R))
+            elif isinstance(have, Shard):
+                steps.append((all_gather, (have.dim, axis), R))
+            if isinstance(want, Shard):
+                steps.append((mesh_partition, (want.dim, axis), want))
+        for fn, extra, placement in steps:
+            with self.graph.inserting_after(node):
+                node = self.collective(fn, (node,) + extra, node, axis, placement)
+        return node
+
     def visit(self, node):
-        inputs = [n for n in node.all_input_nodes]
+        inputs = list(node.all_input_nodes)
         per_axis_reqs = {n: list(self.layout(n) or ()) for n in inputs}
         out_layout = []
         multi = isinstance(node.meta.get("val"), (tuple, list))
@@ -397,7 +351,7 @@ class _Propagator:
     # --- rules: (requirements per input node, output placement) for one mesh axis ---------------------------------
     def rule(self, node, axis, have: dict):
         target = node.target
-        shape = _shape(node) if not isinstance(node.meta["val"], (tuple, list)) else None
+        shape = shape_of(node) if not isinstance(node.meta["val"], (tuple, list)) else None
         x = node.args[0] if node.args else None
         hx = have.get(x, R) if isinstance(x, fx.Node) else R
         if target is operator.getitem:
@@ -422,7 +376,7 @@ class _Propagator:
             if isinstance(hx, Partial):
                 return {x: hx}, P
             if isinstance(hx, Shard):
-                e = self.reshape_shard(_shape(x), shape, hx.dim, self.summary.submesh[axis])
+                e = self.reshape_shard(shape_of(x), shape, hx.dim, self.summary.submesh[axis])
                 if e is not None:
                     return {x: hx}, Shard(e)
             return {x: R}, R
@@ -449,11 +403,11 @@ class _Propagator:
                 return {x: hx}, hx
             return {x: R}, R
         if target is aten.expand.default:
-            if isinstance(hx, Shard) and _shape(x)[hx.dim] == shape[hx.dim + len(shape) - len(_shape(x))]:
-                return {x: hx}, Shard(hx.dim + len(shape) - len(_shape(x)))
+            if isinstance(hx, Shard) and shape_of(x)[hx.dim] == shape[hx.dim + len(shape) - len(shape_of(x))]:
+                return {x: hx}, Shard(hx.dim + len(shape) - len(shape_of(x)))
             return {x: R}, R
         if target in (aten.mean.dim, aten.sum.dim_IntList, aten.softmax.int, aten._softmax.default):
-            rank = len(_shape(x))
+            rank = len(shape_of(x))
             dims = node.args[1] if len(node.args) > 1 else list(range(rank))
             dims = [dims] if isinstance(dims, int) else list(dims)
             dims = {d % rank for d in dims}
@@ -492,31 +446,32 @@ class _Propagator:
         return None
 
     def binary(self, node, axis, have):
-        out_rank = len(_shape(node))
+        out_rank = len(shape_of(node))
         operands = [a for a in node.args[:2] if isinstance(a, fx.Node)]
         placements = [have[a] for a in operands]
-        if any(isinstance(p, Partial) for p in placements) and self.summary.residual == "sharded" and \
-                axis == self.summary.tp_axis and node.target in (aten.add.Tensor, aten.sub.Tensor):
-            # TT-DiT layout: a row-parallel result is reduce-scattered into a hidden-dim-sharded residual
-            placements = [Shard(len(_shape(a)) - 1) if isinstance(p, Partial) else p
-                          for a, p in zip(operands, placements)]
-            if node.target in (aten.mul.Tensor, aten.div.Tensor) and \
-                    sum(isinstance(p, Partial) for p in placements) == 1 and \
-                    (node.target is aten.mul.Tensor or isinstance(placements[0], Partial)):
-                return {a: (P if isinstance(have[a], Partial) else R) for a in operands}, P
-            if node.target in (aten.add.Tensor, aten.sub.Tensor) and all(isinstance(p, Partial) for p in placements):
-                return {a: P for a in operands}, P
-            placements = [R if isinstance(p, Partial) else p for p in placements]
+        partial = [isinstance(p, Partial) for p in placements]
+        if any(partial):
+            if node.target in (aten.mul.Tensor, aten.div.Tensor) and sum(partial) == 1 and \
+                    (node.target is aten.mul.Tensor or partial[0]):
+                return {a: (P if p else R) for a, p in zip(operands, partial)}, P  # scaling a pending sum
+            if node.target in (aten.add.Tensor, aten.sub.Tensor) and all(partial):
+                return {a: P for a in operands}, P  # sum of pending sums: still one reduction later
+            if self.summary.residual == "sharded" and axis == self.summary.tp_axis and \
+                    node.target in (aten.add.Tensor, aten.sub.Tensor):
+                # TT-DiT layout: a row-parallel result is reduce-scattered into a hidden-dim-sharded residual
+                placements = [Shard(len(shape_of(a)) - 1) if p else h for a, p, h in zip(operands, partial, placements)]
+            else:
+                placements = [R if p else h for p, h in zip(partial, placements)]
         out = R
         for a, p in zip(operands, placements):
             if isinstance(p, Shard):
-                out = Shard(p.dim + out_rank - len(_shape(a)))
+                out = Shard(p.dim + out_rank - len(shape_of(a)))
                 break
         reqs = {}
         for a in operands:
             if isinstance(out, Shard):
-                od = out.dim - (out_rank - len(_shape(a)))
-                reqs[a] = Shard(od) if od >= 0 and _shape(a)[od] == _shape(node)[out.dim] else R
+                od = out.dim - (out_rank - len(shape_of(a)))
+                reqs[a] = Shard(od) if od >= 0 and shape_of(a)[od] == shape_of(node)[out.dim] else R
             else:
                 reqs[a] = R
         return reqs, out
@@ -524,7 +479,7 @@ class _Propagator:
     def linear(self, node, axis, hx):
         x, w = node.args[0], node.args[1]
         bias = node.args[2] if len(node.args) > 2 else None
-        last = len(_shape(x)) - 1
+        last = len(shape_of(x)) - 1
         reqs = {}
         if axis == self.summary.tp_axis:
             role = self.roles.get(node.name, "rep")
@@ -532,7 +487,7 @@ class _Propagator:
                 reqs = {x: R, w: Shard(0)}
                 if bias is not None:
                     reqs[bias] = Shard(0)
-                return reqs, Shard(len(_shape(node)) - 1)
+                return reqs, Shard(len(shape_of(node)) - 1)
             if role == "row":
                 reqs = {x: Shard(last), w: Shard(1)}
                 return reqs, P
@@ -612,7 +567,7 @@ def shard_graph(mg: ModelGraph, mesh: MeshConfig, residual: str = "replicated") 
     origins = _sp_origins(mg, mesh.sp.factor) if sp_axis is not None else {}
     if mesh.ulysses > 1:
         for node in [n for n in mg.op_nodes() if n.target in ATTENTION]:
-            heads = _shape(node.args[0])[1] // (mesh.tp.factor if tp_axis is not None else 1)
+            heads = shape_of(node.args[0])[1] // (mesh.tp.factor if tp_axis is not None else 1)
             if heads % mesh.ulysses:
                 raise ConfigError(f"ulysses{mesh.ulysses}: attention at {node_location(node)} has {heads} heads per "
                                   f"device, which do not divide by {mesh.ulysses}; lower ulysses or use the ring")
@@ -631,8 +586,8 @@ def _check_divisible(mg: ModelGraph, summary: ShardingSummary) -> None:
         if node.op != "call_function" or layout is None or isinstance(node.meta["val"], (tuple, list)):
             continue
         for placement, size in zip(layout, summary.submesh):
-            if isinstance(placement, Shard) and _shape(node)[placement.dim] % size:
+            if isinstance(placement, Shard) and shape_of(node)[placement.dim] % size:
                 raise ConfigError(
-                    f"mesh {summary.mesh}: {node_location(node)} has shape {tuple(_shape(node))}; dim "
+                    f"mesh {summary.mesh}: {node_location(node)} has shape {tuple(shape_of(node))}; dim "
                     f"{placement.dim} does not divide by {size}; choose factors that divide it"
                 )

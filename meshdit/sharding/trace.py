@@ -1,0 +1,51 @@
+"""Trace from an attention node to the linear projections that feed it and consume it (shared by the tp steps)."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+
+from ..passes import ops as mdops
+from ..passes.graph import is_const
+
+aten = torch.ops.aten
+
+ATTENTION = {aten.scaled_dot_product_attention.default, mdops.joint_sdpa}
+BACK_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.rms_norm.default,
+                aten.layer_norm.default, aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.neg.default,
+                aten.slice.Tensor, aten.cat.default}
+FORWARD_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.slice.Tensor, operator.getitem,
+                   aten.constant_pad_nd.default}
+
+
+def linears_back(start, limit=40):
+    """Linears that produce `start` through reshapes, permutes, norms and elementwise ops (q/k/v projections)."""
+    found, stack, seen = set(), [start], set()
+    while stack and len(seen) < limit:
+        node = stack.pop()
+        if not isinstance(node, fx.Node) or node in seen:
+            continue
+        seen.add(node)
+        if node.target is aten.linear.default:
+            found.add(node)
+        elif node.op == "call_function" and node.target in BACK_THROUGH:
+            stack.extend(n for n in node.all_input_nodes if not is_const(n))
+    return found
+
+
+def linears_forward(start, limit=40):
+    """Linears that consume `start` through reshapes, permutes, slices and pads (attention output projections)."""
+    found, stack, seen = set(), [start], set()
+    while stack and len(seen) < limit:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        for user in node.users:
+            if user.target is aten.linear.default and user.args[0] is node:
+                found.add(user)
+            elif user.target in FORWARD_THROUGH:
+                stack.append(user)
+    return found
