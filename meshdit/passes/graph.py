@@ -101,6 +101,11 @@ def shape_of(node: fx.Node) -> list:
     return list(node.meta["val"].shape)
 
 
+def calls(graph: fx.Graph, *targets) -> list:
+    """The graph's call nodes of any of `targets`, in graph order (a list: callers rewrite while iterating)."""
+    return [n for n in graph.nodes if n.op == "call_function" and n.target in targets]
+
+
 def is_const(node) -> bool:
     """True for a placeholder standing for a constant the program owns (a weight or a folded table)."""
     return isinstance(node, fx.Node) and node.op == "placeholder" and node.meta.get("kind") == "const"

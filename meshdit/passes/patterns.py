@@ -21,7 +21,7 @@ import torch
 import torch.fx as fx
 
 from . import ops
-from .graph import ModelGraph, emit, finalize, is_const, replace_node
+from .graph import ModelGraph, calls, emit, finalize, is_const, replace_node
 
 aten = torch.ops.aten
 
@@ -56,7 +56,7 @@ def _other(node, first):
 def fuse_rms_norm(mg: ModelGraph) -> int:
     graph = mg.gm.graph
     fused = 0
-    for rsqrt in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.rsqrt.default]:
+    for rsqrt in calls(graph, aten.rsqrt.default):
         var_eps = rsqrt.args[0]
         if not (isinstance(var_eps, fx.Node) and var_eps.target is aten.add.Tensor):
             continue
@@ -104,8 +104,7 @@ def _cat_parts(node):
 def fuse_joint_attention(mg: ModelGraph) -> int:
     graph = mg.gm.graph
     fused = 0
-    for sdpa in [n for n in graph.nodes if n.op == "call_function"
-                 and n.target is aten.scaled_dot_product_attention.default]:
+    for sdpa in calls(graph, aten.scaled_dot_product_attention.default):
         q, k, v = sdpa.args[:3]
         extra = dict(zip(["attn_mask", "dropout_p", "is_causal"], sdpa.args[3:]))
         extra.update(sdpa.kwargs)
@@ -159,7 +158,7 @@ def _source_linear(node):
 def annotate(mg: ModelGraph) -> list:
     graph = mg.gm.graph
     found: list = []
-    linears = [n for n in graph.nodes if n.op == "call_function" and n.target is aten.linear.default]
+    linears = calls(graph, aten.linear.default)
     for lin in linears:
         w = lin.args[1].meta["val"].shape
         found.append(Pattern("linear", {"linear": lin.name}, {"in": w[1], "out": w[0]}))
@@ -188,7 +187,7 @@ def annotate(mg: ModelGraph) -> list:
         if down.target is aten.linear.default and down.args[0] is act:
             found.append(Pattern("mlp", {"up": up.name, "act": act.name, "down": down.name},
                                  {"act": kind, "hidden": up.args[1].meta["val"].shape[0]}))
-    for mul in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.mul.Tensor]:
+    for mul in calls(graph, aten.mul.Tensor):
         # gated MLP written (or split) as two projections of one input: act(x @ A) * (x @ B) -> down
         a, b = mul.args[0], mul.args[1]
         for act, gate in ((a, b), (b, a)):
@@ -205,7 +204,7 @@ def annotate(mg: ModelGraph) -> list:
                                              "down": down.name},
                                      {"act": kind, "hidden": up.args[1].meta["val"].shape[0]}))
             break
-    for silu in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.silu.default]:
+    for silu in calls(graph, aten.silu.default):
         for lin in silu.users:
             if lin.target is not aten.linear.default:
                 continue
@@ -213,7 +212,7 @@ def annotate(mg: ModelGraph) -> list:
             if len(chunks) >= 2 and len(chunks) == len(lin.users):
                 found.append(Pattern("adaln_modulation", {"silu": silu.name, "linear": lin.name},
                                      {"chunks": len(chunks)}))
-    for mul in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.mul.Tensor]:
+    for mul in calls(graph, aten.mul.Tensor):
         for side, other in ((0, 1), (1, 0)):
             scale = mul.args[other]
             normed = mul.args[side]

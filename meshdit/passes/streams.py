@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 
 from .fold import fold_constants
-from .graph import ModelGraph, emit, finalize, replace_node, reshape_dim_map, shape_of
+from .graph import ModelGraph, calls, emit, finalize, replace_node, reshape_dim_map, shape_of
 
 aten = torch.ops.aten
 
@@ -143,7 +143,7 @@ def sink_concats(mg: ModelGraph) -> int:
     while changed:
         changed = False
         erased: set = set()
-        for cat in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.cat.default]:
+        for cat in calls(graph, aten.cat.default):
             if cat in erased:
                 continue
             parts, dim = _parts(cat)

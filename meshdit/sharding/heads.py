@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError, node_location
 from ..passes.fold import fold_constants
-from ..passes.graph import ModelGraph, emit, finalize, meta_of
+from ..passes.graph import ModelGraph, calls, emit, finalize, meta_of
 from .trace import ATTENTION, linears_back, linears_forward
 
 aten = torch.ops.aten
@@ -47,7 +47,7 @@ def pad_heads(mg: ModelGraph, tp: int) -> int:
     graph = mg.gm.graph
     padded = 0
     counts: dict = {}
-    for attention in [n for n in graph.nodes if n.op == "call_function" and n.target in ATTENTION]:
+    for attention in calls(graph, *ATTENTION):
         heads, head_dim = attention.args[0].meta["val"].shape[1], attention.args[0].meta["val"].shape[-1]
         if heads % tp == 0:
             continue

@@ -29,7 +29,7 @@ import torch.fx as fx
 from ..errors import ConfigError, node_location
 from ..passes import ops as mdops
 from ..passes.fold import fold_constants
-from ..passes.graph import ModelGraph, emit, finalize, is_const, reshape_dim_map, shape_of
+from ..passes.graph import ModelGraph, calls, emit, finalize, is_const, reshape_dim_map, shape_of
 from ..passes.patterns import annotate
 from .heads import pad_heads
 from .mesh_config import MeshConfig
@@ -65,7 +65,7 @@ def _split_sliced_linears(mg: ModelGraph, linears: set) -> int:
     """linear(x, W, b) whose users all slice the last dim -> one linear per slice with sliced W and b."""
     graph = mg.gm.graph
     count = 0
-    for lin in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.linear.default]:
+    for lin in calls(graph, aten.linear.default):
         if lin.name not in linears:
             continue
         users = list(lin.users)
@@ -91,7 +91,7 @@ def _split_concat_linears(mg: ModelGraph) -> int:
     """linear(cat([a, b], -1), W, bias) -> linear(a, W[:, :n]) + linear(b, W[:, n:]) (+ bias)."""
     graph = mg.gm.graph
     count = 0
-    for lin in [n for n in graph.nodes if n.op == "call_function" and n.target is aten.linear.default]:
+    for lin in calls(graph, aten.linear.default):
         cat = lin.args[0]
         if not (isinstance(cat, fx.Node) and cat.target is aten.cat.default):
             continue
