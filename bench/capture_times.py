@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import sys
 import time
 import warnings
@@ -20,10 +19,10 @@ import meshdit
 from meshdit import model_zoo
 from meshdit.capture import _meta_safe_autocast
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_tables import replace_block  # noqa: E402
+
 MODELS = ["sd35-large", "flux1-dev", "mochi1"]
-HERE = os.path.dirname(os.path.abspath(__file__))
-TARGET = os.path.join(os.path.dirname(HERE), "BENCHMARKS.md")
-BEGIN, END = "<!-- capture-times:begin -->", "<!-- capture-times:end -->"
 
 
 def measure(name: str) -> dict:
@@ -68,17 +67,9 @@ def main(argv):
         print(rows[-1], flush=True)
     body = table(rows)
     print(body)
-    text = open(TARGET).read() if os.path.exists(TARGET) else "# Benchmarks\n"
-    block = f"{BEGIN}\n{body}\n{END}"
-    if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text += ("\n## Planning full-size models on meta (measured)\n\n"
-                 "`python bench/capture_times.py`. The goal is a total no slower than plain torch.export, "
-                 "which needs planning each repeated block once.\n\n" + block + "\n")
-    with open(TARGET, "w") as f:
-        f.write(text)
-
+    replace_block("capture-times", body,
+                  "## Planning full-size models on meta (measured)\n\n`python bench/capture_times.py`. The goal is a "
+                  "total no slower than plain torch.export, which needs planning each repeated block once.")
 
 if __name__ == "__main__":
     main(sys.argv[1:])

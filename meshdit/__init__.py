@@ -85,6 +85,7 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     if example_inputs is None:
         raise ConfigError("example_inputs is required: the dict of keyword arguments the module's forward takes")
     timings = {}
+    static_inputs = static_inputs if static_inputs is not None else ()
     capture_inputs, batched = _cfg_branch_inputs(example_inputs, mesh, static_inputs)
     captured = capture(model, capture_inputs)
     timings["capture"] = captured.seconds

@@ -3,7 +3,10 @@
     python -m meshdit demo                       lower the tiny SD3 model on a simulated 2x4 mesh (its seed config
                                                  cfg2 sp2 tp2), print the plan and PCC per dtype
     python -m meshdit demo --model flux-tiny --save out/flux   also write the standalone program and run it
+    python -m meshdit demo --model sd3-tiny-tt --ttnn-mock    also run the program on the real ttnn (mock cluster)
     python -m meshdit plan --model sd35-large    plan a full-size model on meta (no weights), with timings
+    python -m meshdit plan --model sd35-large --mesh "2x4 cfg2@1 sp2@0 tp2@1" --weight-dtype bfp8 --ttnn-mock
+                                                 ... and check it on the real ttnn allocator (does it fit?)
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ def demo(args) -> int:
         print(f"\nwrote {path} (+ weights, inputs, golden); running it as a standalone script:")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd()] + sys.path))
         subprocess.run([sys.executable, path], check=True, env=env)
+    if args.ttnn_mock:
+        from meshdit import conformance
+
+        print("\nreal ttnn on a mocked cluster (validates every call, real allocator, computes no values):")
+        print("  " + conformance.run_on_mock(program).summary())
     return 1 if failures else 0
 
 
@@ -83,6 +91,15 @@ def plan(args) -> int:
     if args.compare_export:
         line += f"; plain torch.export of the same model {export_seconds:.1f}s"
     print(line)
+    if args.ttnn_mock:
+        import tempfile
+
+        from meshdit import conformance
+
+        with tempfile.TemporaryDirectory() as directory:
+            program.save_program(directory)
+            print("real ttnn on a mocked cluster, weights allocated but not written:")
+            print("  " + conformance.run_on_mock(directory, weights=False).summary())
     return 0
 
 
@@ -90,16 +107,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m meshdit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="lower a small model on the simulated mesh, print the plan and PCC")
-    d.add_argument("--model", default="sd3-tiny", choices=[n for n in model_zoo.names() if n.endswith("-tiny")])
+    d.add_argument("--model", default="sd3-tiny", choices=[n for n in model_zoo.names() if "-tiny" in n])
     d.add_argument("--mesh", default=None, help="mesh config; default: the model's seed config on 2x4")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--save", help="write the emitted program and its weights here, then run it standalone")
+    d.add_argument("--ttnn-mock", action="store_true",
+                   help="also run the program on the real ttnn library in mock-cluster mode (builds its venv once)")
     p = sub.add_parser("plan", help="plan a full-size model on the meta device")
     p.add_argument("--model", default="sd35-large", choices=model_zoo.names())
     p.add_argument("--mesh", default="1x1")
     p.add_argument("--dtype", default="bf16")
     p.add_argument("--weight-dtype", default=None)
     p.add_argument("--compare-export", action="store_true", help="also time plain torch.export of the model")
+    p.add_argument("--ttnn-mock", action="store_true",
+                   help="run the planned program on the real ttnn allocator in mock-cluster mode (fit check)")
     args = parser.parse_args(argv)
     try:
         return demo(args) if args.command == "demo" else plan(args)

@@ -29,6 +29,17 @@ class InputMismatchError(MeshditError):
     """A program was called with inputs that differ from those it was lowered for."""
 
 
+def __getattr__(name):
+    """TraceInputMismatchError (an InputMismatchError: a traced call's inputs differ in shape or dtype from those its
+    trace was captured with) lives in the torch-free device runtime, which is copied beside saved programs; it is
+    re-exported here lazily because importing the runtime package from this module would be circular."""
+    if name == "TraceInputMismatchError":
+        from .runtime.device import TraceInputMismatchError
+
+        return TraceInputMismatchError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def node_location(node) -> str:
     """'name (file.py:123 `source text`)' for an FX node, using the stack trace torch.export recorded."""
     trace = node.meta.get("stack_trace") if hasattr(node, "meta") else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 
-from .lowering.ir import ProgramIR
+from .lowering.ir import COLLECTIVE_OPS, ProgramIR
 from .passes.graph import ModelGraph
 
 
@@ -78,9 +78,6 @@ def _refs(values) -> list:
     return out
 
 
-COLLECTIVE_NAMES = {"ttnn.all_gather": "all_gather", "ttnn.reduce_scatter": "reduce_scatter",
-                    "ttnn.all_reduce": "all_reduce", "ttnn.experimental.all_to_all_async_generic": "all_to_all",
-                    "ttnn.transformer.ring_joint_scaled_dot_product_attention": "ring_joint_sdpa"}
 
 
 def collective_table(ir: ProgramIR) -> list:
@@ -100,7 +97,7 @@ def collective_table(ir: ProgramIR) -> list:
         nbytes = ir.tensors[op.outputs[0]].nbytes
         if op.fn.endswith("ring_joint_scaled_dot_product_attention"):
             nbytes = 2 * ir.buffers[op.kwargs["persistent_output_buffer_k"].text].nbytes  # K and V of the whole ring pass through every device
-        key = (COLLECTIVE_NAMES[op.fn], axis)
+        key = (COLLECTIVE_OPS[op.fn], axis)
         per_block.setdefault(block_of(op.module), []).append((key, nbytes, op.module))
         totals[key] += 1
         total_bytes[key] += nbytes

@@ -16,6 +16,8 @@ import meshdit.runtime.sim as sim
 from conftest import tiny_model
 from meshdit import MeshConfig, model_zoo
 from meshdit.errors import ConfigError
+from meshdit.model_zoo import _position_ids
+from meshdit.sharding.placement import seq_local
 
 SEED_CONFIGS = [(name, mesh, tuples) for name in ("sd3-tiny", "flux-tiny", "mochi-tiny")
                 for mesh, tuples in model_zoo.entry(name).parallel.items()]
@@ -50,7 +52,7 @@ def test_seed_configs(name, mesh_shape, tuples, pcc_log):
     if config.sp.factor > 1:  # sequence parallel attention is ring attention
         assert ops.get("ttnn.transformer.ring_joint_scaled_dot_product_attention", 0) >= 2
     if config.tp.factor > 1:  # row-parallel linears end in all-reduces on the tp axis
-        assert any(op.fn == "ttnn.all_reduce" and op.kwargs["cluster_axis"] == config.tp.axis
+        assert any(op.fn == "ttnn.experimental.all_reduce_async" and op.kwargs["cluster_axis"] == config.tp.axis
                    for op in program.ir.ops)
     assert program.ir.submesh_shape[config.cfg.axis] * config.cfg.factor == config.shape[config.cfg.axis]
 
@@ -109,7 +111,6 @@ def test_randomized_valid_configs(mesh, name):
 
 @pytest.mark.parametrize("mesh, inputs, message", [
     ("1x8 tp8@1", {}, "4 heads, fewer than tp 8"),
-    ("1x8 sp8@1", {"hidden_states": (1, 4, 12, 12)}, "36 tokens, which do not divide by sp 8"),
     ("1x2 cfg2@1", {}, "example inputs have batch 1"),
     ("1x4 sp2@1 tp2@1", {}, "sp and tp are both on axis 1"),
     ("2x2 sp2@1 tp2@1", {}, "factors on axis 0 \\(none\\) multiply to 1, but the axis has 2"),
@@ -202,7 +203,7 @@ def test_sharded_residual_with_distributed_norms(name, mesh, pcc_log):
     pcc_log(name, f"{mesh} residual sharded", result)
     assert result.pcc >= 0.9999
     ops = program.coverage()["device"]
-    assert ops.get("ttnn.reduce_scatter", 0) >= 4
+    assert ops.get("ttnn.experimental.reduce_scatter_minimal_async", 0) >= 4
     assert any(op.endswith("norm_post_all_gather") for op in ops)
     for op in program.ir.ops:  # each distributed norm gathers only its statistics over the tp axis
         if op.fn.endswith("norm_pre_all_gather"):
@@ -215,3 +216,152 @@ def test_sequence_is_not_partitioned_along_the_tile_width():
     for name, dim in program.graph.sharding.sp_origins:
         node = next(n for n in program.graph.gm.graph.nodes if n.name == name)
         assert dim != len(node.meta["val"].shape) - 1, (name, dim)
+
+
+# --- sequence padding: token counts that do not split into whole tiles per device ------------------------------------
+RING = "ttnn.transformer.ring_joint_scaled_dot_product_attention"
+
+
+def _randn(*shape):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+
+# Example inputs whose image/video token count does not divide by sp: SD3 12x12 latents (36 tokens) or 20x20 (100),
+# Flux 36 or 100 image tokens (square position-id grids), Mochi 3 frames of 6x6 (27 tokens) or 2 of 10x10 (50).
+ODD_TOKENS = {
+    ("sd3-tiny", 36): lambda i: {**i, "hidden_states": _randn(i["hidden_states"].shape[0], 4, 12, 12)},
+    ("sd3-tiny", 100): lambda i: {**i, "hidden_states": _randn(i["hidden_states"].shape[0], 4, 20, 20)},
+    ("flux-tiny", 36): lambda i: {**i, "hidden_states": _randn(i["hidden_states"].shape[0], 36, 16),
+                                  "img_ids": _position_ids(36, False)},
+    ("flux-tiny", 100): lambda i: {**i, "hidden_states": _randn(i["hidden_states"].shape[0], 100, 16),
+                                   "img_ids": _position_ids(100, False)},
+    ("mochi-tiny", 27): lambda i: {**i, "hidden_states": _randn(i["hidden_states"].shape[0], 4, 3, 6, 6)},
+    ("mochi-tiny", 50): lambda i: {**i, "hidden_states": _randn(i["hidden_states"].shape[0], 4, 2, 10, 10)},
+}
+ODD_CASES = [(name, tokens, mesh) for (name, tokens) in ODD_TOKENS
+             for mesh in (["1x2 sp2@1", "1x4 sp4@1"] if tokens < 50 else ["1x2 sp2@1 ulysses2", "1x4 sp4@1 ulysses4"])]
+ODD_CASES += [("sd3-tiny", 36, "2x4 cfg2@1 sp2@0 tp2@1"), ("flux-tiny", 36, "2x4 sp2@0 tp4@1"),
+              ("mochi-tiny", 27, "2x4 sp2@0 tp4@1"), ("sd3-tiny", 100, "2x2 sp2@0 tp2@1 ulysses2")]
+
+
+@functools.lru_cache(maxsize=None)
+def padded(name: str, tokens: int, mesh: str):
+    config = MeshConfig.parse(mesh)
+    inputs = ODD_TOKENS[(name, tokens)](model_zoo.example_inputs(name, batch=config.cfg.factor))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return meshdit.lower(tiny_model(name), config, inputs, static_inputs=model_zoo.entry(name).static_inputs)
+
+
+def test_sequence_shard_length():
+    """ceil(N / sp) rounded up to whole 32-row tiles, also when sp divides N (64 over 4 would be 16 rows)."""
+    assert [seq_local(n, f) for n, f in [(64, 2), (64, 4), (36, 2), (36, 8), (100, 4), (4096, 4), (4100, 2)]] == \
+        [32, 32, 32, 32, 32, 1024, 2080]
+
+
+@pytest.mark.parametrize("name, tokens, mesh", ODD_CASES, ids=[f"{n}-{t}-{m}" for n, t, m in ODD_CASES])
+def test_token_count_not_dividing_sp_is_padded_and_masked(name, tokens, mesh, pcc_log):
+    program = padded(name, tokens, mesh)
+    config = MeshConfig.parse(mesh)
+    results = program.pcc_report()
+    for result in results:
+        pcc_log(name, f"{mesh} N={tokens} fp32", result)
+    assert all(r.pcc >= 0.9999 for r in results), [str(r) for r in results]
+    padded_len = seq_local(tokens, config.sp.factor) * config.sp.factor
+    assert any(f"{tokens} image/video tokens padded to {padded_len}" in note for note in program.graph.notes)
+    ir, axis = program.ir, config.sp.axis
+    rings = [op for op in ir.ops if op.fn == RING]
+    if config.ulysses > 1:  # attention sees the logical tokens only: q/k/v sliced to N after the all-to-all
+        ulysses = {op.node for op in ir.ops if op.fn == "ttnn.experimental.all_to_all_async_generic"}
+        sdpa = [op for op in ir.ops if op.node in ulysses and "scaled_dot_product_attention" in op.fn]
+        assert sdpa and not rings
+        assert all(ir.tensors[a.name].shape[2] == tokens for op in sdpa for a in op.args[:3])
+    else:  # ring attention masks keys beyond the logical length; its K/V buffers hold the padded sequence
+        assert rings and all(op.kwargs["logical_n"] == tokens for op in rings)
+        assert all(ir.buffers[op.kwargs["persistent_output_buffer_k"].text].shape[2] == padded_len for op in rings)
+    gathers = [i for i, op in enumerate(ir.ops) if op.fn == "ttnn.experimental.all_gather_async"
+               and op.kwargs["cluster_axis"] == axis and ir.tensors[op.outputs[0]].shape[op.kwargs["dim"]] == padded_len]
+    assert gathers and all(ir.ops[i + 1].fn == "ttnn.slice" and
+                           ir.tensors[ir.ops[i + 1].outputs[0]].shape[ir.ops[i].kwargs["dim"]] == tokens
+                           for i in gathers)
+
+
+@pytest.mark.parametrize("name, mesh_shape, tuples", SEED_CONFIGS, ids=[f"{n}-{m}" for n, m, _ in SEED_CONFIGS])
+def test_per_device_token_shards_are_whole_tiles(name, mesh_shape, tuples):
+    """On device a sequence shard is whole 32-row tiles (ttnn's mesh_partition needs tile-aligned row offsets),
+    for every seed config: SD3 4x8 cfg2 sp4 tp4 has 64 tokens, 16 per device before padding."""
+    config = MeshConfig.from_tuples(tuple(int(v) for v in mesh_shape.split("x")), tuples)
+    if config.sp.factor == 1:
+        pytest.skip("no sequence parallelism")
+    ir, axis = sharded(name, str(config)).ir, config.sp.axis
+    tokens = []
+    for op in ir.ops:
+        if op.fn == "ttnn.mesh_partition" and op.kwargs["cluster_axis"] == axis:
+            tokens.append(ir.tensors[op.outputs[0]].shape[op.args[1]])
+        if op.fn == RING:
+            tokens += [ir.tensors[a.name].shape[2] for a in op.args[:3]]
+    tokens += [i.device_shape[i.placements[axis]] for i in ir.inputs if i.placements[axis] is not None]
+    tokens += [w.spec.shape[w.placements[axis]] for w in ir.weights.values() if w.placements[axis] is not None]
+    assert tokens and all(t % 32 == 0 for t in tokens), tokens
+
+
+@pytest.mark.parametrize("mesh", ["1x2 sp2@1", "1x4 sp4@1"])
+def test_unmasked_padding_breaks_attention(mesh, monkeypatch, pcc_log):
+    """The mask matters: a ring attention that ignores logical_n lets the padded keys into every softmax."""
+    program = padded("sd3-tiny", 36, mesh)
+    assert program.pcc_report()[0].pcc >= 0.9999
+    ring = sim.transformer.ring_joint_scaled_dot_product_attention
+
+    def unmasked(*args, logical_n, persistent_output_buffer_k, **kwargs):
+        return ring(*args, logical_n=persistent_output_buffer_k.shape[2],
+                    persistent_output_buffer_k=persistent_output_buffer_k, **kwargs)
+
+    monkeypatch.setattr(sim.transformer, "ring_joint_scaled_dot_product_attention", unmasked)
+    result = program.pcc_report()[0]
+    pcc_log("sd3-tiny", f"{mesh} N=36 mask off", result)
+    assert result.pcc < 0.99
+
+
+def test_ring_attention_masks_keys_beyond_logical_n():
+    """The simulated ring op with padded K/V equals full attention over the logical keys only; a device whose shard
+    is all padding (36 tokens over 4 devices of 32) still gets its queries right."""
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 4))
+    n, padded_len = 36, 128
+    q, k, v = (torch.randn(1, 2, padded_len, 8) for _ in range(3))
+    k[:, :, n:], v[:, :, n:] = 5.0, 7.0  # garbage that would dominate if it were attended to
+    jq, jk, jv = (torch.randn(1, 2, 5, 8) for _ in range(3))
+    shard = sim.create_mesh_mapper(mesh, sim.MeshMapperConfig([sim.PlacementReplicate(), sim.PlacementShard(2)]))
+    up = lambda t, mapper=None: sim.Tensor(t.numpy(), data_type=sim.float32, device=mesh, mesh_mapper=mapper)  # noqa
+    out, joint_out, _ = sim.transformer.ring_joint_scaled_dot_product_attention(
+        up(q, shard), up(k, shard), up(v, shard), up(jq), up(jk), up(jv),
+        persistent_output_buffer_k=up(torch.zeros(1, 2, padded_len, 8)),
+        persistent_output_buffer_v=up(torch.zeros(1, 2, padded_len, 8)), joint_strategy="rear", logical_n=n,
+        program_config=None, dim=2, multi_device_global_semaphore=[], num_links=1, cluster_axis=1,
+        mesh_device=mesh, topology=sim.Topology.Linear, ccl_core_grid_offset=sim.CoreCoord(0, 6))
+    full = torch.nn.functional.scaled_dot_product_attention(
+        torch.cat([q, jq], 2), torch.cat([k[:, :, :n], jk], 2), torch.cat([v[:, :, :n], jv], 2))
+    assert torch.allclose(torch.cat(out.shards, dim=2), full[:, :, :padded_len], atol=1e-5)
+    assert all(torch.allclose(j, full[:, :, padded_len:], atol=1e-5) for j in joint_out.shards)
+
+
+def test_sequence_partition_needs_whole_tiles():
+    """As real ttnn ("height begin index aligned to tiles"), the simulated mesh refuses 16-row shards."""
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 4))
+    x = sim.Tensor(torch.randn(1, 64, 32).numpy(), data_type=sim.float32, device=mesh, layout=sim.TILE_LAYOUT)
+    with pytest.raises(RuntimeError, match="aligned to tiles"):
+        sim.mesh_partition(x, 1, cluster_axis=1)
+    assert sim.mesh_partition(sim.pad(x, [[0, 0], [0, 64], [0, 0]], 0.0), 1, cluster_axis=1).shape == (1, 32, 32)
+
+
+def test_all_to_all_grows_in_dim_and_splits_out_dim():
+    """ttnn's all_to_all_async_generic output is the input with in_dim x ring and out_dim / ring: ulysses gathers
+    the tokens (in_dim 2) and splits the heads (out_dim 1)."""
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 4))
+    x = torch.randn(1, 8, 128, 32)  # [batch, heads, tokens, head dim], tokens sharded 4 ways
+    shard = sim.create_mesh_mapper(mesh, sim.MeshMapperConfig([sim.PlacementReplicate(), sim.PlacementShard(2)]))
+    seq = sim.Tensor(x.numpy(), data_type=sim.float32, device=mesh, layout=sim.TILE_LAYOUT, mesh_mapper=shard)
+    heads = sim.experimental.all_to_all_async_generic(seq, 2, 1, cluster_axis=1)
+    assert heads.shape == (1, 2, 128, 32)
+    assert all(torch.equal(h, x[:, 2 * j:2 * j + 2]) for j, h in enumerate(heads.shards))
+    back = sim.experimental.all_to_all_async_generic(heads, 1, 2, cluster_axis=1)
+    assert all(torch.equal(s, x[:, :, 32 * j:32 * j + 32]) for j, s in enumerate(back.shards))

@@ -55,6 +55,21 @@ SIGNATURES = {
         "use_l1_small_for_semaphores")),
     "ttnn.all_reduce": (("input_tensor",), ("cluster_axis", "subdevice_id", "memory_config", "num_links",
                                             "topology")),
+    # the third overload (cluster_axis + mesh_device form), verbatim
+    "ttnn.experimental.all_gather_async": (
+        ("input_tensor", "dim", "cluster_axis", "mesh_device", "topology", "multi_device_global_semaphore"),
+        ("persistent_output_tensor", "num_links", "memory_config", "subdevice_id", "use_optimal_ccl_for_llama",
+         "use_broadcast", "barrier_semaphore", "sub_core_grids", "num_workers_per_link", "num_buffers_per_channel")),
+    "ttnn.experimental.reduce_scatter_minimal_async": (
+        ("input_tensor", "persistent_output_buffers", "dim", "multi_device_global_semaphore"),
+        ("barrier_semaphore", "num_links", "memory_config", "intermediate_memory_config", "topology",
+         "subdevice_id", "cluster_axis", "chunks_per_sync", "num_workers_per_link", "num_buffers_per_channel",
+         "compute_kernel_config")),
+    # the second overload (cluster_axis + mesh_device form), verbatim
+    "ttnn.experimental.all_reduce_async": (
+        ("input_tensor", "cluster_axis", "mesh_device", "barrier_semaphores", "rs_global_semaphores",
+         "ag_global_semaphores", "math_op"),
+        ("memory_config", "topology", "num_links", "subdevice_id")),
     "ttnn.mesh_partition": (("input_tensor", "dim", "cluster_axis"), ("memory_config",)),
     "ttnn.transformer.ring_joint_scaled_dot_product_attention": (
         ("input_tensor_q", "input_tensor_k", "input_tensor_v", "joint_tensor_q", "joint_tensor_k", "joint_tensor_v"),
@@ -80,3 +95,14 @@ SIGNATURES = {
 }
 for _name in ("neg", "exp", "sin", "cos", "tanh", "sigmoid", "rsqrt", "sqrt", "reciprocal", "abs", "relu"):
     SIGNATURES[f"ttnn.{_name}"] = _UNARY  # assumed: unary eltwise binding as ttnn.silu
+
+# The device runtime's trace calls (meshdit/runtime/device.py), verbatim from Appendix A; copy_host_to_device_tensor
+# has no entry there and is taken from the installed ttnn 0.81.1 binding's __nb_signature__:
+#   def copy_host_to_device_tensor(host_tensor: Tensor, device_tensor: Tensor, cq_id: QueueId | None = None) -> None
+RUNTIME_SIGNATURES = {
+    "ttnn.begin_trace_capture": (("mesh_device",), ("cq_id",)),
+    "ttnn.end_trace_capture": (("mesh_device", "trace_id"), ("cq_id",)),
+    "ttnn.execute_trace": (("mesh_device", "trace_id"), ("cq_id", "blocking")),
+    "ttnn.release_trace": (("mesh_device", "trace_id"), ()),
+    "ttnn.copy_host_to_device_tensor": (("host_tensor", "device_tensor", "cq_id"), ()),
+}

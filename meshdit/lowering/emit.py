@@ -8,7 +8,6 @@ spells them, so the same text runs on both.
 
 from __future__ import annotations
 
-import json
 import re
 
 from .. import __version__
@@ -22,12 +21,18 @@ Run on meshdit's simulated mesh:   python {{this file}}                (weights 
 Run on Tenstorrent hardware:       python {{this file}} --backend ttnn
 """
 
-import importlib
-import json
 import os
 import sys
 
 import numpy as np
+
+try:  # the device runtime saved beside this program (torch-free), else the installed meshdit's copy
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import meshdit_device as rt
+except ImportError:
+    from meshdit.runtime import device as rt
+finally:
+    sys.path.pop(0)
 
 ttnn = None  # bound by use_backend()
 
@@ -35,7 +40,7 @@ ttnn = None  # bound by use_backend()
 def use_backend(name="sim"):
     """Bind `ttnn` to the real library ("ttnn") or to meshdit's simulated mesh ("sim")."""
     global ttnn
-    ttnn = importlib.import_module("ttnn" if name == "ttnn" else "meshdit.runtime.sim")
+    ttnn = rt.bind_backend(name)
     return ttnn
 
 
@@ -43,76 +48,20 @@ MESH_SHAPE = {mesh_shape}  # the whole mesh
 SUBMESH_SHAPE = {submesh_shape}  # one cfg branch runs on each submesh of this shape
 CFG_FACTOR = {cfg_factor}
 BATCHED_INPUTS = {batched}  # split along dim 0 over the cfg submeshes
-INPUTS = json.loads({inputs_json})  # name -> [shape per submesh, device dtype, sharded dim per mesh axis]
-OUTPUTS = json.loads({outputs_json})  # flat outputs, in the module's output order
-WEIGHTS = json.loads({weights_json})  # name -> [shape per device, device dtype, layout, sharded dim per axis]
-STATIC_INPUTS = json.loads({static_json})  # inputs whose values are baked into this program
-'''
-
-RUNTIME = '''
-
-def open_device():
-    if ttnn.__name__ == "ttnn":  # real library: 1-D fabric, worker dispatch (consistent 8x7 grid on T3K)
-        if MESH_SHAPE != (1, 1):
-            ttnn.set_fabric_config(ttnn.FabricConfig.FABRIC_1D)
-        return ttnn.open_mesh_device(ttnn.MeshShape(*MESH_SHAPE),
-                                     dispatch_core_config=ttnn.DispatchCoreConfig(ttnn.DispatchCoreType.WORKER))
-    return ttnn.open_mesh_device(ttnn.MeshShape(*MESH_SHAPE))
+# name -> [shape per cfg branch, device dtype, sharded dim per mesh axis, shape per device]
+INPUTS = {inputs}
+OUTPUTS = {outputs}  # flat outputs, in the module's output order
+# name -> [shape per device, device dtype, layout, sharded dim per mesh axis]
+WEIGHTS = {weights}
+STATIC_INPUTS = {static}  # inputs whose values are baked into this program
 
 
-def submeshes(mesh):
-    \"\"\"One mesh per cfg branch (the whole mesh without cfg).\"\"\"
-    if CFG_FACTOR == 1:
-        return [mesh]
-    return mesh.create_submeshes(ttnn.MeshShape(*SUBMESH_SHAPE))
-
-
-def close_device(mesh):
-    ttnn.close_mesh_device(mesh)
-
-
-def _dtype(name):
-    return getattr(ttnn, name)
-
-
-def _layout(name):
-    return ttnn.TILE_LAYOUT if name == "TILE" else ttnn.ROW_MAJOR_LAYOUT
-
-
-def mesh_mapper(device, placements):
-    \"\"\"Split a host tensor over the mesh: per mesh axis, the tensor dim sharded over it or None (replicated).\"\"\"
-    if placements is None or all(p is None for p in placements):
-        return ttnn.replicate_tensor_to_mesh_mapper(device)
-    return ttnn.create_mesh_mapper(device, ttnn.MeshMapperConfig(
-        [ttnn.PlacementReplicate() if p is None else ttnn.PlacementShard(p) for p in placements]))
-
-
-def upload(array, dtype, layout, device, placements=None):
-    \"\"\"Host numpy array -> device tensor, split over the mesh as `placements` says.\"\"\"
-    array = np.ascontiguousarray(array, dtype=np.int32 if dtype in ("int32", "uint32") else np.float32)
-    return ttnn.Tensor(array, data_type=_dtype(dtype), device=device, layout=_layout(layout),
-                       mesh_mapper=mesh_mapper(device, placements))
-
-
-def download(tensor):
-    \"\"\"Device tensor -> host numpy array (float32), read from the first device (outputs are replicated).\"\"\"
-    if tensor.dtype not in (ttnn.float32, ttnn.int32, ttnn.uint32):
-        tensor = ttnn.typecast(tensor, ttnn.float32)
-    host = ttnn.get_device_tensors(ttnn.from_device(tensor))[0]
-    return np.asarray(host.to_numpy(), dtype=np.float32).reshape(tuple(host.shape))
-
-
-def load_weights(device, arrays):
-    \"\"\"Upload every weight (full host arrays by name, as in the .safetensors file beside this program).\"\"\"
-    missing = sorted(set(WEIGHTS) - set(arrays))
-    if missing:
-        raise KeyError(f"weights missing from the weight file: {{missing[:5]}} ({{len(missing)}} in all)")
-    return {{name: upload(arrays[name], dtype, layout, device, placements)
-            for name, (shape, dtype, layout, placements) in WEIGHTS.items()}}
+def upload(array, dtype, layout, device, placements=None, device_shape=None):
+    return rt.upload(ttnn, array, dtype, layout, device, placements, device_shape)
 
 
 def host_call(op_name, args, kwargs):
-    \"\"\"Run one ATen op on host (torch) for an op the lowering does not map to the device yet.\"\"\"
+    """Run one ATen op on host (torch) for an op the lowering does not map to the device yet."""
     import torch
 
     op = torch.ops.aten
@@ -124,7 +73,7 @@ def host_call(op_name, args, kwargs):
         nonlocal device
         if isinstance(a, ttnn.Tensor):
             device = device or a.device()
-            return torch.from_numpy(download(a))
+            return torch.from_numpy(rt.download(ttnn, a))
         if isinstance(a, (list, tuple)):
             return type(a)(to_host(x) for x in a)
         return a
@@ -134,7 +83,7 @@ def host_call(op_name, args, kwargs):
 
 
 def make_configs(device):
-    \"\"\"Kernel configs, persistent buffers and semaphores of one (sub)mesh, made once before the first run.\"\"\"
+    """Kernel configs, persistent buffers and semaphores of one (sub)mesh, made once before the first run."""
     DEVICE_GRID = device.compute_with_storage_grid_size()
     ALL_CORES = ttnn.CoreRangeSet({{ttnn.CoreRange(ttnn.CoreCoord(0, 0),
                                                   ttnn.CoreCoord(DEVICE_GRID.x - 1, DEVICE_GRID.y - 1))}})
@@ -146,61 +95,8 @@ def make_configs(device):
 
 MAIN = '''
 
-def run(meshes, weights, configs, inputs):
-    \"\"\"inputs: name -> numpy array (whole batch). One forward per cfg submesh; outputs joined along the batch.\"\"\"
-    per_branch = []
-    for index, (device, w, cfg) in enumerate(zip(meshes, weights, configs)):
-        device_inputs = {{}}
-        for name, (shape, dtype, placements) in INPUTS.items():
-            array = inputs[name]
-            if name in BATCHED_INPUTS:
-                array = array[index * shape[0]:(index + 1) * shape[0]]
-            if tuple(array.shape) != tuple(shape):
-                raise ValueError(f"input {{name}}: expected shape {{tuple(shape)}} per cfg branch, got {{tuple(array.shape)}}")
-            device_inputs[name] = upload(array, dtype, "TILE", device, placements)
-        outputs = forward(device, w, cfg, **device_inputs)
-        per_branch.append([download(o) if isinstance(o, ttnn.Tensor) else o for o in outputs])
-    if len(per_branch) == 1:
-        return per_branch[0]
-    return [np.concatenate(parts, axis=0) for parts in zip(*per_branch)]
-
-
-def main(argv=None):
-    import argparse
-
-    from safetensors.numpy import load_file
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=["sim", "ttnn"], default="sim")
-    parser.add_argument("--weights", default=os.path.join(here, "weights.safetensors"))
-    parser.add_argument("--inputs", default=os.path.join(here, "inputs.safetensors"))
-    parser.add_argument("--golden", default=os.path.join(here, "golden.safetensors"),
-                        help="expected outputs; the PCC against them is printed when the file exists")
-    args = parser.parse_args(argv)
-    use_backend(args.backend)
-    mesh = open_device()
-    try:
-        meshes = submeshes(mesh)
-        arrays = load_file(args.weights)
-        weights = [load_weights(m, arrays) for m in meshes]
-        outputs = run(meshes, weights, [make_configs(m) for m in meshes], load_file(args.inputs))
-    finally:
-        close_device(mesh)
-    golden = load_file(args.golden) if os.path.exists(args.golden) else {{}}
-    for i, out in enumerate(outputs):
-        line = f"output {{i}}: shape {{list(out.shape)}}"
-        ref = golden.get(f"output_{{i}}")
-        if ref is not None:
-            a, b = out.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
-            pcc = 1.0 if np.array_equal(a, b) else float(np.corrcoef(a, b)[0, 1])
-            line += f"  PCC vs golden {{pcc:.6f}}"
-        print(line)
-    return outputs
-
-
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    rt.main(sys.modules[__name__], sys.argv[1:])
 '''
 
 
@@ -232,33 +128,69 @@ def _call(op) -> str:
     return f"{target} = {op.fn}({', '.join(parts)})"
 
 
+def _table(entries: dict) -> str:
+    """A dict literal with one entry per line (the program's input and weight tables)."""
+    if not entries:
+        return "{}"
+    return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in entries.items()) + "}"
+
+
 def emit_source(ir: ProgramIR) -> str:
     """The whole program as Python source."""
     title = f"{ir.model_name} lowered to TT-NN by meshdit"
-    inputs = {i.name: [list(i.global_shape or i.spec.shape), i.spec.dtype, list(i.placements) or None]
+    inputs = {i.name: [list(i.global_shape or i.spec.shape), i.spec.dtype, list(i.placements) or None,
+                       list(i.device_shape or i.spec.shape)]
               for i in ir.inputs}
     weights = {n: [list(w.spec.shape), w.spec.dtype, w.spec.layout, list(w.placements) or None]
                for n, w in ir.weights.items()}
     outputs = [render(o) for o in ir.outputs]
-    head = HEADER.format(title=title, version=__version__, rows=ir.mesh_shape[0], cols=ir.mesh_shape[1],
-                         act_dtype=ir.act_dtype, weight_dtype=ir.weight_dtype, mesh_shape=tuple(ir.mesh_shape),
-                         submesh_shape=tuple(ir.submesh_shape), cfg_factor=ir.cfg_factor,
-                         batched=list(ir.batched_inputs),
-                         inputs_json=repr(json.dumps(inputs)), outputs_json=repr(json.dumps(outputs)),
-                         weights_json=repr(json.dumps(weights)), static_json=repr(json.dumps(ir.static_inputs)))
     configs = "\n".join(f"    cfg[{name!r}] = {expr}" for name, expr in _ordered(ir.configs))
     buffers = "\n".join(f"    cfg[{name!r}] = upload(np.zeros({tuple(spec.shape)}), {spec.dtype!r}, 'TILE', device)"
                         for name, spec in sorted(ir.buffers.items()))
+    head = HEADER.format(title=title, version=__version__, rows=ir.mesh_shape[0], cols=ir.mesh_shape[1],
+                         act_dtype=ir.act_dtype, weight_dtype=ir.weight_dtype, mesh_shape=tuple(ir.mesh_shape),
+                         submesh_shape=tuple(ir.submesh_shape), cfg_factor=ir.cfg_factor,
+                         batched=list(ir.batched_inputs), inputs=_table(inputs), outputs=outputs,
+                         weights=_table(weights), static=_table(ir.static_inputs), configs=configs, buffers=buffers)
     body = [f"\n\ndef forward(device, w, cfg, {', '.join(i.name for i in ir.inputs)}):"]
     current = None
-    for op in ir.ops:
+    dead_after = _last_uses(ir.ops, keep=set(outputs))
+    for index, op in enumerate(ir.ops):
         if op.module != current:
             current = op.module
             body.append(f"    # --- {current or '(top level)'}")
         body.append(f"    {_call(op)}  # {op.where}")
+        if dead_after.get(index):
+            # drop the last reference: ttnn frees a device buffer when no tensor holds it, as TT-DiT's
+            # explicit deallocations do; without this every intermediate would live until forward returns
+            body.append(f"    del {', '.join(dead_after[index])}")
     body.append(f"    return ({', '.join(outputs)}{',' if len(outputs) == 1 else ''})")
-    return head + RUNTIME.format(act_dtype=ir.act_dtype, configs=configs, buffers=buffers) + "\n".join(body) + \
-        "\n" + MAIN.format()
+    return head + "\n".join(body) + "\n" + MAIN
+
+
+def _refs(value) -> list:
+    if isinstance(value, Ref):
+        return [value.name]
+    if isinstance(value, (list, tuple)):
+        return [name for v in value for name in _refs(v)]
+    if isinstance(value, dict):
+        return [name for v in value.values() for name in _refs(v)]
+    return []
+
+
+def _last_uses(ops: list, keep: set) -> dict:
+    """op index -> names of tensors no later op reads (outputs kept), including outputs nobody reads."""
+    last = {}
+    for index, op in enumerate(ops):
+        for name in op.outputs:
+            last[name] = index
+        for name in _refs(list(op.args)) + _refs(op.kwargs):
+            last[name] = index
+    dead = {}
+    for name, index in last.items():
+        if name not in keep:
+            dead.setdefault(index, []).append(name)
+    return {index: sorted(names) for index, names in dead.items()}
 
 
 def _ordered(configs: dict) -> list:

@@ -9,9 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 TILE = 32
-COLLECTIVE_OPS = ("ttnn.all_gather", "ttnn.reduce_scatter", "ttnn.all_reduce",
-                  "ttnn.experimental.all_to_all_async_generic",
-                  "ttnn.transformer.ring_joint_scaled_dot_product_attention")
+# collective ops the lowering emits -> the short name reports use
+COLLECTIVE_OPS = {
+    "ttnn.experimental.all_gather_async": "all_gather",
+    "ttnn.experimental.reduce_scatter_minimal_async": "reduce_scatter",
+    "ttnn.experimental.all_reduce_async": "all_reduce",
+    "ttnn.experimental.all_to_all_async_generic": "all_to_all",
+    "ttnn.transformer.ring_joint_scaled_dot_product_attention": "ring_joint_sdpa",
+}
 DTYPES = ("float32", "bfloat16", "bfloat8_b", "int32", "uint32")
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "bfloat8_b": 1.0625, "int32": 4, "uint32": 4}
 
@@ -87,23 +92,31 @@ class Op:
 
 @dataclass
 class WeightSpec:
-    """A tensor the program owns, prepared on host from a model constant and uploaded once."""
+    """A tensor the program owns, prepared on host from a model constant and uploaded once.
+
+    A dim sharded over the sequence-parallel axis (a token table: position embeddings, rotary cos/sin) has a
+    per-device length of whole tiles (sharding.placement.seq_local), so spec.shape[d] * mesh axis size can exceed
+    global_shape[d]: the runtime zero-pads the host array along d to that size before splitting it."""
 
     name: str
     constant: str  # ModelGraph constant it comes from
     transform: str  # how the host prepares it: identity | transpose | row | additive_mask
-    spec: TensorSpec  # one device's piece
-    global_shape: tuple = ()  # shape of the prepared host array (before it is split over the mesh)
+    spec: TensorSpec  # one device's piece (token dims padded)
+    global_shape: tuple = ()  # shape of the prepared host array (logical, before it is padded and split)
     placements: tuple = ()  # per mesh axis: the dim sharded over that axis, or None (replicated)
 
 
 @dataclass
 class InputSpec:
+    """A program input. As for weights, a token dim sharded over the sequence-parallel axis is padded per device:
+    the runtime zero-pads the host array along each sharded dim d to device_shape[d] * mesh axis size."""
+
     name: str
-    spec: TensorSpec  # one device's piece
+    spec: TensorSpec  # one device's piece (token dims padded)
     torch_dtype: str  # dtype the module takes (the program casts on upload)
-    global_shape: tuple = ()  # shape one cfg submesh receives
+    global_shape: tuple = ()  # logical shape one cfg submesh receives (what the caller passes, per branch)
     placements: tuple = ()  # per mesh axis: the dim sharded over that axis, or None (replicated)
+    device_shape: tuple = ()  # one device's piece, padded (equals spec.shape); () when unknown: use spec.shape
 
 
 @dataclass

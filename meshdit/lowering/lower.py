@@ -24,7 +24,7 @@ from ..errors import UnsupportedOpError, node_location
 from ..passes import ops as mdops
 from ..passes.graph import ModelGraph, is_const
 from ..sharding import placement as sharding_ops
-from ..sharding.placement import Shard, local_shape
+from ..sharding.placement import Shard, local_shape, seq_local, seq_padded
 from .ir import Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
 
 aten = torch.ops.aten
@@ -78,6 +78,8 @@ class Builder:
     def __init__(self, mg: ModelGraph, act_dtype: str, weight_dtype: str, mesh_shape=(1, 1)):
         self.mg = mg
         self.mesh_shape = tuple(mesh_shape)
+        # the sequence-parallel mesh axis: dims sharded over it are token dims, padded to whole tiles per device
+        self.seq_axis = mg.sharding.sp_axis if mg.sharding is not None else None
         self.buffers: dict = {}  # persistent device buffers (ring attention K/V), name -> TensorSpec
         self.fp32 = float32_region(mg) if act_dtype != "float32" else set()
         self.act_dtype = act_dtype
@@ -87,6 +89,7 @@ class Builder:
         self.weights: dict = {}
         self.values: dict = {}  # FX node -> Ref | tuple of Ref | literal
         self.configs: dict = {}
+        self.ccl_calls: dict = {}  # mesh axis -> CCLs issued on it so far: picks the ping-pong semaphore set
         self.node: fx.Node | None = None
         self._count = 0
 
@@ -117,7 +120,7 @@ class Builder:
             meta, layout = meta[index], (layout[index] if layout else None)
         if layout is None:
             return tuple(meta.shape)
-        return local_shape(meta.shape, layout, self.mesh_shape)
+        return local_shape(meta.shape, layout, self.mesh_shape, self.seq_axis)
 
     def weight(self, node: fx.Node, transform: str = "identity", dtype: str | None = None) -> WeightRef:
         """A program weight made from a constant placeholder, prepared on host by `transform`."""
@@ -139,10 +142,10 @@ class Builder:
         if name not in self.weights:
             tdtype = dtype or (self.dtype_of(node.meta["val"].dtype, node) if transform != "additive_mask"
                                else self.act_dtype)
-            local = list(shape)
-            for d, size in zip(dims, self.mesh_shape):
+            local = list(shape)  # one device's piece; a token dim (sp axis) is padded, the runtime zero-fills it
+            for axis, (d, size) in enumerate(zip(dims, self.mesh_shape)):
                 if d is not None:
-                    local[d] //= size
+                    local[d] = seq_local(local[d], size) if axis == self.seq_axis else local[d] // size
             self.weights[name] = WeightSpec(name, const, transform, TensorSpec(name, tuple(local), tdtype),
                                             tuple(shape), tuple(dims))
         return WeightRef(name)
@@ -235,9 +238,8 @@ def _distributed_norm(b: Builder, node, fn, weight, bias, eps):
     stats = b.call(f"{fn}_pre_all_gather", (b.arg(x),), {"dtype": Code("ttnn.float32"),
                                                           "compute_kernel_config": b.config("NORM_CONFIG")},
                    shapes=(stats_shape, torch.float32), dtype="float32")
-    stats = b.call("ttnn.all_gather", (stats, len(stats_shape) - 1),
-                   {"cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
-                   shapes=(gathered_shape, torch.float32), dtype="float32")
+    stats = all_gather_async(b, stats, len(stats_shape) - 1, axis, shapes=(gathered_shape, torch.float32),
+                             dtype="float32")
     kwargs = {"epsilon": eps}
     if weight is not None:
         kwargs["weight"] = b.weight(weight, "row")
@@ -415,8 +417,11 @@ def _ring(b: Builder, node, tensors, scale):
     b.config(f"RING_SEMAPHORES_AXIS{axis}", "[ttnn.create_global_semaphore(device, ALL_CORES, 0) for _ in range(2)]")
     b.config("RING_CCL_OFFSET", "ttnn.CoreCoord(0, DEVICE_GRID.y - 1)")
     joint = tensors[3] is not None
+    # The gathered K/V (and the buffers) hold the padded sequence; logical_n (the graph's token count) makes the
+    # op mask keys at positions >= N, so padding never enters a softmax. Chunks divide the per-device length.
+    logical_n = node.args[1].meta["val"].shape[2]
     kwargs = {"persistent_output_buffer_k": kbuf, "persistent_output_buffer_v": vbuf, "joint_strategy": "rear",
-              "logical_n": gathered[2], "program_config": _sdpa_program(b, max(gathered[2], 32), ring=True)}
+              "logical_n": logical_n, "program_config": _sdpa_program(b, k_local[2], ring=True)}
     if scale is not None:
         kwargs["scale"] = float(scale)
     kwargs.update(compute_kernel_config=b.config("SDPA_CONFIG"), dim=2,
@@ -444,8 +449,9 @@ def _ulysses(b: Builder, node, scale):
     def to_heads(arg):
         shape = list(b.local(arg))
         shape[1], shape[2] = shape[1] // degree, shape[2] * degree
+        # ttnn's all-to-all grows in_dim and splits out_dim: gather the tokens (dim 2), split the heads (dim 1)
         return b.call("ttnn.experimental.all_to_all_async_generic", (b.arg(arg),),
-                      {"in_dim": 1, "out_dim": 2, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
+                      {"in_dim": 2, "out_dim": 1, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
                       shapes=(shape, dtype))
 
     def cut_heads(arg):
@@ -458,6 +464,13 @@ def _ulysses(b: Builder, node, scale):
     kwargs["compute_kernel_config"] = b.config("SDPA_CONFIG")
     q_shape = list(b.local(node.args[0]))
     out_shape = [q_shape[0], q_shape[1] // degree, q_shape[2] * degree, b.local(node.args[2])[-1]]
+    # After the all-to-all each device holds whole sequences, zero-padded at the end for the sequence shards:
+    # attention runs on the logical tokens only (padded keys would take softmax weight), and its output is padded
+    # back so the all-to-all returns whole-tile shards.
+    padded, logical = out_shape[2], node.args[0].meta["val"].shape[2]
+    q, k, v = (_slice_tokens(b, t, out_shape[:3] + [b.local(a)[-1]], 2, logical, dtype)
+               for t, a in zip((q, k, v), node.args[:3]))
+    out_shape[2] = logical
     if joint:
         jq, jk, jv = (cut_heads(a) for a in node.args[3:6])
         joint_shape = [q_shape[0], q_shape[1] // degree, b.local(node.args[3])[2], out_shape[-1]]
@@ -468,13 +481,15 @@ def _ulysses(b: Builder, node, scale):
     else:
         out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v), {"is_causal": False, **kwargs},
                      shapes=(out_shape, dtype))
-    back = b.call("ttnn.experimental.all_to_all_async_generic", (out,),
-                  {"in_dim": 2, "out_dim": 1, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
+    if padded != logical:
+        padding = [[0, 0], [0, 0], [0, padded - logical], [0, 0]]
+        out = b.call("ttnn.pad", (out, padding, 0.0), shapes=(out_shape[:2] + [padded, out_shape[3]], dtype))
+    back = b.call("ttnn.experimental.all_to_all_async_generic", (out,),  # heads gathered, tokens split again
+                  {"in_dim": 1, "out_dim": 2, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
                   shapes=(b.local(node, 0 if joint else None), dtype))
     if not joint:
         return back
-    gathered = b.call("ttnn.all_gather", (joint_out, 1), {"cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
-                      shapes=(b.local(node, 1), dtype))
+    gathered = all_gather_async(b, joint_out, 1, axis, shapes=(b.local(node, 1), dtype))
     return back, gathered
 
 
@@ -494,26 +509,105 @@ def _joint_sdpa(b: Builder, node):
     return b.call("ttnn.transformer.joint_scaled_dot_product_attention", tuple(tensors), kwargs)
 
 
+# --- sequence padding: a token dim sharded over the sp axis is zero-padded at its end to whole tiles per device ---
+def _pad_tokens(b: Builder, x, value, dim: int, axis: int):
+    """`value` (node x, whole along `dim` on `axis`) zero-padded along `dim` to its sequence-parallel length."""
+    shape = list(b.local(x))
+    padded = seq_padded(shape[dim], b.mesh_shape[axis])
+    if padded == shape[dim]:
+        return value
+    padding = [[0, 0] for _ in shape]
+    padding[dim] = [0, padded - shape[dim]]
+    shape[dim] = padded
+    return b.call("ttnn.pad", (value, padding, 0.0), shapes=(shape, x.meta["val"].dtype))
+
+
+def _slice_tokens(b: Builder, value, shape, dim: int, length: int, torch_dtype):
+    """`value` of local `shape` cut to its first `length` entries along `dim` (the logical tokens)."""
+    if shape[dim] == length:
+        return value
+    ends = list(shape)
+    ends[dim] = length
+    return b.call("ttnn.slice", (value, [0] * len(shape), ends), shapes=(ends, torch_dtype))
+
+
+# --- collectives: ttnn's async CCLs, as TT-DiT issues them ---------------------------------------------------------
+# Each async CCL synchronises through global semaphores (and a barrier semaphore) made once per mesh axis in
+# make_configs. Consecutive CCLs on an axis alternate between two semaphore sets ("ping-pong", as TT-DiT's
+# CCLManager does), so a CCL never waits on a semaphore the previous one may still be resetting.
+def _ccl_slot(b: Builder, axis: int) -> int:
+    b.ccl_calls[axis] = b.ccl_calls.get(axis, 0) + 1
+    return b.ccl_calls[axis] % 2
+
+
+def _semaphores(b: Builder, name: str, count: int) -> Code:
+    return b.config(name, f"[ttnn.create_global_semaphore(device, ALL_CORES, 0) for _ in range({count})]")
+
+
+def _barrier(b: Builder, axis: int, slot: int) -> Code:
+    return b.config(f"CCL_BARRIER_AXIS{axis}_{slot}", "ttnn.create_global_semaphore(device, ALL_CORES, 0)")
+
+
+def all_gather_async(b: Builder, value, dim: int, axis: int, shapes=None, dtype=None):
+    slot = _ccl_slot(b, axis)
+    kwargs = {"dim": dim, "cluster_axis": axis, "mesh_device": Code("device"),
+              "topology": Code("ttnn.Topology.Linear"),
+              "multi_device_global_semaphore": _semaphores(b, f"AG_SEMAPHORES_AXIS{axis}_{slot}", 2),
+              "num_links": 1, "barrier_semaphore": _barrier(b, axis, slot)}
+    return b.call("ttnn.experimental.all_gather_async", (value,), kwargs, shapes=shapes, dtype=dtype)
+
+
+def reduce_scatter_async(b: Builder, value, dim: int, axis: int):
+    slot = _ccl_slot(b, axis)
+    kwargs = {"dim": dim, "multi_device_global_semaphore": _semaphores(b, f"RS_SEMAPHORES_AXIS{axis}_{slot}", 3),
+              "barrier_semaphore": _barrier(b, axis, slot), "num_links": 1, "cluster_axis": axis,
+              "topology": Code("ttnn.Topology.Linear")}
+    return b.call("ttnn.experimental.reduce_scatter_minimal_async", (value,), kwargs)
+
+
+def all_reduce_async(b: Builder, value, axis: int):
+    slot = _ccl_slot(b, axis)
+    kwargs = {"cluster_axis": axis, "mesh_device": Code("device"),
+              "barrier_semaphores": _semaphores(b, f"AR_BARRIERS_AXIS{axis}_{slot}", 2),
+              "rs_global_semaphores": _semaphores(b, f"RS_SEMAPHORES_AXIS{axis}_{slot}", 3),
+              "ag_global_semaphores": _semaphores(b, f"AG_SEMAPHORES_AXIS{axis}_{slot}", 2),
+              "math_op": Code("ttnn.ReduceType.Sum"), "topology": Code("ttnn.Topology.Linear"), "num_links": 1}
+    return b.call("ttnn.experimental.all_reduce_async", (value,), kwargs)
+
+
 def _all_gather(b: Builder, node):
     x, dim, axis = node.args
-    return b.call("ttnn.all_gather", (b.arg(x), dim % len(b.local(x))),
-                  {"cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")})
+    dim %= len(b.local(x))
+    if axis != b.seq_axis:
+        return all_gather_async(b, b.arg(x), dim, axis)
+    # Sequence shards are pieces of the sequence zero-padded at its end (the partition pads before it splits), so
+    # the gather gives the padded sequence, whose first N tokens are the logical ones: slice them off.
+    logical = list(b.local(node))
+    gathered = list(logical)
+    gathered[dim] = b.local(x)[dim] * b.mesh_shape[axis]
+    dtype = node.meta["val"].dtype
+    out = all_gather_async(b, b.arg(x), dim, axis, shapes=(gathered, dtype))
+    return _slice_tokens(b, out, gathered, dim, logical[dim], dtype)
 
 
 def _reduce_scatter(b: Builder, node):
     x, dim, axis = node.args
-    return b.call("ttnn.reduce_scatter", (b.arg(x), dim % len(b.local(x))),
-                  {"cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")})
+    dim %= len(b.local(x))
+    value = _pad_tokens(b, x, b.arg(x), dim, axis) if axis == b.seq_axis else b.arg(x)
+    return reduce_scatter_async(b, value, dim, axis)
 
 
 def _all_reduce(b: Builder, node):
     x, axis = node.args
-    return b.call("ttnn.all_reduce", (b.arg(x),), {"cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")})
+    return all_reduce_async(b, b.arg(x), axis)
 
 
 def _mesh_partition(b: Builder, node):
     x, dim, axis = node.args
-    return b.call("ttnn.mesh_partition", (b.arg(x), dim % len(b.local(x))), {"cluster_axis": axis})
+    dim %= len(b.local(x))
+    # a sequence partition pads first, so every device's shard is whole tiles and starts on a tile boundary
+    value = _pad_tokens(b, x, b.arg(x), dim, axis) if axis == b.seq_axis else b.arg(x)
+    return b.call("ttnn.mesh_partition", (value, dim), {"cluster_axis": axis})
 
 
 def _chunk_size(seq: int) -> int:
@@ -600,7 +694,7 @@ def lower_graph(mg: ModelGraph, mesh=None, act_dtype="float32", weight_dtype=Non
                 layout = node.meta.get("layout") or ()
                 placements = tuple(p.dim if isinstance(p, Shard) else None for p in layout)
                 inputs.append(InputSpec(node.name, spec, str(meta.dtype).replace("torch.", ""), tuple(meta.shape),
-                                        placements or (None,) * len(submesh)))
+                                        placements or (None,) * len(submesh), device_shape=spec.shape))
                 b.values[node] = Ref(node.name)
             else:
                 b.values[node] = None  # constants become weights where a rule uses them

@@ -95,6 +95,32 @@ ENTRIES = {
         parallel=MOCHI_PARALLEL, description="Mochi-1 preview transformer, 848x480, 168 frames (28 latent frames)"),
 }
 
+# Tiny models shaped for the real ttnn library (the conformance harness): its attention kernels need head_dim a
+# multiple of the 32-wide tile, and image/video token counts here split into whole tiles at the seeds' largest sp.
+ENTRIES.update({
+    "sd3-tiny-tt": ZooEntry(
+        "sd3-tiny-tt", "sd3", "SD3Transformer2DModel",
+        dict(ENTRIES["sd3-tiny"].config, sample_size=32, attention_head_dim=32, caption_projection_dim=128,
+             pos_embed_max_size=32),
+        dict(ENTRIES["sd3-tiny"].inputs, hidden_states=((1, 4, 32, 32), torch.float32)),
+        parallel=SD3_PARALLEL, description="sd3-tiny with 4 heads x 32 and 256 image tokens"),
+    "flux-tiny-tt": ZooEntry(
+        "flux-tiny-tt", "flux", "FluxTransformer2DModel",
+        dict(ENTRIES["flux-tiny"].config, attention_head_dim=32, axes_dims_rope=(8, 12, 12)),
+        dict(ENTRIES["flux-tiny"].inputs, hidden_states=((1, 256, 16), torch.float32),
+             img_ids=((256, 3), torch.float32)),
+        static_inputs=("img_ids", "txt_ids"), parallel=FLUX_PARALLEL, timestep_max=1.0,
+        description="flux-tiny with 8 heads x 32 and 256 image tokens"),
+    "mochi-tiny-tt": ZooEntry(
+        "mochi-tiny-tt", "mochi", "MochiTransformer3DModel",
+        # 6 heads x 32: hidden 192 gives SwiGLU width 512 (divides by tp 4 and 8); heads pad to 8 at tp 4. The
+        # prompt pooling attention has 8 heads over text_embed_dim: 256 makes them 32 wide too
+        dict(ENTRIES["mochi-tiny"].config, num_attention_heads=6, attention_head_dim=32, text_embed_dim=256),
+        dict(ENTRIES["mochi-tiny"].inputs, hidden_states=((1, 4, 4, 16, 16), torch.float32),
+             encoder_hidden_states=((1, 32, 256), torch.float32)),
+        parallel=MOCHI_PARALLEL, description="mochi-tiny with 6 heads x 32 and 256 video tokens"),
+})
+
 
 def names() -> list:
     return sorted(ENTRIES)

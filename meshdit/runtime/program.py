@@ -1,6 +1,7 @@
 """Stage 5, runtime: a lowered Program, callable like the module, runnable on the simulated mesh or real ttnn.
 
     outputs = program(**kwargs)          # same keywords as the module; returns what the module returns
+    outputs = program(trace=True, **kwargs)  # the same, replaying a captured trace per cfg branch (see __call__)
     program.source                       # the emitted Python (the program itself)
     program.save("out/sd3")              # program.py + weights.safetensors (+ inputs / golden when known)
     program.pcc_report()                 # PCC of each output against the torch golden
@@ -13,6 +14,7 @@ from `load_weights(state_dict or safetensors path)`.
 from __future__ import annotations
 
 import os
+import shutil
 import types
 from dataclasses import dataclass
 
@@ -23,6 +25,7 @@ import torch.utils._pytree as pytree
 from ..errors import InputMismatchError, SpecializationError
 from ..lowering.ir import ProgramIR
 from ..passes.graph import ModelGraph
+from . import device
 from .pcc import pcc
 
 PCC_THRESHOLDS = {"float32": 0.9999, "bfloat16": 0.999, "bfloat8_b": 0.99}
@@ -67,12 +70,13 @@ class Program:
         self.plan_text = plan_text
         self.weights: dict | None = None  # name -> host numpy array, prepared for upload
         self.golden: tuple | None = None  # (inputs, flat outputs) of the torch module, when lowering had weights
-        self._module = None
+        self._module = None  # the emitted source, executed
         self._backend = None
-        self._mesh = None  # the opened mesh
-        self._meshes = None  # one (sub)mesh per cfg branch
-        self._device_weights = None  # per branch
-        self._configs = None  # per branch
+        self._runner = None  # device.Runner: the open mesh, uploaded weights and configs
+        # weight cache directory for device uploads: None takes $MESHDIT_WEIGHT_CACHE (no cache when unset), ""
+        # turns it off; see device.WeightCache
+        self.cache_dir = None
+        self._weights_digest = None  # the cache key's hash of self.weights, computed once per set of weights
         self.static_inputs = {k: v.clone() for k, v in graph.static_inputs.items()}
         if not graph.on_meta:
             self._prepare_weights()
@@ -81,10 +85,15 @@ class Program:
     def _prepare_weights(self):
         values = self.graph.constant_values()
         self.weights = {name: _weight_array(values[w.constant], w.transform) for name, w in self.ir.weights.items()}
-        self._device_weights = None
+        self._weights_digest = None
+        if self._runner is not None:
+            self._runner.weights = None  # uploaded again on the next call
 
-    def load_weights(self, state_dict_or_path) -> "Program":
-        """Give a (meta-planned) program real weights: a state dict or a .safetensors file of the module."""
+    def load_weights(self, state_dict_or_path, cache_dir=None) -> "Program":
+        """Give a (meta-planned) program real weights: a state dict or a .safetensors file of the module.
+        cache_dir: keep their device-format shards there and reuse them on later uploads (sets self.cache_dir)."""
+        if cache_dir is not None:
+            self.cache_dir = cache_dir
         if isinstance(state_dict_or_path, (str, os.PathLike)):
             from safetensors.torch import load_file
 
@@ -101,28 +110,35 @@ class Program:
         if self._module is None or self._backend != backend:
             self.close()
             module = types.ModuleType("meshdit_program")
-            module.__file__ = "<meshdit program>"
+            # a file name inside meshdit/runtime: the program's import of a saved runtime copy beside it then
+            # finds none and takes this package's device.py
+            module.__file__ = os.path.join(os.path.dirname(device.__file__), "<meshdit program>")
             exec(compile(self.source, f"<meshdit program {self.ir.model_name}>", "exec"), module.__dict__)
-            module.use_backend(backend)
+            self._runner = device.Runner(module, backend)
             self._module, self._backend = module, backend
         return self._module
 
-    def __call__(self, backend: str = "sim", **kwargs):
-        flat = self.run_flat(kwargs, backend)
+    def __call__(self, backend: str = "sim", trace: bool = False, **kwargs):
+        """Run the program on `kwargs` (the module's keyword inputs). trace=True runs one denoising step as TT-DiT
+        does on hardware: the first traced call runs the forward once, captures it per cfg branch on persistent
+        input tensors and replays it; later traced calls copy their inputs into those tensors and replay. Untraced
+        calls (the default) run op by op and may be mixed with traced ones. close() releases the traces; new
+        weights (load_weights) make the next traced call capture again."""
+        flat = self.run_flat(kwargs, backend, trace)
         return pytree.tree_unflatten(flat, self.graph.out_spec)
 
-    def run_flat(self, kwargs: dict, backend: str = "sim") -> list:
+    def run_flat(self, kwargs: dict, backend: str = "sim", trace: bool = False) -> list:
         if self.weights is None:
             raise RuntimeError("this program was planned on meta and has no weights; call load_weights() first")
         inputs = self._check_inputs(kwargs)
-        module = self.module(backend)
-        if self._mesh is None:
-            self._mesh = module.open_device()
-            self._meshes = module.submeshes(self._mesh)
-            self._configs = [module.make_configs(m) for m in self._meshes]
-        if self._device_weights is None:
-            self._device_weights = [module.load_weights(m, self.weights) for m in self._meshes]
-        outputs = module.run(self._meshes, self._device_weights, self._configs, inputs)
+        self.module(backend)
+        if trace and not self._runner.trace:
+            # a trace needs a trace region, which is reserved when the mesh opens: reopen (weights upload again)
+            self._runner.close()
+            self._runner.trace = True
+        if self._runner.weights is None:
+            self._runner.load_weights(self.weights, cache_dir=self.cache_dir, weights_key=self._weights_key())
+        outputs = self._runner(inputs, trace=trace)
         return [torch.from_numpy(np.array(o)) if isinstance(o, np.ndarray) else o for o in outputs]
 
     def _check_inputs(self, kwargs: dict) -> dict:
@@ -156,10 +172,24 @@ class Program:
             arrays[name] = value.float().numpy() if value.is_floating_point() else value.to(torch.int32).numpy()
         return arrays
 
+    def _weights_key(self):
+        """The cache key's hash of the weight values, when a weight cache is configured (hashed once, not per
+        upload)."""
+        if device.cache_root(self.cache_dir) is None:
+            return None
+        if self._weights_digest is None:
+            self._weights_digest = device.weights_digest(self.weights, self._module.WEIGHTS)
+        return self._weights_digest
+
+    @property
+    def weight_cache_stats(self) -> dict:
+        """Weight cache results of this program's uploads: hits, misses, rebuilds, and the last result and entry."""
+        return dict(self._runner.cache_stats) if self._runner is not None else {}
+
     def close(self):
-        if self._mesh is not None and self._module is not None:
-            self._module.close_device(self._mesh)
-        self._mesh = self._meshes = self._device_weights = self._configs = None
+        """Release any traces and close the mesh (weights are uploaded again on the next call)."""
+        if self._runner is not None:
+            self._runner.close()
 
     # --- checking ---------------------------------------------------------------------------------------------
     def pcc_report(self, backend: str = "sim") -> list:
@@ -179,16 +209,24 @@ class Program:
         return self.plan_text
 
     # --- saving -----------------------------------------------------------------------------------------------
-    def save(self, directory) -> str:
-        """Write program.py, weights.safetensors and, when known, inputs.safetensors and golden.safetensors."""
-        from safetensors.numpy import save_file
-
-        if self.weights is None:
-            raise RuntimeError("a meta-planned program has no weights to save; call load_weights() first")
+    def save_program(self, directory) -> str:
+        """Write program.py and its device runtime (meshdit_device.py) only: no weights, inputs or golden."""
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, "program.py")
         with open(path, "w") as f:
             f.write(self.source)
+        shutil.copyfile(device.__file__, os.path.join(directory, "meshdit_device.py"))
+        return path
+
+    def save(self, directory) -> str:
+        """Write program.py, its device runtime (meshdit_device.py), weights.safetensors and, when known,
+        inputs.safetensors and golden.safetensors: a directory that runs without meshdit or torch."""
+        from safetensors.numpy import save_file
+
+        if self.weights is None:
+            raise RuntimeError("a meta-planned program has no weights to save; call load_weights() first, or "
+                               "save_program() for the program alone")
+        path = self.save_program(directory)
         save_file(self.weights, os.path.join(directory, "weights.safetensors"))
         if self.golden is not None:
             inputs, outputs = self.golden

@@ -85,7 +85,10 @@ def pad_heads(mg: ModelGraph, tp: int) -> int:
             lin.args = (lin.args[0], w) + tuple(lin.args[2:])
         for node in [n for n in graph.nodes if n in region]:
             if node.target is aten.reshape.default:
-                node.args = (node.args[0], _pad_shape(list(node.args[1]), heads, head_dim, target))
+                node.args = (node.args[0], _pad_shape(list(node.args[1]), heads, head_dim, target,
+                                                       node.args[0].meta["val"].numel()))
+            else:
+                _pad_per_head_operands(graph, node, region, heads, target)
             node.meta["val"] = node.target(*meta_of(node.args), **meta_of(node.kwargs))
         for lin in consumers:
             lin.meta["val"] = lin.target(*meta_of(lin.args))
@@ -99,12 +102,33 @@ def pad_heads(mg: ModelGraph, tp: int) -> int:
     return padded
 
 
-def _pad_shape(shape: list, heads: int, head_dim: int, target: int) -> list:
-    """A reshape target with the head dim (or the merged heads x head_dim dim) widened to `target` heads."""
-    for i, size in enumerate(shape):
-        if size == heads and i + 1 < len(shape) and shape[i + 1] == head_dim:
-            return shape[:i] + [target] + shape[i + 1:]
-    for i, size in enumerate(shape):
-        if size == heads * head_dim:
-            return shape[:i] + [target * head_dim] + shape[i + 1:]
+def _pad_per_head_operands(graph, node, region: set, heads: int, target: int) -> None:
+    """Zero-pad operands from outside the head region that carry a per-head dim (Mochi's per-head rotary
+    frequencies, say) where they broadcast against a padded value; the padded heads' values stay zero."""
+    padded_shapes = [a.meta["val"].shape for a in node.all_input_nodes
+                     if a in region and hasattr(a.meta["val"], "shape")]
+    args = list(node.args)
+    for index, arg in enumerate(args):
+        if not hasattr(arg, "meta") or arg in region or not hasattr(arg.meta.get("val"), "shape"):
+            continue
+        shape = arg.meta["val"].shape
+        for offset in range(1, len(shape) + 1):  # broadcasting aligns dims from the right
+            if shape[-offset] == heads and any(len(p) >= offset and p[-offset] == target for p in padded_shapes):
+                with graph.inserting_before(node):
+                    args[index] = emit(graph, aten.constant_pad_nd.default,
+                                       (arg, [0, 0] * (offset - 1) + [0, target - heads], 0.0), like=arg)
+                break
+    node.args = tuple(args)
+
+
+def _pad_shape(shape: list, heads: int, head_dim: int, target: int, numel: int) -> list:
+    """A reshape target with its head dim (or the merged heads x head_dim dim) widened to `target` heads, so that
+    it holds the (already padded) input's `numel` elements."""
+    candidates = [i for i, size in enumerate(shape) if size == heads and i + 1 < len(shape) and shape[i + 1] == head_dim]
+    candidates += [i for i, size in enumerate(shape) if size == heads * head_dim]
+    candidates += [i for i, size in enumerate(shape) if size == heads]  # e.g. [.., heads, head_dim / 2, 2]
+    for i in candidates:
+        widened = shape[:i] + [shape[i] // heads * target] + shape[i + 1:]
+        if math.prod(widened) == numel:
+            return widened
     return shape

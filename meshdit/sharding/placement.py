@@ -38,11 +38,36 @@ class Partial:
 R, P = Replicate(), Partial()
 
 
-def local_shape(shape, layout, mesh_shape) -> tuple:
-    """The shape of one device's piece of a tensor of global `shape` laid out as `layout` on `mesh_shape`."""
+SEQ_TILE = 32  # rows of a ttnn tile: a sequence shard must start on a tile boundary on device
+
+
+def seq_local(n: int, factor: int) -> int:
+    """Per-device length of a sequence of `n` tokens sharded `factor` ways (sequence parallelism).
+
+    ceil(n / factor) rounded up to whole 32-row tiles: on device each shard must start on a tile boundary (real
+    ttnn's mesh_partition refuses "height begin index aligned to tiles" otherwise), so the sequence is zero-padded
+    at its end to seq_local * factor and the padding is masked by the logical length (ring attention's
+    logical_n) or sliced off after a gather. Applies even when factor divides n (64 tokens over 4 -> 32 each)."""
+    per_device = -(-n // factor)  # ceil(n / factor)
+    return -(-per_device // SEQ_TILE) * SEQ_TILE
+
+
+def seq_padded(n: int, factor: int) -> int:
+    """Global length of a sequence of `n` tokens once padded for `factor`-way sequence sharding."""
+    return seq_local(n, factor) * factor
+
+
+def local_shape(shape, layout, mesh_shape, seq_axis: int | None = None) -> tuple:
+    """The shape of one device's piece of a tensor of global `shape` laid out as `layout` on `mesh_shape`.
+
+    seq_axis: the sequence-parallel mesh axis. A dim sharded over it is a token dim and gets the padded per-device
+    length (seq_local); a dim sharded over any other axis (tp) must divide exactly."""
     shape = list(shape)
-    for placement, size in zip(layout, mesh_shape):
+    for axis, (placement, size) in enumerate(zip(layout, mesh_shape)):
         if isinstance(placement, Shard) and size > 1:
+            if axis == seq_axis:
+                shape[placement.dim] = seq_local(shape[placement.dim], size)
+                continue
             if shape[placement.dim] % size:
                 raise ValueError(f"dim {placement.dim} of {tuple(shape)} does not split into {size}")
             shape[placement.dim] //= size

@@ -11,7 +11,11 @@ Runs on the graph of one cfg submesh (cfg is data parallelism over submeshes, ha
      FFN width sharded), attention output and MLP down-projections row-parallel (a Partial result, all-reduced),
      adaLN modulation linears column-parallel (their small output is gathered); other linears are replicated.
   3. sp origins: walking back from the main token stream of attention (the longest query sequence) to where the
-     token dim first appears; a mesh_partition there shards it (an input is uploaded sharded instead).
+     token dim first appears; a mesh_partition there shards it (an input is uploaded sharded instead). Any token
+     count works: each device holds ceil(N / sp) tokens rounded up to whole 32-row tiles (placement.seq_local).
+     The graph keeps logical shapes; the lowering pads at the partition, masks the padding in attention and slices
+     it off after a gather, and ops that the padded rows would corrupt (reductions over tokens, reshapes that split
+     or merge the token dim) take their input gathered.
   4. propagation: per-op rules, per mesh axis, in graph order; a collective is inserted on every edge whose
      producer placement is not what the consumer accepts. Attention whose main stream is sequence-sharded becomes
      ring (joint) attention, or with ulysses, an all-to-all from sequence to heads around local attention.
@@ -34,7 +38,8 @@ from ..passes.patterns import annotate
 from .heads import pad_heads
 from .mesh_config import MeshConfig
 from .trace import ATTENTION, linears_back, linears_forward
-from .placement import P, R, Partial, Shard, all_gather, all_reduce, mesh_partition, reduce_scatter
+from .placement import (P, R, Partial, Shard, all_gather, all_reduce, mesh_partition, reduce_scatter, seq_local,
+                        seq_padded)
 
 aten = torch.ops.aten
 
@@ -173,9 +178,12 @@ def _sp_origins(mg: ModelGraph, sp: int) -> dict:
     if not attentions:
         raise ConfigError("sp: the model has no attention to shard the sequence of")
     longest = max(shape_of(n.args[0])[2] for n in attentions)
-    if longest % sp:
-        raise ConfigError(f"sp{sp}: the image/video token sequence has {longest} tokens, which do not divide by sp "
-                          f"{sp}; choose an sp factor that divides it (sequence padding is not implemented yet)")
+    # Any token count works: the lowering pads the sequence to whole tiles per device (placement.seq_local) and
+    # masks by the logical length; the graph keeps logical shapes.
+    if seq_padded(longest, sp) != longest:
+        mg.notes.append(f"sp{sp}: {longest} image/video tokens padded to {seq_padded(longest, sp)} on device "
+                        f"({seq_local(longest, sp)} per device, whole 32-row tiles); attention masks the padding "
+                        "(logical_n) and gathers slice it off")
     origins: dict = {}
     seen: set = set()
 
@@ -367,7 +375,9 @@ class _Propagator:
         if target in (aten.rms_norm.default, aten.layer_norm.default):
             if isinstance(hx, Shard) and hx.dim != len(shape) - 1:
                 return {x: hx}, hx
-            if isinstance(hx, Shard):  # hidden dim sharded: distributed norm (local stats, gathered, applied)
+            # hidden dim sharded: distributed norm (local stats, gathered, applied). Not over a sequence shard:
+            # its padded rows would enter the statistics.
+            if isinstance(hx, Shard) and axis != self.summary.sp_axis:
                 node.meta["distributed_norm_axis"] = axis
                 params = [a for a in node.args[2:4] if isinstance(a, fx.Node)]
                 return {x: hx, **{p: Shard(0) for p in params}}, hx
@@ -376,7 +386,14 @@ class _Propagator:
             if isinstance(hx, Partial):
                 return {x: hx}, P
             if isinstance(hx, Shard):
-                e = self.reshape_shard(shape_of(x), shape, hx.dim, self.summary.submesh[axis])
+                if axis == self.summary.sp_axis:
+                    # A sequence shard holds whole tiles of a zero-padded sequence, not an even cut of the
+                    # logical one: it stays sharded only while the token dim stays whole (other dims split or
+                    # merged, unit dims added or dropped); a reshape that splits or merges the token dim itself
+                    # (unpatchify) gathers first.
+                    e = reshape_dim_map(shape_of(x), shape, hx.dim)
+                else:
+                    e = self.reshape_shard(shape_of(x), shape, hx.dim, self.summary.submesh[axis])
                 if e is not None:
                     return {x: hx}, Shard(e)
             return {x: R}, R
@@ -581,11 +598,14 @@ def shard_graph(mg: ModelGraph, mesh: MeshConfig, residual: str = "replicated") 
 
 
 def _check_divisible(mg: ModelGraph, summary: ShardingSummary) -> None:
+    """tp shards must divide exactly; sequence (sp) shards are padded to whole tiles instead (placement.seq_local)."""
     for node in mg.gm.graph.nodes:
         layout = node.meta.get("layout")
         if node.op != "call_function" or layout is None or isinstance(node.meta["val"], (tuple, list)):
             continue
-        for placement, size in zip(layout, summary.submesh):
+        for axis, (placement, size) in enumerate(zip(layout, summary.submesh)):
+            if axis == summary.sp_axis:
+                continue
             if isinstance(placement, Shard) and shape_of(node)[placement.dim] % size:
                 raise ConfigError(
                     f"mesh {summary.mesh}: {node_location(node)} has shape {tuple(shape_of(node))}; dim "

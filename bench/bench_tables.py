@@ -1,0 +1,20 @@
+"""Write a generated table into BENCHMARKS.md between its begin/end markers (added with a heading if absent)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+TARGET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
+
+
+def replace_block(key: str, body: str, heading: str) -> None:
+    begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
+    text = open(TARGET).read() if os.path.exists(TARGET) else "# Benchmarks\n"
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text:
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text += f"\n{heading}\n\n{block}\n"
+    with open(TARGET, "w") as f:
+        f.write(text)

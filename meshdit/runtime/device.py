@@ -1,0 +1,718 @@
+"""The device runtime of an emitted program: open the mesh, upload weights and inputs, run, download.
+
+Torch-free on purpose (numpy, safetensors and a `ttnn` module only): an emitted program and this module run in a
+Python environment that has the real ttnn library and nothing of meshdit's compile-time stack. `Program.save` writes
+a copy of this file beside program.py as `meshdit_device.py`; the program imports that copy when meshdit itself is
+not installed.
+
+`ttnn` is passed in (the real library or meshdit.runtime.sim), never imported here, so one process can hold
+programs bound to either backend.
+
+    runner = Runner(program_module, backend="sim")   # the emitted module: constants, make_configs, forward
+    runner.load_weights(arrays)                      # name -> full host array, as in weights.safetensors
+    outputs = runner(inputs)                         # name -> numpy array (whole batch) -> list of numpy arrays
+    runner.close()
+
+Traced execution (one denoising step, captured once per cfg branch and replayed, as TT-DiT's pipelines do):
+
+    runner = Runner(program_module, backend, trace=True)  # the mesh opens with a trace region
+    runner.load_weights(arrays)
+    outputs = runner(inputs)      # first call: warm-up run, capture into persistent input tensors, replay
+    outputs = runner(inputs_2)    # later calls: copy the new inputs into those tensors, replay the trace
+    runner.close()                # releases the traces
+
+`runner(inputs, trace=False)` still runs op by op. A traced call must give the inputs the shapes and dtypes the
+traces were captured with, else TraceInputMismatchError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+
+INTEGER_DTYPES = ("int32", "uint32")
+DEFAULT_TRACE_REGION_SIZE = 50_000_000  # bytes per device; TT-DiT reserves 25 MB (SD3.5) to 50 MB (Flux) for a step
+
+
+def _error_bases() -> tuple:
+    """InputMismatchError when meshdit is loaded, so that `except MeshditError` catches the trace error too; plain
+    ValueError in the saved copy of this file, which runs where meshdit (and torch) are not installed. Looked up in
+    sys.modules, never imported: importing meshdit would import torch."""
+    errors = sys.modules.get("meshdit.errors")
+    return (errors.InputMismatchError,) if errors is not None else (ValueError,)
+
+
+class TraceInputMismatchError(*_error_bases()):
+    """A traced call's inputs differ in shape or dtype from those its trace was captured with. A trace replays fixed
+    buffers: new shapes need a program lowered for them and a new trace."""
+
+
+def bind_backend(name: str):
+    """The ttnn module for a backend name: the real library ("ttnn") or meshdit's simulated mesh ("sim")."""
+    if name not in ("ttnn", "sim"):
+        raise ValueError(f"backend must be 'ttnn' or 'sim', got {name!r}")
+    return importlib.import_module("ttnn" if name == "ttnn" else "meshdit.runtime.sim")
+
+
+def is_real(ttnn) -> bool:
+    return ttnn.__name__ == "ttnn"
+
+
+# --- mesh ------------------------------------------------------------------------------------------------------------
+def open_mesh(ttnn, mesh_shape: tuple, trace_region_size: int = 0):
+    """Open the whole mesh. On real ttnn: 1-D fabric for multi-chip meshes and dispatch on worker cores (T3K's
+    default ethernet dispatch reports an 8x8 grid its newer ops reject; worker dispatch gives a consistent 8x7).
+    trace_region_size: bytes per device reserved for traces (0: none, and a trace capture then fails)."""
+    if not is_real(ttnn):
+        return ttnn.open_mesh_device(ttnn.MeshShape(*mesh_shape), trace_region_size=trace_region_size)
+    if tuple(mesh_shape) != (1, 1):
+        ttnn.set_fabric_config(ttnn.FabricConfig.FABRIC_1D)
+    kwargs = {"dispatch_core_config": ttnn.DispatchCoreConfig(ttnn.DispatchCoreType.WORKER)}
+    if trace_region_size:
+        kwargs["trace_region_size"] = trace_region_size
+    return ttnn.open_mesh_device(ttnn.MeshShape(*mesh_shape), **kwargs)
+
+
+def split_submeshes(ttnn, mesh, submesh_shape: tuple, cfg_factor: int) -> list:
+    """One mesh per cfg branch (the whole mesh without cfg)."""
+    if cfg_factor == 1:
+        return [mesh]
+    return list(mesh.create_submeshes(ttnn.MeshShape(*submesh_shape)))
+
+
+def close_mesh(ttnn, mesh) -> None:
+    ttnn.close_mesh_device(mesh)
+    if is_real(ttnn) and hasattr(ttnn, "FabricConfig"):
+        ttnn.set_fabric_config(ttnn.FabricConfig.DISABLED)
+
+
+# --- host <-> device -------------------------------------------------------------------------------------------------
+def mesh_mapper(ttnn, device, placements):
+    """Split a host tensor over the mesh: per mesh axis, the tensor dim sharded over it or None (replicated)."""
+    if not placements or all(p is None for p in placements):
+        return ttnn.replicate_tensor_to_mesh_mapper(device)
+    return ttnn.create_mesh_mapper(device, ttnn.MeshMapperConfig(
+        [ttnn.PlacementReplicate() if p is None else ttnn.PlacementShard(p) for p in placements]))
+
+
+def pad_for_mesh(array: np.ndarray, device_shape, placements, mesh_shape) -> np.ndarray:
+    """Zero-pad each sharded dim so it splits into equal per-device pieces of `device_shape`.
+
+    Sequence shards are padded to whole tiles per device (the program masks by the logical length); a shard that
+    is already even is left alone."""
+    if not placements or device_shape is None:
+        return array
+    pads = [(0, 0)] * array.ndim
+    for axis, dim in enumerate(placements):
+        if dim is None:
+            continue
+        target = device_shape[dim] * mesh_shape[axis]
+        if array.shape[dim] > target:
+            raise ValueError(f"dim {dim} of host array {array.shape} is larger than the mesh holds "
+                             f"({device_shape[dim]} per device x {mesh_shape[axis]} devices)")
+        pads[dim] = (0, target - array.shape[dim])
+    return np.pad(array, pads) if any(after for _, after in pads) else array
+
+
+def upload(ttnn, array, dtype: str, layout: str, device, placements=None, device_shape=None):
+    """Host numpy array -> device tensor of `dtype`, split over the mesh as `placements` says."""
+    return _mesh_tensor(ttnn, array, dtype, layout, device, placements, device_shape, on_device=True)
+
+
+def host_tensor(ttnn, array, dtype: str, layout: str, device, placements=None, device_shape=None):
+    """What `upload` makes, left on host: cast, padded and split per device by the same mesh mapper. The source of
+    copy_host_to_device_tensor, which writes it into a tensor already on `device` (a traced input)."""
+    return _mesh_tensor(ttnn, array, dtype, layout, device, placements, device_shape, on_device=False)
+
+
+def _mesh_tensor(ttnn, array, dtype, layout, device, placements, device_shape, on_device):
+    array = pad_for_mesh(host_array(array, dtype), device_shape, placements, tuple(device.shape))
+    return ttnn.Tensor(array, data_type=getattr(ttnn, dtype), **({"device": device} if on_device else {}),
+                       layout=ttnn.TILE_LAYOUT if layout == "TILE" else ttnn.ROW_MAJOR_LAYOUT,
+                       mesh_mapper=mesh_mapper(ttnn, device, placements))
+
+
+def download(ttnn, tensor) -> np.ndarray:
+    """Device tensor -> host float32 numpy array, read from the first device (program outputs are replicated)."""
+    if tensor.dtype not in (ttnn.float32, ttnn.int32, ttnn.uint32):
+        tensor = ttnn.typecast(tensor, ttnn.float32)
+    host = ttnn.get_device_tensors(ttnn.from_device(tensor))[0]
+    shape = tuple(host.shape)
+    values = host.to_numpy()
+    if values.dtype == object:  # the mock backend returns a wrapped 0-d array and computes no values
+        values = np.zeros(shape, dtype=np.float32)
+    return np.asarray(values, dtype=np.float32).reshape(shape)
+
+
+# --- weight cache ----------------------------------------------------------------------------------------------------
+# Converting weights to the device format (tilizing, packing bfloat8_b blocks, padding and splitting per device) is
+# host work that gives the same result on every run; the cache keeps that result on disk, one entry per (model,
+# weight values, parallel config, mesh, dtypes), so a second load skips it. What the real ttnn 0.81.1 does, checked
+# on mocked n150 (1x1) and t3k (2x4) meshes (tests/test_weight_cache.py::test_real_ttnn_weight_cache runs it):
+#   * ttnn.Tensor(array, data_type=, layout=, mesh_mapper=) with no device gives a HOST tensor already in the
+#     device format and split per device: one shard per device, the mapper's placements in its topology. The mesh
+#     must be open (host tilizing queries the cluster), so conversion happens after open_mesh.
+#   * ttnn.dump_tensor(path, tensor) writes ONE flatbuffer file holding every device's shard and nothing else (the
+#     ./generated/ directory comes from opening the mesh). Identical shards are stored once: a bfloat16 64x512
+#     weight replicated on 8 devices takes 66 KB, not 8 x 66 KB; the same weight sharded 4 ways and replicated 2
+#     ways stores 4 shards. The file name must end in .tensorbin (ttnn raises otherwise).
+#   * ttnn.load_tensor(path, device=mesh) gives the same shape, dtype, layout, topology and memory config (DRAM
+#     interleaved) as a direct upload; without device, the host tensor. A file written from one cfg submesh loads
+#     onto the other submesh of the same shape, and ttnn.to_device(host tensor, submesh) works for both submeshes,
+#     so one conversion serves every cfg branch.
+#   * A truncated file makes load_tensor raise (TT_FATAL "...the file is truncated or corrupt"), but a flipped byte
+#     in the values loads silently; hence the sha256 of every file in the manifest, checked before any load.
+CACHE_ENV = "MESHDIT_WEIGHT_CACHE"
+CACHE_FORMAT = 1  # bump when the entry layout or the key's meaning changes: older entries then never match
+MANIFEST = "manifest.json"
+STALE_SECONDS = 24 * 3600  # a temporary directory this old belongs to a crashed writer and is removed
+cache_log = logging.getLogger("meshdit.weight_cache")
+
+
+class WeightCacheWarning(UserWarning):
+    """A weight cache entry was unusable (and is rebuilt), or the cache could not be written."""
+
+
+def cache_root(cache_dir=None) -> str | None:
+    """The weight cache directory: `cache_dir`, else $MESHDIT_WEIGHT_CACHE; None (no cache) when neither is set.
+    An empty cache_dir ("") turns the cache off even when the variable is set."""
+    value = os.environ.get(CACHE_ENV) if cache_dir is None else cache_dir
+    return os.path.abspath(os.path.expanduser(os.fspath(value))) if value else None
+
+
+def host_array(array, dtype: str) -> np.ndarray:
+    """A weight as upload() hands it to ttnn: contiguous float32, or int32 for integer dtypes."""
+    return np.ascontiguousarray(array, dtype=np.int32 if dtype in INTEGER_DTYPES else np.float32)
+
+
+def convert_weight(ttnn, array, dtype: str, layout: str, mesh, placements=None, device_shape=None):
+    """Host numpy array -> host tensor in the device format (dtype, layout, zero-padded and split per device as
+    `placements` says over `mesh`'s shape). This is the conversion the cache saves; ttnn.to_device or
+    dump_tensor/load_tensor move its result."""
+    return host_tensor(ttnn, array, dtype, layout, mesh, placements, device_shape)
+
+
+def weights_digest(arrays, specs: dict) -> str:
+    """sha256 of the values the cache converts: per weight (by name) its name, dtype, shape and bytes as upload()
+    sees them, so equal weights key equally whether they come from a dict or a weights.safetensors file. Arrays are
+    read one at a time (a SafetensorsArrays mapping never holds the whole file)."""
+    digest = hashlib.sha256()
+    for name in sorted(specs):
+        array = host_array(arrays[name], specs[name][1])
+        digest.update(json.dumps([name, array.dtype.str, list(array.shape)]).encode())
+        digest.update(array.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def backend_version(ttnn) -> str:
+    """Part of the cache key: a file written by one backend (or ttnn release) is not read by another."""
+    if not is_real(ttnn):
+        return getattr(ttnn, "SIM_TENSOR_FORMAT", "sim")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"ttnn {version('ttnn')}"
+    except PackageNotFoundError:  # a source build: no release to tell apart
+        return "ttnn"
+
+
+def program_model_name(program) -> str:
+    """The model an emitted program was lowered from: its docstring starts '<model> lowered to TT-NN by meshdit'."""
+    lines = (program.__doc__ or "").strip().splitlines()
+    return (lines[0].split(" lowered to ")[0].strip() if lines else "") or "program"
+
+
+class SafetensorsArrays(Mapping):
+    """The arrays of a .safetensors file, each read when asked for: a weight cache hit reads each weight once to
+    hash it and never holds the whole file in memory; a miss converts one weight at a time."""
+
+    def __init__(self, path):
+        from safetensors import safe_open
+
+        self.path = os.fspath(path)
+        self._file = safe_open(self.path, framework="numpy")
+        self._names = list(self._file.keys())
+
+    def __getitem__(self, name):
+        if name not in self._names:
+            raise KeyError(name)
+        return self._file.get_tensor(name)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
+
+
+class WeightCache:
+    """One weight cache entry: every weight's device-format shards for one program on one backend.
+
+    On disk, under the cache root:
+        <model>-<key[:24]>/manifest.json      written last: the key, what it was made of, and per weight its file,
+                                              byte size and sha256
+        <model>-<key[:24]>/00000.tensorbin    one ttnn.dump_tensor file per weight (in WEIGHTS order): the host
+        ...                                   tensor in the device dtype/layout, one shard per device of a cfg
+                                              branch's (sub)mesh; every cfg branch loads the same files
+        .tmp-<model>-<key[:24]>-XXXX/         an entry being written; one rename publishes it when complete
+    The key is the sha256 of: cache format, model name, weight values (a digest of the arrays, or a key the caller
+    gives), backend and ttnn version, mesh and submesh shapes, cfg factor, and every weight's per-device shape,
+    dtype, layout and sharded dims (which is how the parallel config reaches the weights). An entry whose manifest
+    is missing, unreadable, for another key, or whose files do not match it in size and sha256 is never used.
+    """
+
+    def __init__(self, root: str, fields: dict):
+        self.root = root
+        self.fields = fields
+        self.key = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", str(fields.get("model") or "program")).strip("._")[:64] or "program"
+        self.path = os.path.join(root, f"{slug}-{self.key[:24]}")
+
+    @classmethod
+    def for_program(cls, root: str, program, ttnn, weights_key: str) -> "WeightCache":
+        table = {name: [list(shape), dtype, layout, list(placements or ())]
+                 for name, (shape, dtype, layout, placements) in program.WEIGHTS.items()}
+        return cls(root, {
+            "format": CACHE_FORMAT,
+            "model": program_model_name(program),
+            "weights": str(weights_key),
+            "backend": backend_version(ttnn),
+            "mesh_shape": list(program.MESH_SHAPE),
+            "submesh_shape": list(program.SUBMESH_SHAPE),
+            "cfg_factor": int(program.CFG_FACTOR),
+            "weight_specs": hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest(),
+        })
+
+    # reading
+    def check(self, specs: dict):
+        """(manifest, None) for a complete, intact entry; else (None, why), why None when there is no entry."""
+        if not os.path.isdir(self.path):
+            return None, None
+        manifest_path = os.path.join(self.path, MANIFEST)
+        if not os.path.isfile(manifest_path):
+            return None, "no manifest (an interrupted write)"
+        try:
+            with open(manifest_path) as f:
+                manifest = json.load(f)
+            files = {name: (os.path.basename(e["file"]), int(e["size"]), str(e["sha256"]))
+                     for name, e in manifest["weights"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            return None, f"unreadable manifest ({type(error).__name__}: {error})"
+        if manifest.get("key") != self.key:
+            return None, "its manifest is for another key"
+        if set(files) != set(specs):
+            return None, "its manifest lists other weights"
+        for name in specs:  # sizes first: a truncated file is caught without reading anything
+            file, size, _ = files[name]
+            try:
+                actual = os.path.getsize(os.path.join(self.path, file))
+            except OSError:
+                return None, f"{file} ({name}) is missing"
+            if actual != size:
+                return None, f"{file} ({name}) has {actual} bytes, its manifest says {size}"
+        for name in specs:
+            file, _, sha = files[name]
+            if file_sha256(os.path.join(self.path, file)) != sha:
+                return None, f"{file} ({name}) fails its sha256 check"
+        return manifest, None
+
+    def load(self, ttnn, manifest: dict, specs: dict, mesh) -> dict:
+        """name -> device tensor on `mesh`, from a checked entry (no conversion)."""
+        weights = {}
+        for name, (shape, dtype, layout, placements) in specs.items():
+            tensor = ttnn.load_tensor(os.path.join(self.path, manifest["weights"][name]["file"]), device=mesh)
+            if tuple(tensor.shape) != tuple(shape) or tensor.dtype != getattr(ttnn, dtype):
+                raise ValueError(f"{name}: the file holds {list(tensor.shape)} {tensor.dtype}, the program "
+                                 f"expects {list(shape)} {dtype}")
+            weights[name] = tensor
+        return weights
+
+    # writing
+    def build(self, ttnn, arrays, specs: dict, meshes: list) -> list:
+        """Convert every weight once, upload it to every cfg branch and write the entry. Files go into a
+        temporary directory, the manifest last, and one rename publishes the whole entry, so a reader sees a
+        complete entry or none. If the cache cannot be written (disk full, read-only), the weights are still
+        uploaded, with a warning."""
+        temp = self._temp_dir()
+        files, weights = {}, [{} for _ in meshes]
+        try:
+            for index, (name, (shape, dtype, layout, placements)) in enumerate(specs.items()):
+                host = convert_weight(ttnn, arrays[name], dtype, layout, meshes[0], placements, shape)
+                if temp is not None:
+                    temp = self._write(temp, f"{index:05d}.tensorbin", name, host, ttnn, files)
+                for branch, mesh in zip(weights, meshes):
+                    branch[name] = ttnn.to_device(host, mesh)
+                del host
+            if temp is not None:
+                self._publish(temp, files)
+        except BaseException:
+            if temp is not None:
+                shutil.rmtree(temp, ignore_errors=True)
+            raise
+        return weights
+
+    def _temp_dir(self):
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            self._remove_stale()
+            return tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(self.path)}-", dir=self.root)
+        except OSError as error:
+            warnings.warn(f"weight cache {self.root} cannot be written ({error}); uploading without it",
+                          WeightCacheWarning, stacklevel=4)
+            return None
+
+    def _remove_stale(self):
+        """Temporary directories left by writers that crashed long ago. Younger ones are left alone (another
+        process may be writing them); either way they are never read, so leaving one is harmless."""
+        now = time.time()
+        for entry in os.scandir(self.root):
+            if entry.name.startswith((".tmp-", ".trash-")) and entry.is_dir(follow_symlinks=False):
+                try:
+                    if now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                except OSError:
+                    pass
+
+    def _write(self, temp, file, name, host, ttnn, files):
+        """Dump one converted weight and record its size and sha256; on an OS error stop writing the entry."""
+        path = os.path.join(temp, file)
+        try:
+            ttnn.dump_tensor(path, host)
+            _fsync(path)  # the rename that publishes the entry must not reach the disk before the data does
+            files[name] = {"file": file, "size": os.path.getsize(path), "sha256": file_sha256(path)}
+            return temp
+        except OSError as error:
+            warnings.warn(f"weight cache entry {self.path} cannot be written ({error}); uploading without it",
+                          WeightCacheWarning, stacklevel=5)
+            shutil.rmtree(temp, ignore_errors=True)
+            return None
+
+    def _publish(self, temp, files):
+        manifest = {"format": CACHE_FORMAT, "key": self.key, "fields": self.fields, "weights": files,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        path = os.path.join(temp, MANIFEST)
+        with open(path, "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.replace(temp, self.path)
+        except OSError:  # another process published this entry first: a rename cannot replace a non-empty directory
+            shutil.rmtree(temp, ignore_errors=True)
+
+    def discard(self):
+        """Remove an unusable entry: renamed aside first, so no reader ever sees it half deleted."""
+        try:
+            trash = tempfile.mkdtemp(prefix=f".trash-{os.path.basename(self.path)}-", dir=self.root)
+            os.replace(self.path, os.path.join(trash, "entry"))
+        except OSError:  # gone already, or a read-only cache: the rebuilt entry then cannot be published either
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- running a program -----------------------------------------------------------------------------------------------
+class BranchTrace:
+    """The trace of one cfg branch's forward: its id, the persistent input tensors it reads (each call copies new
+    inputs into them) and the output tensors it writes (the same objects after every replay)."""
+
+    def __init__(self, trace_id, inputs: dict, outputs: tuple):
+        self.trace_id, self.inputs, self.outputs = trace_id, inputs, outputs
+
+
+class Runner:
+    """One emitted program on one backend: owns the open mesh, the uploaded weights and the per-mesh configs.
+
+    trace: calls replay a captured trace per cfg branch unless told otherwise (`runner(inputs, trace=False)`); the
+    mesh then opens with `trace_region_size` bytes per device reserved for traces, which a capture needs."""
+
+    def __init__(self, program, backend: str = "sim", cache_dir=None, trace: bool = False,
+                 trace_region_size: int = DEFAULT_TRACE_REGION_SIZE):
+        self.trace = trace
+        self.trace_region_size = trace_region_size
+        self.traces = None  # per branch: BranchTrace, from the first traced call until close()
+        self.trace_signature = None  # input name -> (shape, dtype kind) of the call the traces were captured on
+        self._region = 0  # trace region of the open mesh
+        self._traced_weights = None  # the weights the traces read (uploading new ones invalidates them)
+        self.program = program  # the emitted module (or any namespace with its constants and functions)
+        self.cache_dir = cache_dir  # weight cache directory; None: $MESHDIT_WEIGHT_CACHE; "": no cache
+        # weight loads: hits, misses (converted and written), rebuilds (an unusable entry replaced); last result
+        self.cache_stats = {"hits": 0, "misses": 0, "rebuilds": 0, "last": None, "entry": None, "reason": None}
+        self.ttnn = program.use_backend(backend)
+        self.backend = backend
+        self.mesh = None
+        self.meshes = None  # one per cfg branch
+        self.configs = None
+        self.weights = None  # per branch: name -> device tensor
+
+    # mesh lifetime
+    def open(self):
+        if self.mesh is None:
+            p = self.program
+            self._region = self.trace_region_size if self.trace else 0
+            self.mesh = open_mesh(self.ttnn, p.MESH_SHAPE, self._region)
+            self.meshes = split_submeshes(self.ttnn, self.mesh, p.SUBMESH_SHAPE, p.CFG_FACTOR)
+            self.configs = [p.make_configs(m) for m in self.meshes]
+        return self
+
+    def close(self):
+        if self.mesh is not None:
+            self.release_traces()
+            close_mesh(self.ttnn, self.mesh)
+        self.mesh = self.meshes = self.configs = self.weights = None
+
+    # weights
+    def load_weights(self, arrays, cache_dir=None, weights_key=None):
+        """Upload every weight to every cfg branch. arrays: full host arrays by name, as in weights.safetensors (a
+        dict, or SafetensorsArrays to read the file one weight at a time).
+
+        With a weight cache (cache_dir, else the Runner's, else $MESHDIT_WEIGHT_CACHE), an intact entry for these
+        weights on this program, backend and mesh is loaded as it is (a hit: no conversion); otherwise the weights
+        are converted once, uploaded to every branch and written as a new entry (a miss). An entry that fails its
+        checks is rebuilt with a WeightCacheWarning saying why. weights_key stands for the weight values in the
+        key (e.g. a checkpoint's hash); by default the arrays are hashed. self.cache_stats counts the results."""
+        specs = self.program.WEIGHTS
+        missing = sorted(set(specs) - set(arrays))
+        if missing:
+            raise KeyError(f"weights missing from the weight file: {missing[:5]} ({len(missing)} in all)")
+        self.open()
+        root = cache_root(self.cache_dir if cache_dir is None else cache_dir)
+        if root is None:
+            self.weights = [{name: upload(self.ttnn, arrays[name], dtype, layout, mesh, placements, shape)
+                             for name, (shape, dtype, layout, placements) in specs.items()}
+                            for mesh in self.meshes]
+            self.cache_stats.update(last="off", entry=None, reason=None)
+            return self
+        self.weights = None
+        cache = WeightCache.for_program(root, self.program, self.ttnn, weights_key or weights_digest(arrays, specs))
+        manifest, why = cache.check(specs)
+        if manifest is not None:
+            try:
+                self.weights = [cache.load(self.ttnn, manifest, specs, mesh) for mesh in self.meshes]
+            except Exception as error:  # checksums passed but ttnn refused a file (or it holds another shape)
+                why = f"ttnn could not load it ({(str(error).strip().splitlines() or [type(error).__name__])[0]})"
+        if self.weights is not None:
+            result = "hit"
+        else:
+            if why is not None:
+                warnings.warn(f"weight cache entry {cache.path} is unusable: {why}; rebuilding it",
+                              WeightCacheWarning, stacklevel=2)
+                cache.discard()
+            self.weights = cache.build(self.ttnn, arrays, specs, self.meshes)
+            result = "miss" if why is None else "rebuild"
+        self.cache_stats[{"hit": "hits", "miss": "misses", "rebuild": "rebuilds"}[result]] += 1
+        self.cache_stats.update(last=result, entry=cache.path, reason=why)
+        cache_log.info("weight cache %s: %s%s", result, cache.path, f" ({why})" if why else "")
+        return self
+
+    # inputs and outputs
+    def branch_inputs(self, inputs: dict, index: int) -> dict:
+        """The host arrays cfg branch `index` receives: batched inputs sliced along dim 0, shapes checked."""
+        arrays = {}
+        for name, (shape, dtype, placements, device_shape) in self.program.INPUTS.items():
+            array = inputs[name]
+            if name in self.program.BATCHED_INPUTS:
+                array = array[index * shape[0]:(index + 1) * shape[0]]
+            if tuple(array.shape) != tuple(shape):
+                raise ValueError(f"input {name}: expected shape {tuple(shape)} per cfg branch, "
+                                 f"got {tuple(array.shape)}")
+            arrays[name] = array
+        return arrays
+
+    def upload_inputs(self, arrays: dict, mesh) -> dict:
+        return {name: upload(self.ttnn, arrays[name], dtype, "TILE", mesh, placements, device_shape)
+                for name, (shape, dtype, placements, device_shape) in self.program.INPUTS.items()}
+
+    def __call__(self, inputs: dict, trace: bool | None = None) -> list:
+        """inputs: name -> numpy array (whole batch). One forward per cfg branch; outputs joined along the batch.
+        trace: replay the captured traces (capturing them on the first traced call); default: the Runner's `trace`."""
+        if self.weights is None:
+            raise RuntimeError("no weights on the device: call load_weights() first")
+        if self.trace if trace is None else trace:
+            return self._join([[self._download(o) for o in outputs] for outputs in self._run_traced(inputs)])
+        per_branch = []
+        for index, (mesh, weights, configs) in enumerate(zip(self.meshes, self.weights, self.configs)):
+            device_inputs = self.upload_inputs(self.branch_inputs(inputs, index), mesh)
+            outputs = self.program.forward(mesh, weights, configs, **device_inputs)
+            per_branch.append([self._download(o) for o in outputs])
+        return self._join(per_branch)
+
+    def _download(self, output):
+        return download(self.ttnn, output) if isinstance(output, self.ttnn.Tensor) else output
+
+    @staticmethod
+    def _join(per_branch: list) -> list:
+        if len(per_branch) == 1:
+            return per_branch[0]
+        return [np.concatenate(parts, axis=0) for parts in zip(*per_branch)]
+
+    # traced execution
+    def _run_traced(self, inputs: dict) -> list:
+        """Per branch, the output tensors of one replay. TT-DiT's sequence: the first call runs the forward once
+        untraced (compiles every program and makes the allocations a capture must not contain), uploads the inputs
+        into tensors that stay (the trace reads their buffers), captures the forward on them; every call then copies
+        its inputs into those tensors and replays. Traces of all branches are enqueued before any output is read,
+        so the cfg submeshes run at the same time."""
+        if not self._region:
+            raise RuntimeError("traced call on a mesh opened without a trace region: make the Runner with trace=True "
+                               "(the region is reserved when the mesh opens)")
+        if self.traces is not None and self._traced_weights is not self.weights:
+            self.release_traces()  # the weights were uploaded again: the traces read the old buffers
+        if self.traces is not None:
+            self.check_trace_inputs(inputs)
+        branches = [self.branch_inputs(inputs, index) for index in range(len(self.meshes))]
+        if self.traces is None:
+            signature = _signature(inputs, self.program.INPUTS)
+            self.traces = []
+            try:
+                for index, arrays in enumerate(branches):
+                    self.traces.append(self._capture(index, arrays))
+            except BaseException:
+                self.release_traces()
+                raise
+            self.trace_signature, self._traced_weights = signature, self.weights
+        else:
+            for trace, arrays, mesh in zip(self.traces, branches, self.meshes):
+                self._copy_inputs(trace, arrays, mesh)
+        for trace, mesh in zip(self.traces, self.meshes):
+            self.ttnn.execute_trace(mesh, trace.trace_id, cq_id=0, blocking=False)
+        return [trace.outputs for trace in self.traces]
+
+    def _capture(self, index: int, arrays: dict) -> BranchTrace:
+        ttnn = self.ttnn
+        mesh, weights, configs = self.meshes[index], self.weights[index], self.configs[index]
+        self.program.forward(mesh, weights, configs, **self.upload_inputs(arrays, mesh))  # warm-up, untraced
+        inputs = self.upload_inputs(arrays, mesh)  # persistent: allocated before the capture, kept with the trace
+        trace_id = ttnn.begin_trace_capture(mesh, cq_id=0)
+        try:
+            outputs = self.program.forward(mesh, weights, configs, **inputs)
+        except BaseException:
+            try:  # leave the mesh usable; the forward's error is the one to report
+                ttnn.end_trace_capture(mesh, trace_id, cq_id=0)
+                ttnn.release_trace(mesh, trace_id)
+            except Exception:
+                pass
+            raise
+        ttnn.end_trace_capture(mesh, trace_id, cq_id=0)
+        return BranchTrace(trace_id, inputs, tuple(outputs))
+
+    def _copy_inputs(self, trace: BranchTrace, arrays: dict, mesh) -> None:
+        """Write new inputs into the traced input tensors, prepared exactly as `upload` prepares them."""
+        for name, (shape, dtype, placements, device_shape) in self.program.INPUTS.items():
+            host = host_tensor(self.ttnn, arrays[name], dtype, "TILE", mesh, placements, device_shape)
+            self.ttnn.copy_host_to_device_tensor(host, trace.inputs[name])
+
+    def check_trace_inputs(self, inputs: dict) -> None:
+        """Refuse inputs whose shapes or dtypes differ from those the traces were captured with."""
+        given = _signature(inputs, self.program.INPUTS)
+        for name, (shape, kind) in self.trace_signature.items():
+            if given[name] != (shape, kind):
+                raise TraceInputMismatchError(
+                    f"input '{name}': the trace was captured with shape {shape} ({_KINDS.get(kind, kind)}), this call "
+                    f"gives shape {given[name][0]} ({_KINDS.get(given[name][1], given[name][1])}). A trace replays "
+                    "fixed buffers, so every call must match: for another shape lower a Program for it and capture a "
+                    "new trace with it (one Program and trace per shape), or call with trace=False")
+
+    def release_traces(self) -> None:
+        """Release every captured trace (the next traced call captures again)."""
+        for trace, mesh in zip(self.traces or [], self.meshes or []):
+            self.ttnn.release_trace(mesh, trace.trace_id)
+        self.traces = self.trace_signature = self._traced_weights = None
+
+
+_KINDS = {"f": "floating point", "i": "integer", "u": "unsigned integer", "b": "boolean"}
+
+
+def _signature(inputs: dict, specs: dict) -> dict:
+    """name -> (shape, dtype kind) of the host inputs of a call, for every program input."""
+    missing = sorted(set(specs) - set(inputs))
+    if missing:
+        raise KeyError(f"inputs missing: {missing}")
+    return {name: (tuple(np.shape(inputs[name])), np.asarray(inputs[name]).dtype.kind) for name in specs}
+
+
+def pcc(expected: np.ndarray, actual: np.ndarray) -> float:
+    a, b = np.asarray(expected, np.float64).ravel(), np.asarray(actual, np.float64).ravel()
+    if np.array_equal(a, b):
+        return 1.0
+    if not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def main(program, argv=None) -> list:
+    """Command line of an emitted program: run it on the weights and inputs beside it and print PCC vs golden."""
+    import argparse
+
+    from safetensors.numpy import load_file
+
+    here = os.path.dirname(os.path.abspath(program.__file__))
+    parser = argparse.ArgumentParser(description=(program.__doc__ or "").splitlines()[0])
+    parser.add_argument("--backend", choices=["sim", "ttnn"], default="sim")
+    parser.add_argument("--weights", default=os.path.join(here, "weights.safetensors"))
+    parser.add_argument("--inputs", default=os.path.join(here, "inputs.safetensors"))
+    parser.add_argument("--golden", default=os.path.join(here, "golden.safetensors"),
+                        help="expected outputs; the PCC against them is printed when the file exists")
+    parser.add_argument("--weight-cache", metavar="DIR", default=None,
+                        help=f"keep device-format weight shards here and reuse them (default ${CACHE_ENV}; "
+                             "no cache when neither is set)")
+    parser.add_argument("--trace", action="store_true",
+                        help="capture the forward once per cfg branch and replay it at every step")
+    parser.add_argument("--steps", type=int, default=1,
+                        help="forward passes to run on the inputs (with --trace, each a replay; the first captures)")
+    parser.add_argument("--trace-region-size", type=int, default=DEFAULT_TRACE_REGION_SIZE, metavar="BYTES",
+                        help="per device, reserved for traces with --trace (ttnn names the size it needs when this "
+                             "is too small)")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    runner = Runner(program, args.backend, cache_dir=args.weight_cache, trace=args.trace,
+                    trace_region_size=args.trace_region_size)
+    try:
+        runner.load_weights(SafetensorsArrays(args.weights))
+        if runner.cache_stats["last"] != "off":
+            print(f"weight cache {runner.cache_stats['last']}: {runner.cache_stats['entry']}")
+        inputs = load_file(args.inputs)
+        for step in range(args.steps):
+            started = time.perf_counter()
+            outputs = runner(inputs)
+            if args.trace or args.steps > 1:
+                how = ("warm-up, capture and replay" if step == 0 else "replay") if args.trace else "untraced"
+                print(f"step {step + 1}: {(time.perf_counter() - started) * 1e3:.1f} ms ({how})")
+    finally:
+        runner.close()
+    golden = load_file(args.golden) if os.path.exists(args.golden) else {}
+    for i, out in enumerate(outputs):
+        line = f"output {i}: shape {list(out.shape)}"
+        ref = golden.get(f"output_{i}")
+        if ref is not None:
+            line += f"  PCC vs golden {pcc(ref, out):.6f}"
+        print(line)
+    return outputs
