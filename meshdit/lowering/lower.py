@@ -15,6 +15,7 @@ float32 back to the program inputs and constants they come from; sin/cos results
 from __future__ import annotations
 
 import operator
+import struct
 import warnings
 
 import torch
@@ -25,7 +26,7 @@ from ..passes import ops as mdops
 from ..passes.graph import ModelGraph, is_const
 from ..sharding import placement as sharding_ops
 from ..sharding.placement import Shard, local_shape, seq_local, seq_padded
-from .ir import Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
+from .ir import TILE, Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
 
 aten = torch.ops.aten
 
@@ -366,6 +367,43 @@ def _cast(b: Builder, node):
     return b.call("ttnn.typecast", (b.arg(x), Code(TTNN_DTYPE[dst])))
 
 
+def _pad_head_dim(b: Builder, node, tensors: list, scale):
+    """ttnn's attention kernels refuse a head dim that is not whole tiles ("Padding is not supported on the head_dim
+    dimension"). Zero-pad q, k, v (and the joint ones) to the next multiple of 32: the extra zeros add nothing to
+    q.k, and give zero output columns, sliced off after. The scale is fixed to the logical head dim's.
+    Returns (tensors, scale, logical head dim or None when no padding was needed)."""
+    head_dim = node.args[0].meta["val"].shape[-1]
+    padded = _tile_up(head_dim)
+    if padded == head_dim:
+        return tensors, scale, None
+    out = []
+    for value, arg in zip(tensors, node.args[:len(tensors)]):
+        if value is None:
+            out.append(None)
+            continue
+        shape = list(b.local(arg))
+        padding = [[0, 0] for _ in shape[:-1]] + [[0, padded - shape[-1]]]
+        out.append(b.call("ttnn.pad", (value, padding, 0.0), shapes=(shape[:-1] + [padded], arg.meta["val"].dtype)))
+    return out, (scale if scale is not None else head_dim ** -0.5), head_dim
+
+
+def float32_scalar(value) -> float:
+    """A Python float that a C++ `float` parameter accepts as it is. ttnn's nanobind bindings refuse a float that
+    float32 cannot hold exactly (joint SDPA raised "incompatible function arguments" for scale=0.2 and took 0.25),
+    so attention scales are rounded to float32 on the host, which is what the kernel uses anyway."""
+    return struct.unpack("f", struct.pack("f", float(value)))[0]
+
+
+def _tile_up(size: int) -> int:
+    return -(-size // TILE) * TILE
+
+
+def _unpad_head_dim(b: Builder, value, shape, head_dim, torch_dtype):
+    """An attention output of local `shape` (head dim padded) cut back to its logical head dim."""
+    ends = list(shape[:-1]) + [head_dim]
+    return b.call("ttnn.slice", (value, [0] * len(shape), ends), shapes=(ends, torch_dtype))
+
+
 def _sdpa(b: Builder, node):
     q, k, v = node.args[:3]
     extra = dict(zip(["attn_mask", "dropout_p", "is_causal", "scale"], node.args[3:]))
@@ -388,10 +426,18 @@ def _sdpa(b: Builder, node):
             return None
         transform = "additive_mask" if mask.meta["val"].dtype == torch.bool else "identity"
         kwargs["attn_mask"] = b.weight(mask, transform)
-    if extra.get("scale") is not None:
-        kwargs["scale"] = float(extra["scale"])
+    tensors, scale, head_dim = _pad_head_dim(b, node, [b.arg(q), b.arg(k), b.arg(v)], extra.get("scale"))
+    if scale is not None:
+        kwargs["scale"] = float32_scalar(scale)
     kwargs["compute_kernel_config"] = b.config("SDPA_CONFIG")
-    return b.call("ttnn.transformer.scaled_dot_product_attention", (b.arg(q), b.arg(k), b.arg(v)), kwargs)
+    if head_dim is None:
+        return b.call("ttnn.transformer.scaled_dot_product_attention", tuple(tensors), kwargs)
+    shape = list(b.local(node))
+    padded_shape = shape[:-1] + [_tile_up(head_dim)]
+    dtype = node.meta["val"].dtype
+    out = b.call("ttnn.transformer.scaled_dot_product_attention", tuple(tensors), kwargs,
+                 shapes=(padded_shape, dtype))
+    return _unpad_head_dim(b, out, padded_shape, head_dim, dtype)
 
 
 def _sdpa_program(b: Builder, seq: int, ring: bool = False) -> Code:
@@ -423,7 +469,7 @@ def _ring(b: Builder, node, tensors, scale):
     kwargs = {"persistent_output_buffer_k": kbuf, "persistent_output_buffer_v": vbuf, "joint_strategy": "rear",
               "logical_n": logical_n, "program_config": _sdpa_program(b, k_local[2], ring=True)}
     if scale is not None:
-        kwargs["scale"] = float(scale)
+        kwargs["scale"] = float32_scalar(scale)
     kwargs.update(compute_kernel_config=b.config("SDPA_CONFIG"), dim=2,
                   multi_device_global_semaphore=Code(f"RING_SEMAPHORES_AXIS{axis}"), num_links=1,
                   cluster_axis=axis, mesh_device=Code("device"), topology=Code("ttnn.Topology.Linear"),
@@ -460,7 +506,7 @@ def _ulysses(b: Builder, node, scale):
         return b.call("ttnn.mesh_partition", (b.arg(arg), 1), {"cluster_axis": axis}, shapes=(shape, dtype))
 
     q, k, v = (to_heads(a) for a in node.args[:3])
-    kwargs = {"scale": float(scale)} if scale is not None else {}
+    kwargs = {"scale": float32_scalar(scale)} if scale is not None else {}
     kwargs["compute_kernel_config"] = b.config("SDPA_CONFIG")
     q_shape = list(b.local(node.args[0]))
     out_shape = [q_shape[0], q_shape[1] // degree, q_shape[2] * degree, b.local(node.args[2])[-1]]
@@ -503,10 +549,19 @@ def _joint_sdpa(b: Builder, node):
         return out, joint_out
     n, length = b.local(node.args[0])[-2], b.local(node.args[3])[-2]
     kwargs = {"joint_strategy": "rear", "program_config": _sdpa_program(b, max(n, length))}
+    tensors, scale, head_dim = _pad_head_dim(b, node, tensors, scale)
     if scale is not None:
-        kwargs["scale"] = float(scale)
+        kwargs["scale"] = float32_scalar(scale)
     kwargs["compute_kernel_config"] = b.config("SDPA_CONFIG")
-    return b.call("ttnn.transformer.joint_scaled_dot_product_attention", tuple(tensors), kwargs)
+    if head_dim is None:
+        return b.call("ttnn.transformer.joint_scaled_dot_product_attention", tuple(tensors), kwargs)
+    dtype = node.meta["val"][0].dtype
+    shapes = [list(b.local(node, i)) for i in range(2)]
+    padded = [shape[:-1] + [_tile_up(head_dim)] for shape in shapes]
+    out, joint_out = b.call("ttnn.transformer.joint_scaled_dot_product_attention", tuple(tensors), kwargs,
+                            shapes=[(padded[0], dtype), (padded[1], dtype)])
+    return (_unpad_head_dim(b, out, padded[0], head_dim, dtype),
+            _unpad_head_dim(b, joint_out, padded[1], head_dim, dtype))
 
 
 # --- sequence padding: a token dim sharded over the sp axis is zero-padded at its end to whole tiles per device ---
