@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 
-from .lowering.ir import COLLECTIVE_OPS, ProgramIR
+from .lowering.ir import COLLECTIVE_OPS, ProgramIR, refs_in
 from .passes.graph import ModelGraph
 
 
@@ -45,13 +45,13 @@ def repeated_blocks(mg: ModelGraph) -> list:
 
 def peak_activation_bytes(ir: ProgramIR) -> int:
     """Peak bytes of live activations on one device, freeing each tensor after its last use (tile-padded)."""
-    last_use: dict = {}
-    for index, op in enumerate(ir.ops):
-        for name in _refs(op.args) + _refs(list(op.kwargs.values())):
-            last_use[name] = index
+    last_use = ir.last_uses()
     sizes = {i.name: i.spec.nbytes for i in ir.inputs}
     sizes.update({name: spec.nbytes for name, spec in ir.tensors.items()})
-    outputs = set(_refs(ir.outputs))
+    for op in ir.ops:  # outputs written into persistent buffers are counted with the buffers
+        if "persistent_output_tensor" in op.kwargs:
+            sizes.update({name: 0 for name in op.outputs})
+    outputs = set(refs_in(ir.outputs))
     live = {i.name for i in ir.inputs}
     current = sum(sizes[n] for n in live)
     peak = current
@@ -64,18 +64,6 @@ def peak_activation_bytes(ir: ProgramIR) -> int:
             live.discard(name)
             current -= sizes[name]
     return peak + sum(spec.nbytes for spec in ir.buffers.values())
-
-
-def _refs(values) -> list:
-    from .lowering.ir import Ref
-
-    out = []
-    for v in values:
-        if isinstance(v, Ref):
-            out.append(v.name)
-        elif isinstance(v, (list, tuple)):
-            out.extend(_refs(v))
-    return out
 
 
 

@@ -365,3 +365,45 @@ def test_all_to_all_grows_in_dim_and_splits_out_dim():
     assert all(torch.equal(h, x[:, 2 * j:2 * j + 2]) for j, h in enumerate(heads.shards))
     back = sim.experimental.all_to_all_async_generic(heads, 1, 2, cluster_axis=1)
     assert all(torch.equal(s, x[:, :, 32 * j:32 * j + 32]) for j, s in enumerate(back.shards))
+
+
+def test_gather_buffers_are_shared_only_between_dead_results():
+    """all_gather_async writes into persistent buffers (made once in make_configs), assigned by liveness: a gather
+    reuses a buffer only once every earlier result in it, and every reshape view of that result, has been read
+    for the last time."""
+    from meshdit.lowering.buffers import GATHER, assign_gather_buffers
+    from meshdit.lowering.ir import Op, ProgramIR, Ref, TensorSpec
+
+    def program(ops, outputs):
+        tensors = {name: TensorSpec(name, (1, 64), "bfloat16") for op in ops for name in op.outputs}
+        return ProgramIR("m", (1, 2), "bfloat16", "bfloat16", [], {}, ops, [Ref(o) for o in outputs], tensors)
+
+    def gather(src, out):
+        return Op(GATHER, (Ref(src),), {"dim": 1}, [out], out, "")
+
+    def use(*names, out):
+        return Op("ttnn.add", tuple(Ref(n) for n in names), {}, [out], out, "")
+
+    def view(src, out):
+        return Op("ttnn.reshape", (Ref(src), [1, 64]), {}, [out], out, "")
+
+    # a dies before b is gathered: one buffer
+    ir = program([gather("x", "a"), use("a", "a", out="a2"), gather("x", "b"), use("b", "a2", out="y")], ["y"])
+    assert assign_gather_buffers(ir) == 1
+    # a is still read after b is gathered: two buffers
+    ir = program([gather("x", "a"), gather("x", "b"), use("a", "b", out="y")], ["y"])
+    assert assign_gather_buffers(ir) == 2
+    # a's own last read is early, but a reshape view of it (same device buffer) is read later: two buffers
+    ir = program([gather("x", "a"), view("a", "v"), gather("x", "b"), use("v", "b", out="y")], ["y"])
+    assert assign_gather_buffers(ir) == 2
+    assert ir.ops[0].kwargs["persistent_output_tensor"].text != ir.ops[2].kwargs["persistent_output_tensor"].text
+    # a program output lives to the end
+    ir = program([gather("x", "a"), gather("x", "b"), use("b", "b", out="y")], ["a", "y"])
+    assert assign_gather_buffers(ir) == 2
+
+
+def test_seed_config_gathers_write_persistent_buffers(pcc_log):
+    program = _check("sd3-tiny", "2x4 cfg2@1 sp2@0 tp2@1", pcc_log)
+    gathers = [op for op in program.ir.ops if op.fn == "ttnn.experimental.all_gather_async"]
+    assert gathers and all(op.kwargs["persistent_output_tensor"].text in program.ir.buffers for op in gathers)
+    assert len({op.kwargs["persistent_output_tensor"].text for op in gathers}) < len(gathers)  # shared by liveness

@@ -154,7 +154,10 @@ def emit_source(ir: ProgramIR) -> str:
                          weights=_table(weights), static=_table(ir.static_inputs), configs=configs, buffers=buffers)
     body = [f"\n\ndef forward(device, w, cfg, {', '.join(i.name for i in ir.inputs)}):"]
     current = None
-    dead_after = _last_uses(ir.ops, keep=set(outputs))
+    dead_after = {}
+    for name, index in ir.last_uses().items():
+        if index < len(ir.ops):  # program outputs are returned, not dropped
+            dead_after.setdefault(index, []).append(name)
     for index, op in enumerate(ir.ops):
         if op.module != current:
             current = op.module
@@ -163,34 +166,9 @@ def emit_source(ir: ProgramIR) -> str:
         if dead_after.get(index):
             # drop the last reference: ttnn frees a device buffer when no tensor holds it, as TT-DiT's
             # explicit deallocations do; without this every intermediate would live until forward returns
-            body.append(f"    del {', '.join(dead_after[index])}")
+            body.append(f"    del {', '.join(sorted(dead_after[index]))}")
     body.append(f"    return ({', '.join(outputs)}{',' if len(outputs) == 1 else ''})")
     return head + "\n".join(body) + "\n" + MAIN
-
-
-def _refs(value) -> list:
-    if isinstance(value, Ref):
-        return [value.name]
-    if isinstance(value, (list, tuple)):
-        return [name for v in value for name in _refs(v)]
-    if isinstance(value, dict):
-        return [name for v in value.values() for name in _refs(v)]
-    return []
-
-
-def _last_uses(ops: list, keep: set) -> dict:
-    """op index -> names of tensors no later op reads (outputs kept), including outputs nobody reads."""
-    last = {}
-    for index, op in enumerate(ops):
-        for name in op.outputs:
-            last[name] = index
-        for name in _refs(list(op.args)) + _refs(op.kwargs):
-            last[name] = index
-    dead = {}
-    for name, index in last.items():
-        if name not in keep:
-            dead.setdefault(index, []).append(name)
-    return {index: sorted(names) for index, names in dead.items()}
 
 
 def _ordered(configs: dict) -> list:

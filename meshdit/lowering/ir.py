@@ -75,6 +75,17 @@ class Code:
     text: str
 
 
+def refs_in(value) -> list:
+    """Names of the tensors an op argument refers to (Refs, also inside lists, tuples and dicts)."""
+    if isinstance(value, Ref):
+        return [value.name]
+    if isinstance(value, (list, tuple)):
+        return [name for v in value for name in refs_in(v)]
+    if isinstance(value, dict):
+        return [name for v in value.values() for name in refs_in(v)]
+    return []
+
+
 @dataclass
 class Op:
     fn: str  # "ttnn.linear", "ttnn.transformer.scaled_dot_product_attention", or "host_call" for host fallback
@@ -136,6 +147,17 @@ class ProgramIR:
     cfg_factor: int = 1  # cfg submeshes; each runs the program on its share of the batch
     batched_inputs: tuple = ()  # inputs split over the cfg submeshes along dim 0
     buffers: dict = field(default_factory=dict)  # persistent device buffers, name -> TensorSpec (per device)
+
+    def last_uses(self) -> dict:
+        """Tensor name -> index of the last op that reads it (or produces it, if nothing reads it); program
+        outputs live to the end (len(ops))."""
+        last = {}
+        for index, op in enumerate(self.ops):
+            for name in op.outputs + refs_in(op.args) + refs_in(op.kwargs):
+                last[name] = index
+        for name in refs_in(self.outputs):
+            last[name] = len(self.ops)
+        return last
 
     def collectives(self) -> list:
         return [op for op in self.ops if op.fn in COLLECTIVE_OPS]

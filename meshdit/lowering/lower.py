@@ -26,6 +26,7 @@ from ..passes import ops as mdops
 from ..passes.graph import ModelGraph, is_const
 from ..sharding import placement as sharding_ops
 from ..sharding.placement import Shard, local_shape, seq_local, seq_padded
+from .buffers import assign_gather_buffers
 from .ir import TILE, Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
 
 aten = torch.ops.aten
@@ -767,7 +768,7 @@ def lower_graph(mg: ModelGraph, mesh=None, act_dtype="float32", weight_dtype=Non
             for out in node.args[0]:
                 value = b.value_or_weight(out) if isinstance(out, fx.Node) else out
                 outputs.append(value)
-    return ProgramIR(
+    ir = ProgramIR(
         model_name=mg.model_name,
         mesh_shape=tuple(mesh.shape),
         act_dtype=act_dtype,
@@ -785,3 +786,5 @@ def lower_graph(mg: ModelGraph, mesh=None, act_dtype="float32", weight_dtype=Non
         batched_inputs=tuple(batched_inputs),
         buffers=b.buffers,
     )
+    assign_gather_buffers(ir)
+    return ir

@@ -693,7 +693,19 @@ def _all_gather_async(input_tensor, dim, cluster_axis, mesh_device, topology, mu
     """ttnn.experimental.all_gather_async (its cluster_axis/mesh_device overload): all_gather's data movement."""
     _check_mesh("all_gather_async", input_tensor, mesh_device)
     _check_semaphores("all_gather_async", "multi_device_global_semaphore", multi_device_global_semaphore, 2)
-    return all_gather(input_tensor, dim, cluster_axis=cluster_axis, topology=topology)
+    result = all_gather(input_tensor, dim, cluster_axis=cluster_axis, topology=topology)
+    if persistent_output_tensor is None:
+        return result
+    # the gather writes into the given buffer and returns it, as on device: an earlier gather's result held in the
+    # same buffer (the same Tensor object) is overwritten. The shards are replaced rather than written in place:
+    # the simulation's own torch views (a slice here is a view, on device a copy) must not see the write.
+    out = persistent_output_tensor
+    if out._device is not result._device or out.dtype is not result.dtype or \
+            [tuple(s.shape) for s in out.shards] != [tuple(s.shape) for s in result.shards]:
+        raise RuntimeError(f"TT_FATAL (simulated): all_gather_async: persistent_output_tensor {out.shape} "
+                           f"{out.dtype} does not match the gathered {result.shape} {result.dtype}")
+    out.shards = list(result.shards)
+    return out
 
 
 def _reduce_scatter_minimal_async(input_tensor, persistent_output_buffers=None, dim=None,
