@@ -1,9 +1,11 @@
 """Print a ProgramIR as a standalone Python program of ttnn calls.
 
 The printed file is the program: meshdit runs this same source in-process (runtime.program.Program), and a user
-runs it as a script beside its weight file. It imports no torch unless an op falls back to host. It binds `ttnn`
-to the real library or to meshdit's simulated mesh (`use_backend`), and the op calls are spelled as ttnn 0.81.1
-spells them, so the same text runs on both.
+runs it as a script beside its weight file. It holds the model's part (constants, `make_configs`, `forward`) and
+imports the device runtime (runtime/device.py, saved beside it as meshdit_device.py) for the rest: opening the mesh,
+uploads, traces, the weight cache, the command line. It imports no torch unless an op falls back to host. It binds
+`ttnn` to the real library or to meshdit's simulated mesh (`use_backend`), and the op calls are spelled as ttnn
+0.81.1 spells them, so the same text runs on both.
 """
 
 from __future__ import annotations
