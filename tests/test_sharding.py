@@ -300,7 +300,7 @@ def test_per_device_token_shards_are_whole_tiles(name, mesh_shape, tuples):
             tokens.append(ir.tensors[op.outputs[0]].shape[op.args[1]])
         if op.fn == RING:
             tokens += [ir.tensors[a.name].shape[2] for a in op.args[:3]]
-    tokens += [i.device_shape[i.placements[axis]] for i in ir.inputs if i.placements[axis] is not None]
+    tokens += [i.spec.shape[i.placements[axis]] for i in ir.inputs if i.placements[axis] is not None]
     tokens += [w.spec.shape[w.placements[axis]] for w in ir.weights.values() if w.placements[axis] is not None]
     assert tokens and all(t % 32 == 0 for t in tokens), tokens
 

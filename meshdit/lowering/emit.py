@@ -141,7 +141,7 @@ def emit_source(ir: ProgramIR) -> str:
     """The whole program as Python source."""
     title = f"{ir.model_name} lowered to TT-NN by meshdit"
     inputs = {i.name: [list(i.global_shape or i.spec.shape), i.spec.dtype, list(i.placements) or None,
-                       list(i.device_shape or i.spec.shape)]
+                       list(i.spec.shape)]
               for i in ir.inputs}
     weights = {n: [list(w.spec.shape), w.spec.dtype, w.spec.layout, list(w.placements) or None]
                for n, w in ir.weights.items()}

@@ -120,14 +120,13 @@ class WeightSpec:
 @dataclass
 class InputSpec:
     """A program input. As for weights, a token dim sharded over the sequence-parallel axis is padded per device:
-    the runtime zero-pads the host array along each sharded dim d to device_shape[d] * mesh axis size."""
+    the runtime zero-pads the host array along each sharded dim d to spec.shape[d] * mesh axis size."""
 
     name: str
     spec: TensorSpec  # one device's piece (token dims padded)
     torch_dtype: str  # dtype the module takes (the program casts on upload)
     global_shape: tuple = ()  # logical shape one cfg submesh receives (what the caller passes, per branch)
     placements: tuple = ()  # per mesh axis: the dim sharded over that axis, or None (replicated)
-    device_shape: tuple = ()  # one device's piece, padded (equals spec.shape); () when unknown: use spec.shape
 
 
 @dataclass

@@ -25,7 +25,7 @@ from ..errors import UnsupportedOpError, node_location
 from ..passes import ops as mdops
 from ..passes.graph import ModelGraph, is_const
 from ..sharding import placement as sharding_ops
-from ..sharding.placement import Shard, local_shape, seq_local, seq_padded
+from ..sharding.placement import R, Shard, local_shape, seq_padded
 from .buffers import assign_gather_buffers
 from .ir import TILE, Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
 
@@ -144,10 +144,8 @@ class Builder:
         if name not in self.weights:
             tdtype = dtype or (self.dtype_of(node.meta["val"].dtype, node) if transform != "additive_mask"
                                else self.act_dtype)
-            local = list(shape)  # one device's piece; a token dim (sp axis) is padded, the runtime zero-fills it
-            for axis, (d, size) in enumerate(zip(dims, self.mesh_shape)):
-                if d is not None:
-                    local[d] = seq_local(local[d], size) if axis == self.seq_axis else local[d] // size
+            # one device's piece; a token dim (sp axis) is padded, the runtime zero-fills it
+            local = local_shape(shape, [R if d is None else Shard(d) for d in dims], self.mesh_shape, self.seq_axis)
             self.weights[name] = WeightSpec(name, const, transform, TensorSpec(name, tuple(local), tdtype),
                                             tuple(shape), tuple(dims))
         return WeightRef(name)
@@ -377,14 +375,9 @@ def _pad_head_dim(b: Builder, node, tensors: list, scale):
     padded = _tile_up(head_dim)
     if padded == head_dim:
         return tensors, scale, None
-    out = []
-    for value, arg in zip(tensors, node.args[:len(tensors)]):
-        if value is None:
-            out.append(None)
-            continue
-        shape = list(b.local(arg))
-        padding = [[0, 0] for _ in shape[:-1]] + [[0, padded - shape[-1]]]
-        out.append(b.call("ttnn.pad", (value, padding, 0.0), shapes=(shape[:-1] + [padded], arg.meta["val"].dtype)))
+    out = [None if value is None else
+           _pad_dim(b, value, list(b.local(arg)), -1, padded, arg.meta["val"].dtype)
+           for value, arg in zip(tensors, node.args[:len(tensors)])]
     return out, (scale if scale is not None else head_dim ** -0.5), head_dim
 
 
@@ -397,12 +390,6 @@ def float32_scalar(value) -> float:
 
 def _tile_up(size: int) -> int:
     return -(-size // TILE) * TILE
-
-
-def _unpad_head_dim(b: Builder, value, shape, head_dim, torch_dtype):
-    """An attention output of local `shape` (head dim padded) cut back to its logical head dim."""
-    ends = list(shape[:-1]) + [head_dim]
-    return b.call("ttnn.slice", (value, [0] * len(shape), ends), shapes=(ends, torch_dtype))
 
 
 def _sdpa(b: Builder, node):
@@ -438,7 +425,7 @@ def _sdpa(b: Builder, node):
     dtype = node.meta["val"].dtype
     out = b.call("ttnn.transformer.scaled_dot_product_attention", tuple(tensors), kwargs,
                  shapes=(padded_shape, dtype))
-    return _unpad_head_dim(b, out, padded_shape, head_dim, dtype)
+    return _slice_dim(b, out, padded_shape, -1, head_dim, dtype)
 
 
 def _sdpa_program(b: Builder, seq: int, ring: bool = False) -> Code:
@@ -515,7 +502,7 @@ def _ulysses(b: Builder, node, scale):
     # attention runs on the logical tokens only (padded keys would take softmax weight), and its output is padded
     # back so the all-to-all returns whole-tile shards.
     padded, logical = out_shape[2], node.args[0].meta["val"].shape[2]
-    q, k, v = (_slice_tokens(b, t, out_shape[:3] + [b.local(a)[-1]], 2, logical, dtype)
+    q, k, v = (_slice_dim(b, t, out_shape[:3] + [b.local(a)[-1]], 2, logical, dtype)
                for t, a in zip((q, k, v), node.args[:3]))
     out_shape[2] = logical
     if joint:
@@ -528,9 +515,7 @@ def _ulysses(b: Builder, node, scale):
     else:
         out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v), {"is_causal": False, **kwargs},
                      shapes=(out_shape, dtype))
-    if padded != logical:
-        padding = [[0, 0], [0, 0], [0, padded - logical], [0, 0]]
-        out = b.call("ttnn.pad", (out, padding, 0.0), shapes=(out_shape[:2] + [padded, out_shape[3]], dtype))
+    out = _pad_dim(b, out, out_shape, 2, padded, dtype)
     back = b.call("ttnn.experimental.all_to_all_async_generic", (out,),  # heads gathered, tokens split again
                   {"in_dim": 1, "out_dim": 2, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
                   shapes=(b.local(node, 0 if joint else None), dtype))
@@ -561,25 +546,30 @@ def _joint_sdpa(b: Builder, node):
     padded = [shape[:-1] + [_tile_up(head_dim)] for shape in shapes]
     out, joint_out = b.call("ttnn.transformer.joint_scaled_dot_product_attention", tuple(tensors), kwargs,
                             shapes=[(padded[0], dtype), (padded[1], dtype)])
-    return (_unpad_head_dim(b, out, padded[0], head_dim, dtype),
-            _unpad_head_dim(b, joint_out, padded[1], head_dim, dtype))
+    return (_slice_dim(b, out, padded[0], -1, head_dim, dtype),
+            _slice_dim(b, joint_out, padded[1], -1, head_dim, dtype))
 
 
 # --- sequence padding: a token dim sharded over the sp axis is zero-padded at its end to whole tiles per device ---
 def _pad_tokens(b: Builder, x, value, dim: int, axis: int):
     """`value` (node x, whole along `dim` on `axis`) zero-padded along `dim` to its sequence-parallel length."""
     shape = list(b.local(x))
-    padded = seq_padded(shape[dim], b.mesh_shape[axis])
-    if padded == shape[dim]:
+    return _pad_dim(b, value, shape, dim, seq_padded(shape[dim], b.mesh_shape[axis]), x.meta["val"].dtype)
+
+
+def _pad_dim(b: Builder, value, shape, dim: int, size: int, torch_dtype):
+    """`value` of local `shape` zero-padded at the end of `dim` to `size` entries."""
+    if shape[dim] == size:
         return value
     padding = [[0, 0] for _ in shape]
-    padding[dim] = [0, padded - shape[dim]]
-    shape[dim] = padded
-    return b.call("ttnn.pad", (value, padding, 0.0), shapes=(shape, x.meta["val"].dtype))
+    padding[dim] = [0, size - shape[dim]]
+    padded = list(shape)
+    padded[dim] = size
+    return b.call("ttnn.pad", (value, padding, 0.0), shapes=(padded, torch_dtype))
 
 
-def _slice_tokens(b: Builder, value, shape, dim: int, length: int, torch_dtype):
-    """`value` of local `shape` cut to its first `length` entries along `dim` (the logical tokens)."""
+def _slice_dim(b: Builder, value, shape, dim: int, length: int, torch_dtype):
+    """`value` of local `shape` cut to its first `length` entries along `dim` (logical tokens, a head dim)."""
     if shape[dim] == length:
         return value
     ends = list(shape)
@@ -643,7 +633,7 @@ def _all_gather(b: Builder, node):
     gathered[dim] = b.local(x)[dim] * b.mesh_shape[axis]
     dtype = node.meta["val"].dtype
     out = all_gather_async(b, b.arg(x), dim, axis, shapes=(gathered, dtype))
-    return _slice_tokens(b, out, gathered, dim, logical[dim], dtype)
+    return _slice_dim(b, out, gathered, dim, logical[dim], dtype)
 
 
 def _reduce_scatter(b: Builder, node):
@@ -750,7 +740,7 @@ def lower_graph(mg: ModelGraph, mesh=None, act_dtype="float32", weight_dtype=Non
                 layout = node.meta.get("layout") or ()
                 placements = tuple(p.dim if isinstance(p, Shard) else None for p in layout)
                 inputs.append(InputSpec(node.name, spec, str(meta.dtype).replace("torch.", ""), tuple(meta.shape),
-                                        placements or (None,) * len(submesh), device_shape=spec.shape))
+                                        placements or (None,) * len(submesh)))
                 b.values[node] = Ref(node.name)
             else:
                 b.values[node] = None  # constants become weights where a rule uses them
