@@ -320,7 +320,7 @@ def synthetic_program(mesh=(1, 1), submesh=(1, 1), cfg=1):
         "padded.weight": rng.standard_normal((32, 64 * tp - 32)).astype(np.float32),
     }
     program = types.SimpleNamespace(
-        __doc__="cache-check lowered to TT-NN by meshdit", MESH_SHAPE=tuple(mesh), SUBMESH_SHAPE=tuple(submesh),
+        MODEL_NAME="cache-check", MESH_SHAPE=tuple(mesh), SUBMESH_SHAPE=tuple(submesh),
         CFG_FACTOR=cfg, WEIGHTS=weights, use_backend=device.bind_backend, make_configs=lambda m: {})
     return program, arrays
 
@@ -414,7 +414,7 @@ def test_real_ttnn_weight_cache(tmp_path, cluster, mesh, cfg):
     except ConformanceEnvironmentError as error:
         pytest.skip(f"no ttnn mock environment: {error}")
     program, arrays = synthetic_program(mesh, (mesh[0], mesh[1] // cfg), cfg)
-    constants = {k: getattr(program, k) for k in ("__doc__", "MESH_SHAPE", "SUBMESH_SHAPE", "CFG_FACTOR", "WEIGHTS")}
+    constants = {k: getattr(program, k) for k in ("MODEL_NAME", "MESH_SHAPE", "SUBMESH_SHAPE", "CFG_FACTOR", "WEIGHTS")}
     (tmp_path / "program.json").write_text(json.dumps(constants))
     np.savez(tmp_path / "arrays.npz", **arrays)
     (tmp_path / "check.py").write_text(CHECK_SCRIPT)

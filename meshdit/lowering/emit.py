@@ -46,6 +46,7 @@ def use_backend(name="sim"):
     return ttnn
 
 
+MODEL_NAME = {model_name!r}  # what the program was lowered from (part of the weight cache key)
 MESH_SHAPE = {mesh_shape}  # the whole mesh
 SUBMESH_SHAPE = {submesh_shape}  # one cfg branch runs on each submesh of this shape
 CFG_FACTOR = {cfg_factor}
@@ -149,7 +150,7 @@ def emit_source(ir: ProgramIR) -> str:
     configs = "\n".join(f"    cfg[{name!r}] = {expr}" for name, expr in _ordered(ir.configs))
     buffers = "\n".join(f"    cfg[{name!r}] = upload(np.zeros({tuple(spec.shape)}), {spec.dtype!r}, 'TILE', device)"
                         for name, spec in sorted(ir.buffers.items()))
-    head = HEADER.format(title=title, version=__version__, rows=ir.mesh_shape[0], cols=ir.mesh_shape[1],
+    head = HEADER.format(title=title, model_name=ir.model_name, version=__version__, rows=ir.mesh_shape[0], cols=ir.mesh_shape[1],
                          act_dtype=ir.act_dtype, weight_dtype=ir.weight_dtype, mesh_shape=tuple(ir.mesh_shape),
                          submesh_shape=tuple(ir.submesh_shape), cfg_factor=ir.cfg_factor,
                          batched=list(ir.batched_inputs), inputs=_table(inputs), outputs=outputs,

@@ -236,12 +236,6 @@ def backend_version(ttnn) -> str:
         return "ttnn"
 
 
-def program_model_name(program) -> str:
-    """The model an emitted program was lowered from: its docstring starts '<model> lowered to TT-NN by meshdit'."""
-    lines = (program.__doc__ or "").strip().splitlines()
-    return (lines[0].split(" lowered to ")[0].strip() if lines else "") or "program"
-
-
 class SafetensorsArrays(Mapping):
     """The arrays of a .safetensors file, each read when asked for: a weight cache hit reads each weight once to
     hash it and never holds the whole file in memory; a miss converts one weight at a time."""
@@ -294,7 +288,7 @@ class WeightCache:
                  for name, (shape, dtype, layout, placements) in program.WEIGHTS.items()}
         return cls(root, {
             "format": CACHE_FORMAT,
-            "model": program_model_name(program),
+            "model": program.MODEL_NAME,
             "weights": str(weights_key),
             "backend": backend_version(ttnn),
             "mesh_shape": list(program.MESH_SHAPE),
