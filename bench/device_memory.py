@@ -26,15 +26,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tables import replace_block  # noqa: E402
 
 GIB = 1024 ** 3
-# (model, mesh, weight dtype): the seeds' configs; SD3.5 also with bf16 weights (TT-DiT's default for SD3.5)
+# (model, mesh, weight dtype): the seeds' configs (a mesh shape names the seed's parallel config); SD3.5 also with
+# bf16 weights (TT-DiT's default for SD3.5); and the hybrid ulysses x ring, which takes both mesh axes for the
+# sequence and so leaves no axis for tp: every chip holds all the weights.
 CASES = [("sd35-large", "2x4", "bf16"), ("sd35-large", "2x4", "bfp8"), ("sd35-large", "4x8", "bf16"),
          ("sd35-large", "4x8", "bfp8"), ("flux1-dev", "2x4", "bfp8"), ("flux1-dev", "4x8", "bfp8"),
-         ("mochi1", "2x4", "bfp8"), ("mochi1", "4x8", "bfp8")]
+         ("mochi1", "2x4", "bfp8"), ("mochi1", "4x8", "bfp8"),
+         ("sd35-large", "4x8 cfg2@0 sp8@1 ulysses2@0", "bfp8"), ("mochi1", "4x8 sp8@1 ulysses4@0", "bfp8")]
 
 
 def measure(name: str, mesh_key: str, weight_dtype: str) -> dict:
     entry = model_zoo.entry(name)
-    mesh = MeshConfig.from_tuples(tuple(int(d) for d in mesh_key.split("x")), entry.parallel[mesh_key])
+    if mesh_key in entry.parallel:
+        mesh = MeshConfig.from_tuples(tuple(int(d) for d in mesh_key.split("x")), entry.parallel[mesh_key])
+    else:
+        mesh = MeshConfig.parse(mesh_key)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = meshdit.lower(model_zoo.build(name, device="meta"), mesh,

@@ -136,10 +136,13 @@ def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
     if summary is not None:
         roles = collections.Counter(summary.linear_roles.values())
         lines.append(f"  sharding: submesh {summary.submesh[0]}x{summary.submesh[1]} per cfg branch "
-                     f"(x{ir.cfg_factor}); sp axis {summary.sp_axis}, tp axis {summary.tp_axis}; linears "
-                     + ", ".join(f"{k} x{v}" for k, v in sorted(roles.items())) +
+                     f"(x{ir.cfg_factor}); sp axis {summary.sp_axis}, tp axis {summary.tp_axis}"
+                     + (f", ulysses axis {summary.ulysses_axis}" if summary.ulysses_axis is not None else "")
+                     + "; linears " + ", ".join(f"{k} x{v}" for k, v in sorted(roles.items())) +
                      f"; ring attention x{summary.ring_attention}, ulysses attention x{summary.ulysses_attention}"
-                     "; sequence sharded from "
+                     + (f", hybrid (ulysses x ring) attention x{summary.hybrid_attention}"
+                        if summary.hybrid_attention else "")
+                     + "; sequence sharded from "
                      + (", ".join(f"{n} (dim {t})" for n, t in summary.sp_origins) or "nowhere"))
         lines.append("  collectives (first instance of each repeated block; bytes = output per device):")
         lines.extend(collective_table(ir))

@@ -68,6 +68,28 @@ def test_padded_sequence_runs_on_real_ttnn():
     assert report.raw["outputs"] == [list(program.ir.tensors[o.name].shape) for o in program.ir.outputs]
 
 
+HYBRID_CASES = [("flux-tiny-tt", "2x4 sp4@1 ulysses2@0"), ("sd3-tiny-tt", "4x8 cfg2@0 sp8@1 ulysses2@0"),
+                ("mochi-tiny-tt", "2x4 sp4@1 ulysses2@0")]
+
+
+@pytest.mark.parametrize("name,mesh", HYBRID_CASES)
+def test_hybrid_ulysses_x_ring_runs_on_real_ttnn(name, mesh):
+    """The hybrid: all_to_all_async_generic on the ulysses axis, ring_joint_sdpa on the sp axis, token shards nested
+    over both axes (host uploads shard the outer axis, mesh_partition cuts the inner one, also for constants such
+    as rotary tables); real ttnn must accept each call."""
+    config = MeshConfig.parse(mesh)
+    entry = model_zoo.entry(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model_zoo.build(name), config, model_zoo.example_inputs(name, batch=config.cfg.factor),
+                                dtype="bf16", weight_dtype="bfp8", static_inputs=entry.static_inputs, check=False)
+    assert program.graph.sharding.hybrid_attention >= 2
+    report = conformance.run_on_mock(program)
+    CONFORMANCE_LOG.append(f"{name:14s} {mesh:24s} {report.summary()}")
+    assert report.raw["outputs"] == [list(program.ir.tensors[o.name].shape) for o in program.ir.outputs]
+    assert report.fits
+
+
 @pytest.mark.parametrize("name", ["sd3-tiny", "flux-tiny", "mochi-tiny"])
 def test_head_dim_not_whole_tiles_runs_on_real_ttnn(name):
     """Head dims 16 and 24: ttnn's attention refuses a padded head dim, so the lowering zero-pads q/k/v to 32 and

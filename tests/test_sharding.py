@@ -82,20 +82,22 @@ def test_plan_reports_collectives_and_memory():
 
 @st.composite
 def mesh_configs(draw):
-    """Valid configs on small meshes: per axis, sp or tp (or both axes used), cfg optional."""
+    """Valid configs on small meshes: per axis, sp or tp (or both axes used), cfg optional; or the hybrid, a ring on
+    one axis and ulysses on the other (its own axis, as ttnn's all-to-all spans a whole axis)."""
     rows = draw(st.sampled_from([1, 2]))
     cols = draw(st.sampled_from([2, 4]))
     sp_axis = draw(st.sampled_from([0, 1]))
-    tp_axis = 1 - sp_axis
+    other = 1 - sp_axis
     sizes = {0: rows, 1: cols}
-    cfg = draw(st.sampled_from([1, 2])) if sizes[tp_axis] >= 2 else 1
+    cfg = draw(st.sampled_from([1, 2])) if sizes[other] >= 2 else 1
+    hybrid = sizes[sp_axis] > 1 and sizes[other] // cfg > 1 and draw(st.booleans())
     parts = [f"{rows}x{cols}"]
     if cfg > 1:
-        parts.append(f"cfg{cfg}@{tp_axis}")
+        parts.append(f"cfg{cfg}@{other}")
     if sizes[sp_axis] > 1:
         parts.append(f"sp{sizes[sp_axis]}@{sp_axis}")
-    if sizes[tp_axis] // cfg > 1:
-        parts.append(f"tp{sizes[tp_axis] // cfg}@{tp_axis}")
+    if sizes[other] // cfg > 1:
+        parts.append(f"{'ulysses' if hybrid else 'tp'}{sizes[other] // cfg}@{other}")
     return " ".join(parts)
 
 
@@ -182,12 +184,61 @@ def test_ulysses(name, mesh, pcc_log):
 
 
 @pytest.mark.parametrize("mesh, message", [
-    ("1x4 sp4@1 ulysses2", "hybrid ulysses2 x ring2 is not implemented"),
+    ("1x4 sp4@1 ulysses2", "ulysses2 x ring2 on one mesh axis .* ulysses on the other mesh axis, e.g. "
+                           "'2x2 sp2@1 ulysses2@0'"),
     ("2x4 sp2@0 tp4@1 ulysses2", "1 heads per device, which do not divide by 2"),
+    ("4x4 sp4@1 tp2@0 ulysses2@0", "tp and ulysses are both on axis 0"),
+    ("2x8 sp2@0 ulysses8@1", "ulysses8: attention at .* has 4 heads per device, which do not divide by 8"),
 ])
 def test_ulysses_limits_are_named(mesh, message):
     with pytest.raises(ConfigError, match=message):
         meshdit.lower(tiny_model("sd3-tiny"), mesh, model_zoo.example_inputs("sd3-tiny"))
+
+
+HYBRID = [("sd3-tiny", "2x2 sp2@1 ulysses2@0"), ("sd3-tiny", "2x4 cfg2@1 sp2@1 ulysses2@0"),
+          ("flux-tiny", "2x4 sp4@1 ulysses2@0"), ("flux-tiny", "4x8 cfg2@0 sp8@1 ulysses2@0"),
+          ("mochi-tiny", "2x4 sp4@1 ulysses2@0"), ("mochi-tiny", "2x2 sp2@0 ulysses2@1")]
+
+
+@pytest.mark.parametrize("name, mesh", HYBRID)
+def test_hybrid_ulysses_x_ring(name, mesh, pcc_log):
+    """USP on two mesh axes: q/k/v all-to-all on the ulysses axis (sequence -> heads), ring attention on the sp axis
+    over the remaining heads, and back. The tokens are sharded ring x ulysses ways."""
+    program = _check(name, mesh, pcc_log)
+    config, ir = MeshConfig.parse(mesh), program.ir
+    summary = program.graph.sharding
+    attentions = summary.hybrid_attention
+    assert attentions >= 2 and summary.ring_attention == summary.ulysses_attention == 0
+    assert summary.seq_axes == (config.sp.axis, config.ulysses_axis)
+    a2a = [op for op in ir.ops if op.fn == "ttnn.experimental.all_to_all_async_generic"]
+    rings = [op for op in ir.ops if op.fn == RING]
+    assert len(a2a) == 4 * attentions and all(op.kwargs["cluster_axis"] == config.ulysses_axis for op in a2a)
+    assert len(rings) == attentions and all(op.kwargs["cluster_axis"] == config.sp.axis for op in rings)
+    assert not [op for op in ir.ops if op.fn.endswith("joint_scaled_dot_product_attention") and op.fn != RING]
+    for op in rings:  # the ring sees 1/ulysses of the heads and the whole padded sequence in its K/V buffer
+        q, buffer = ir.tensors[op.args[0].name].shape, ir.buffers[op.kwargs["persistent_output_buffer_k"].text].shape
+        assert buffer[1] == q[1] and buffer[2] == q[2] * config.sp.factor
+        assert q[2] == seq_local(op.kwargs["logical_n"], config.sequence_group) * config.ulysses
+
+
+def test_hybrid_nesting_is_checked(monkeypatch):
+    """Fault visibility: sequence shards nest ring-outer (device (r, u) holds chunk r * ulysses + u), which ring
+    attention's logical_n masking relies on. Nesting them the other way round must break the numbers."""
+    import meshdit.sharding.plan as plan
+
+    make = plan.ShardingSummary.__init__
+
+    def reversed_nesting(self, *args, **kwargs):
+        make(self, *args, **kwargs)
+        self.seq_axes = self.seq_axes[::-1]
+
+    monkeypatch.setattr(plan.ShardingSummary, "__init__", reversed_nesting)
+    config = MeshConfig.parse("2x4 sp4@1 ulysses2@0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(tiny_model("flux-tiny"), config, model_zoo.example_inputs("flux-tiny"),
+                                static_inputs=model_zoo.entry("flux-tiny").static_inputs)
+    assert program.pcc_report()[0].pcc < 0.99
 
 
 @pytest.mark.parametrize("name, mesh", [("sd3-tiny", "2x4 cfg2@1 sp2@0 tp2@1"), ("flux-tiny", "2x4 sp2@0 tp4@1"),
@@ -241,7 +292,9 @@ ODD_TOKENS = {
 ODD_CASES = [(name, tokens, mesh) for (name, tokens) in ODD_TOKENS
              for mesh in (["1x2 sp2@1", "1x4 sp4@1"] if tokens < 50 else ["1x2 sp2@1 ulysses2", "1x4 sp4@1 ulysses4"])]
 ODD_CASES += [("sd3-tiny", 36, "2x4 cfg2@1 sp2@0 tp2@1"), ("flux-tiny", 36, "2x4 sp2@0 tp4@1"),
-              ("mochi-tiny", 27, "2x4 sp2@0 tp4@1"), ("sd3-tiny", 100, "2x2 sp2@0 tp2@1 ulysses2")]
+              ("mochi-tiny", 27, "2x4 sp2@0 tp4@1"), ("sd3-tiny", 100, "2x2 sp2@0 tp2@1 ulysses2"),
+              ("sd3-tiny", 100, "2x2 sp2@1 ulysses2@0"), ("flux-tiny", 100, "2x4 sp4@1 ulysses2@0"),
+              ("mochi-tiny", 50, "2x2 sp2@0 ulysses2@1"), ("sd3-tiny", 36, "2x4 cfg2@1 sp2@1 ulysses2@0")]
 
 
 @functools.lru_cache(maxsize=None)
@@ -267,11 +320,11 @@ def test_token_count_not_dividing_sp_is_padded_and_masked(name, tokens, mesh, pc
     for result in results:
         pcc_log(name, f"{mesh} N={tokens} fp32", result)
     assert all(r.pcc >= 0.9999 for r in results), [str(r) for r in results]
-    padded_len = seq_local(tokens, config.sp.factor) * config.sp.factor
+    padded_len = seq_local(tokens, config.sequence_group) * config.sequence_group
     assert any(f"{tokens} image/video tokens padded to {padded_len}" in note for note in program.graph.notes)
-    ir, axis = program.ir, config.sp.axis
+    ir, axis = program.ir, config.sp.axis  # the hybrid's outer sequence axis: its gathers give the whole sequence
     rings = [op for op in ir.ops if op.fn == RING]
-    if config.ulysses > 1:  # attention sees the logical tokens only: q/k/v sliced to N after the all-to-all
+    if config.ulysses > 1 and not config.hybrid:  # attention sees the logical tokens: q/k/v sliced after all-to-all
         ulysses = {op.node for op in ir.ops if op.fn == "ttnn.experimental.all_to_all_async_generic"}
         sdpa = [op for op in ir.ops if op.node in ulysses and "scaled_dot_product_attention" in op.fn]
         assert sdpa and not rings

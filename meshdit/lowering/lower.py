@@ -25,7 +25,7 @@ from ..errors import UnsupportedOpError, node_location
 from ..passes import ops as mdops
 from ..passes.graph import ModelGraph, is_const
 from ..sharding import placement as sharding_ops
-from ..sharding.placement import R, Shard, local_shape, seq_padded
+from ..sharding.placement import R, Shard, local_shape
 from .buffers import assign_gather_buffers
 from .ir import TILE, Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
 
@@ -80,8 +80,9 @@ class Builder:
     def __init__(self, mg: ModelGraph, act_dtype: str, weight_dtype: str, mesh_shape=(1, 1)):
         self.mg = mg
         self.mesh_shape = tuple(mesh_shape)
-        # the sequence-parallel mesh axis: dims sharded over it are token dims, padded to whole tiles per device
-        self.seq_axis = mg.sharding.sp_axis if mg.sharding is not None else None
+        # the sequence-parallel mesh axes (outermost first): dims sharded over them are token dims, padded to whole
+        # tiles per device
+        self.seq_axes = mg.sharding.seq_axes if mg.sharding is not None else ()
         self.buffers: dict = {}  # persistent device buffers (ring attention K/V), name -> TensorSpec
         self.fp32 = float32_region(mg) if act_dtype != "float32" else set()
         self.act_dtype = act_dtype
@@ -122,7 +123,14 @@ class Builder:
             meta, layout = meta[index], (layout[index] if layout else None)
         if layout is None:
             return tuple(meta.shape)
-        return local_shape(meta.shape, layout, self.mesh_shape, self.seq_axis)
+        return local_shape(meta.shape, layout, self.mesh_shape, self.seq_axes)
+
+    def arg_local(self, x: fx.Node) -> tuple:
+        """Local shape of an input of the op being lowered; a constant's in the layout it is uploaded in for it."""
+        layout = (self.node.meta.get("arg_layouts") or {}).get(x.name) if is_const(x) else None
+        if layout is None:
+            return self.local(x)
+        return local_shape(x.meta["val"].shape, layout, self.mesh_shape, self.seq_axes)
 
     def weight(self, node: fx.Node, transform: str = "identity", dtype: str | None = None) -> WeightRef:
         """A program weight made from a constant placeholder, prepared on host by `transform`."""
@@ -145,7 +153,7 @@ class Builder:
             tdtype = dtype or (self.dtype_of(node.meta["val"].dtype, node) if transform != "additive_mask"
                                else self.act_dtype)
             # one device's piece; a token dim (sp axis) is padded, the runtime zero-fills it
-            local = local_shape(shape, [R if d is None else Shard(d) for d in dims], self.mesh_shape, self.seq_axis)
+            local = local_shape(shape, [R if d is None else Shard(d) for d in dims], self.mesh_shape, self.seq_axes)
             self.weights[name] = WeightSpec(name, const, transform, TensorSpec(name, tuple(local), tdtype),
                                             tuple(shape), tuple(dims))
         return WeightRef(name)
@@ -439,18 +447,23 @@ def _sdpa_program(b: Builder, seq: int, ring: bool = False) -> Code:
         f"q_chunk_size={chunk}, k_chunk_size={chunk}, exp_approx_mode=False)"))
 
 
-def _ring(b: Builder, node, tensors, scale):
-    """Ring (joint) attention: K/V of the sequence-sharded main stream rotate around the sp ring."""
+def _ring(b: Builder, node, tensors, scale, shapes=None):
+    """Ring (joint) attention: K/V of the sequence-sharded main stream rotate around the sp ring.
+
+    shapes: the local [q, k, v, joint q] shapes the ring sees when they are not the graph's (in the hybrid, q/k/v
+    come out of the ulysses all-to-all with fewer heads and more tokens)."""
     axis = node.meta["ring_axis"]
     ring = b.mesh_shape[axis]
-    k_local = list(b.local(node.args[1]))
+    joint = tensors[3] is not None
+    if shapes is None:
+        shapes = [list(b.local(a)) for a in node.args[:4 if joint else 3]]
+    q_local, k_local, v_local = shapes[:3]
     gathered = k_local[:2] + [k_local[2] * ring] + k_local[3:]
     key = "X".join(str(d) for d in gathered)
     kbuf = b.buffer(f"RING_K_{key}", gathered, b.act_dtype)
     vbuf = b.buffer(f"RING_V_{key}", gathered, b.act_dtype)
     b.config(f"RING_SEMAPHORES_AXIS{axis}", "[ttnn.create_global_semaphore(device, ALL_CORES, 0) for _ in range(2)]")
     b.config("RING_CCL_OFFSET", "ttnn.CoreCoord(0, DEVICE_GRID.y - 1)")
-    joint = tensors[3] is not None
     # The gathered K/V (and the buffers) hold the padded sequence; logical_n (the graph's token count) makes the
     # op mask keys at positions >= N, so padding never enters a softmax. Chunks divide the per-device length.
     logical_n = node.args[1].meta["val"].shape[2]
@@ -462,9 +475,8 @@ def _ring(b: Builder, node, tensors, scale):
                   multi_device_global_semaphore=Code(f"RING_SEMAPHORES_AXIS{axis}"), num_links=1,
                   cluster_axis=axis, mesh_device=Code("device"), topology=Code("ttnn.Topology.Linear"),
                   ccl_core_grid_offset=Code("RING_CCL_OFFSET"))
-    q_local = list(b.local(node.args[0]))
-    out_shape = q_local[:-1] + [b.local(node.args[2])[-1]]
-    joint_len = b.local(node.args[3])[2] if joint else 0
+    out_shape = q_local[:-1] + [v_local[-1]]
+    joint_len = shapes[3][2] if joint else 0
     joint_shape = q_local[:2] + [joint_len, out_shape[-1]]
     lse_shape = q_local[:2] + [q_local[2] + joint_len, 1]
     dtype = node.args[0].meta["val"].dtype
@@ -474,19 +486,26 @@ def _ring(b: Builder, node, tensors, scale):
 
 def _ulysses(b: Builder, node, scale):
     """Ulysses: sequence-sharded q/k/v -> head-sharded by all-to-all, attention over the whole sequence on local
-    heads, then back to sequence-sharded; the replicated prompt stream is cut by heads and gathered after."""
+    heads, then back to sequence-sharded; the replicated prompt stream is cut by heads and gathered after.
+
+    In the hybrid (the node also has a ring axis) the all-to-all runs on the ulysses axis and gives each device the
+    tokens of its ring position on 1/ulysses of the heads; ring attention over the sp axis then sees the rest."""
     axis = node.meta["ulysses_axis"]
     degree = b.mesh_shape[axis]
+    hybrid = node.meta.get("ring_axis") is not None
     joint = node.target is mdops.joint_sdpa
     dtype = node.args[0].meta["val"].dtype
 
-    def to_heads(arg):
+    def by_heads(arg):
         shape = list(b.local(arg))
         shape[1], shape[2] = shape[1] // degree, shape[2] * degree
+        return shape
+
+    def to_heads(arg):
         # ttnn's all-to-all grows in_dim and splits out_dim: gather the tokens (dim 2), split the heads (dim 1)
         return b.call("ttnn.experimental.all_to_all_async_generic", (b.arg(arg),),
                       {"in_dim": 2, "out_dim": 1, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
-                      shapes=(shape, dtype))
+                      shapes=(by_heads(arg), dtype))
 
     def cut_heads(arg):
         shape = list(b.local(arg))
@@ -494,28 +513,33 @@ def _ulysses(b: Builder, node, scale):
         return b.call("ttnn.mesh_partition", (b.arg(arg), 1), {"cluster_axis": axis}, shapes=(shape, dtype))
 
     q, k, v = (to_heads(a) for a in node.args[:3])
-    kwargs = {"scale": float32_scalar(scale)} if scale is not None else {}
-    kwargs["compute_kernel_config"] = b.config("SDPA_CONFIG")
-    q_shape = list(b.local(node.args[0]))
-    out_shape = [q_shape[0], q_shape[1] // degree, q_shape[2] * degree, b.local(node.args[2])[-1]]
-    # After the all-to-all each device holds whole sequences, zero-padded at the end for the sequence shards:
-    # attention runs on the logical tokens only (padded keys would take softmax weight), and its output is padded
-    # back so the all-to-all returns whole-tile shards.
-    padded, logical = out_shape[2], node.args[0].meta["val"].shape[2]
-    q, k, v = (_slice_dim(b, t, out_shape[:3] + [b.local(a)[-1]], 2, logical, dtype)
-               for t, a in zip((q, k, v), node.args[:3]))
-    out_shape[2] = logical
-    if joint:
-        jq, jk, jv = (cut_heads(a) for a in node.args[3:6])
-        joint_shape = [q_shape[0], q_shape[1] // degree, b.local(node.args[3])[2], out_shape[-1]]
-        program = _sdpa_program(b, max(out_shape[2], joint_shape[2]))
-        out, joint_out = b.call("ttnn.transformer.joint_scaled_dot_product_attention", (q, k, v, jq, jk, jv),
-                                {"joint_strategy": "rear", "program_config": program, **kwargs},
-                                shapes=[(out_shape, dtype), (joint_shape, dtype)])
+    joints = [cut_heads(a) for a in node.args[3:6]] if joint else [None] * 3
+    out_shape = by_heads(node.args[0])[:3] + [b.local(node.args[2])[-1]]
+    joint_shape = [out_shape[0], out_shape[1], b.local(node.args[3])[2], out_shape[-1]] if joint else None
+    if hybrid:
+        # the padded tokens stay: ring attention masks keys past logical_n, and the output keeps whole-tile shards
+        shapes = [by_heads(a) for a in node.args[:3]] + ([joint_shape[:3] + [b.local(node.args[3])[-1]]]
+                                                          if joint else [])
+        out, joint_out, _lse = _ring(b, node, [q, k, v] + joints, scale, shapes)
     else:
-        out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v), {"is_causal": False, **kwargs},
-                     shapes=(out_shape, dtype))
-    out = _pad_dim(b, out, out_shape, 2, padded, dtype)
+        kwargs = {"scale": float32_scalar(scale)} if scale is not None else {}
+        kwargs["compute_kernel_config"] = b.config("SDPA_CONFIG")
+        # After the all-to-all each device holds whole sequences, zero-padded at the end for the sequence shards:
+        # attention runs on the logical tokens only (padded keys would take softmax weight), and its output is
+        # padded back so the all-to-all returns whole-tile shards.
+        padded, logical = out_shape[2], node.args[0].meta["val"].shape[2]
+        q, k, v = (_slice_dim(b, t, out_shape[:3] + [b.local(a)[-1]], 2, logical, dtype)
+                   for t, a in zip((q, k, v), node.args[:3]))
+        sliced = out_shape[:2] + [logical, out_shape[3]]
+        if joint:
+            program = _sdpa_program(b, max(logical, joint_shape[2]))
+            out, joint_out = b.call("ttnn.transformer.joint_scaled_dot_product_attention", (q, k, v, *joints),
+                                    {"joint_strategy": "rear", "program_config": program, **kwargs},
+                                    shapes=[(sliced, dtype), (joint_shape, dtype)])
+        else:
+            out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v), {"is_causal": False, **kwargs},
+                         shapes=(sliced, dtype))
+        out = _pad_dim(b, out, sliced, 2, padded, dtype)
     back = b.call("ttnn.experimental.all_to_all_async_generic", (out,),  # heads gathered, tokens split again
                   {"in_dim": 1, "out_dim": 2, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
                   shapes=(b.local(node, 0 if joint else None), dtype))
@@ -550,11 +574,13 @@ def _joint_sdpa(b: Builder, node):
             _slice_dim(b, joint_out, padded[1], -1, head_dim, dtype))
 
 
-# --- sequence padding: a token dim sharded over the sp axis is zero-padded at its end to whole tiles per device ---
-def _pad_tokens(b: Builder, x, value, dim: int, axis: int):
-    """`value` (node x, whole along `dim` on `axis`) zero-padded along `dim` to its sequence-parallel length."""
-    shape = list(b.local(x))
-    return _pad_dim(b, value, shape, dim, seq_padded(shape[dim], b.mesh_shape[axis]), x.meta["val"].dtype)
+# --- sequence padding: a token dim sharded over the sp axes is zero-padded at its end to whole tiles per device ---
+def _pad_for_split(b: Builder, node, value, dim: int, axis: int):
+    """The input of `node` (a collective that splits `dim` over `axis`) zero-padded along `dim` so it splits into
+    the per-device pieces `node` holds. A no-op for an already padded piece (the inner cut of a nested shard)."""
+    x = node.args[0]
+    shape = list(b.arg_local(x))
+    return _pad_dim(b, value, shape, dim, b.local(node)[dim] * b.mesh_shape[axis], x.meta["val"].dtype)
 
 
 def _pad_dim(b: Builder, value, shape, dim: int, size: int, torch_dtype):
@@ -624,10 +650,11 @@ def all_reduce_async(b: Builder, value, axis: int):
 def _all_gather(b: Builder, node):
     x, dim, axis = node.args
     dim %= len(b.local(x))
-    if axis != b.seq_axis:
+    if axis not in b.seq_axes:
         return all_gather_async(b, b.arg(x), dim, axis)
     # Sequence shards are pieces of the sequence zero-padded at its end (the partition pads before it splits), so
-    # the gather gives the padded sequence, whose first N tokens are the logical ones: slice them off.
+    # the last gather gives the padded sequence, whose first N tokens are the logical ones: slice them off. (An
+    # inner-axis gather of a nested shard gives the outer axis's padded piece: nothing to slice.)
     logical = list(b.local(node))
     gathered = list(logical)
     gathered[dim] = b.local(x)[dim] * b.mesh_shape[axis]
@@ -639,7 +666,7 @@ def _all_gather(b: Builder, node):
 def _reduce_scatter(b: Builder, node):
     x, dim, axis = node.args
     dim %= len(b.local(x))
-    value = _pad_tokens(b, x, b.arg(x), dim, axis) if axis == b.seq_axis else b.arg(x)
+    value = _pad_for_split(b, node, b.arg(x), dim, axis) if axis in b.seq_axes else b.arg(x)
     return reduce_scatter_async(b, value, dim, axis)
 
 
@@ -652,7 +679,9 @@ def _mesh_partition(b: Builder, node):
     x, dim, axis = node.args
     dim %= len(b.local(x))
     # a sequence partition pads first, so every device's shard is whole tiles and starts on a tile boundary
-    value = _pad_tokens(b, x, b.arg(x), dim, axis) if axis == b.seq_axis else b.arg(x)
+    value = b.value_or_weight(x)
+    if axis in b.seq_axes:
+        value = _pad_for_split(b, node, value, dim, axis)
     return b.call("ttnn.mesh_partition", (value, dim), {"cluster_axis": axis})
 
 

@@ -57,20 +57,35 @@ def seq_padded(n: int, factor: int) -> int:
     return seq_local(n, factor) * factor
 
 
-def local_shape(shape, layout, mesh_shape, seq_axis: int | None = None) -> tuple:
+def local_shape(shape, layout, mesh_shape, seq_axes=()) -> tuple:
     """The shape of one device's piece of a tensor of global `shape` laid out as `layout` on `mesh_shape`.
 
-    seq_axis: the sequence-parallel mesh axis. A dim sharded over it is a token dim and gets the padded per-device
-    length (seq_local); a dim sharded over any other axis (tp) must divide exactly."""
+    seq_axes: the sequence-parallel mesh axes, outermost first (the ring axis, then a hybrid's ulysses axis). A dim
+    sharded over them is a token dim: sharded over all of them it holds seq_local(n, group) padded tokens; over the
+    outer ones only (a nested shard, as after gathering the inner axis) that times the inner axes' sizes. A dim
+    sharded over any other axis (tp) must divide exactly."""
     shape = list(shape)
+    seq_axes = [a for a in seq_axes if mesh_shape[a] > 1]
+    group = 1
+    for a in seq_axes:
+        group *= mesh_shape[a]
+    token_dims = {}
     for axis, (placement, size) in enumerate(zip(layout, mesh_shape)):
         if isinstance(placement, Shard) and size > 1:
-            if axis == seq_axis:
-                shape[placement.dim] = seq_local(shape[placement.dim], size)
+            if axis in seq_axes:
+                token_dims.setdefault(placement.dim, []).append(axis)
                 continue
             if shape[placement.dim] % size:
                 raise ValueError(f"dim {placement.dim} of {tuple(shape)} does not split into {size}")
             shape[placement.dim] //= size
+    for dim, axes in token_dims.items():
+        if set(axes) != set(seq_axes[:len(axes)]):
+            raise ValueError(f"token dim {dim} is sharded over mesh axes {axes} but sequence shards nest outermost "
+                             f"first ({seq_axes})")
+        whole = 1  # inner sequence axes this dim is not (yet) sharded over
+        for a in seq_axes[len(axes):]:
+            whole *= mesh_shape[a]
+        shape[dim] = seq_local(shape[dim], group) * whole
     return tuple(shape)
 
 

@@ -18,7 +18,13 @@ Runs on the graph of one cfg submesh (cfg is data parallelism over submeshes, ha
      or merge the token dim) take their input gathered.
   4. propagation: per-op rules, per mesh axis, in graph order; a collective is inserted on every edge whose
      producer placement is not what the consumer accepts. Attention whose main stream is sequence-sharded becomes
-     ring (joint) attention, or with ulysses, an all-to-all from sequence to heads around local attention.
+     ring (joint) attention, or with ulysses, an all-to-all from sequence to heads around local attention, or in
+     the hybrid (ulysses on its own mesh axis) an all-to-all on that axis around ring attention on the sp axis.
+
+Sequence shards over two mesh axes (the hybrid) nest: the ring (sp) axis is outer, the ulysses axis inner, so
+device (ring r, ulysses u) holds token chunk r * ulysses + u. Gathers run innermost first, partitions outermost
+first, and a host upload shards a dim over one axis only (ttnn's mesh mapper refuses a dim twice): the inner
+axis is cut on device by a mesh_partition.
 """
 
 from __future__ import annotations
@@ -60,9 +66,12 @@ class ShardingSummary:
     linear_roles: dict = field(default_factory=dict)  # linear node name -> col | row | rep
     sp_origins: list = field(default_factory=list)  # (node name, token dim)
     ring_attention: int = 0
-    ulysses: int = 1  # heads all-to-all degree on the sp axis (equal to sp: attention by heads, not a ring)
+    ulysses: int = 1  # heads all-to-all degree (on the sp axis it equals sp; on its own axis it is the hybrid's)
     residual: str = "replicated"  # tp layout of the residual stream: replicated | sharded (hidden dim, as TT-DiT)
     ulysses_attention: int = 0
+    hybrid_attention: int = 0  # all-to-all on the ulysses axis around ring attention on the sp axis
+    ulysses_axis: int | None = None
+    seq_axes: tuple = ()  # mesh axes the tokens are sharded over, outermost first (ring axis, then ulysses axis)
 
 
 # --- step 1: rewrites for tensor parallelism ---------------------------------------------------------------------
@@ -174,6 +183,8 @@ def _choose_roles(mg: ModelGraph, tp: int) -> dict:
 
 # --- step 3: sequence-parallel origins ---------------------------------------------------------------------------
 def _sp_origins(mg: ModelGraph, sp: int) -> dict:
+    """Where the image/video token dim first appears upstream of attention's main stream: node -> token dim.
+    sp: how many ways the tokens are sharded (ring x ulysses in the hybrid)."""
     attentions = [n for n in mg.op_nodes() if n.target in ATTENTION]
     if not attentions:
         raise ConfigError("sp: the model has no attention to shard the sequence of")
@@ -181,9 +192,9 @@ def _sp_origins(mg: ModelGraph, sp: int) -> dict:
     # Any token count works: the lowering pads the sequence to whole tiles per device (placement.seq_local) and
     # masks by the logical length; the graph keeps logical shapes.
     if seq_padded(longest, sp) != longest:
-        mg.notes.append(f"sp{sp}: {longest} image/video tokens padded to {seq_padded(longest, sp)} on device "
-                        f"({seq_local(longest, sp)} per device, whole 32-row tiles); attention masks the padding "
-                        "(logical_n) and gathers slice it off")
+        mg.notes.append(f"sequence sharded {sp} ways: {longest} image/video tokens padded to "
+                        f"{seq_padded(longest, sp)} on device ({seq_local(longest, sp)} per device, whole 32-row "
+                        "tiles); attention masks the padding (logical_n) and gathers slice it off")
     origins: dict = {}
     seen: set = set()
 
@@ -258,36 +269,46 @@ class _Propagator:
 
     def run(self):
         default = tuple(R for _ in self.summary.submesh)
+        seq_axes = self.summary.seq_axes
         for node in list(self.graph.nodes):
             if node.op == "placeholder":
                 layout = list(default)
-                if node in self.origins and self.summary.sp_axis is not None:
-                    layout[self.summary.sp_axis] = Shard(self.origins[node])
+                if node in self.origins and seq_axes:
+                    # uploaded sharded over the outer sequence axis; partition_origin cuts the inner one on device
+                    layout[seq_axes[0]] = Shard(self.origins[node])
                 node.meta["layout"] = tuple(layout)
+                if node in self.origins and seq_axes:
+                    self.partition_origin(node, self.origins[node])
             elif node.op == "call_function":
                 if node.meta.get("collective"):
                     continue
                 self.visit(node)
-                if node in self.origins and self.summary.sp_axis is not None:
+                if node in self.origins and seq_axes:  # consumers visited later see the sharded value
                     self.partition_origin(node, self.origins[node])
             elif node.op == "output":
                 for out in node.all_input_nodes:
                     self.require(node, out, default)
 
     def partition_origin(self, node, t):
-        axis = self.summary.sp_axis
-        layout = list(node.meta["layout"])
-        if layout[axis] != R:
-            return
+        """Shard the token dim `t` of `node` over every sequence axis it is still whole on, outermost first."""
         users = list(node.users)
-        with self.graph.inserting_after(node):
-            part = self.collective(mesh_partition, (node, t, axis), node, axis, Shard(t))
-        for user in users:
-            user.replace_input_with(node, part)
+        current = node
+        first_op = next(n for n in self.graph.nodes if n.op != "placeholder")
+        for axis in self.summary.seq_axes:
+            if current.meta["layout"][axis] != R:
+                continue
+            # after the producer; a graph input's cut goes after all the inputs (placeholders stay in front)
+            where = self.graph.inserting_before(first_op) if current.op == "placeholder" else \
+                self.graph.inserting_after(current)
+            with where:
+                current = self.collective(mesh_partition, (current, t, axis), current, axis, Shard(t))
+        if current is not node:
+            for user in users:
+                user.replace_input_with(node, current)
 
-    def collective(self, fn, args, like, axis, placement):
+    def collective(self, fn, args, like, axis, placement, layout=None):
         new = emit(self.graph, fn, args, like=like)
-        layout = list(args[0].meta["layout"])
+        layout = list(layout if layout is not None else args[0].meta["layout"])
         layout[axis] = placement
         new.meta["layout"] = tuple(layout)
         new.meta["collective"] = True
@@ -295,37 +316,62 @@ class _Propagator:
 
     def require(self, user, node, layout):
         """Make `node` reach `user` with `layout`, inserting collectives (consts: choose the upload layout)."""
+        layout = tuple(layout)
         if is_const(node):
-            user.meta.setdefault("arg_layouts", {})[node.name] = tuple(layout)
+            self.require_const(user, node, layout)
             return
         current = node
-        for axis in self.axes:
+        changing = [a for a in self.axes if current.meta["layout"][a] != layout[a]]
+        seq = self.summary.seq_axes
+        # Release (gather, reduce) before acquiring (partition): sequence shards nest, so the innermost sequence axis
+        # is gathered first and partitioned last.
+        for axis in sorted(changing, key=lambda a: -seq.index(a) if a in seq else 1):
             have, want = current.meta["layout"][axis], layout[axis]
-            if have == want:
-                continue
-            key = (current, axis, want)
-            if key not in self.converted:  # shared by every consumer that needs the same placement
-                self.converted[key] = self.convert(current, axis, have, want)
-            current = self.converted[key]
+            if isinstance(have, Partial) and isinstance(want, Shard):
+                current = self.step(current, axis, want)  # one reduce-scatter
+            elif have != R:
+                current = self.step(current, axis, R)
+        for axis in sorted(changing, key=lambda a: seq.index(a) if a in seq else -1):
+            if current.meta["layout"][axis] != layout[axis]:
+                current = self.step(current, axis, layout[axis])
         if current is not node:
             user.replace_input_with(node, current)
 
-    def convert(self, node, axis, have, want):
-        """Insert, right after the producer, the collectives that turn `have` into `want` on one mesh axis."""
-        if isinstance(have, Partial) and isinstance(want, Shard):
-            steps = [(reduce_scatter, (want.dim, axis), want)]
-        else:
-            steps = []
+    def require_const(self, user, node, layout):
+        """A constant is uploaded in the layout its user needs. ttnn's mesh mapper shards a dim over one mesh axis
+        only, so a token dim nested over two sequence axes is uploaded over the outer one and cut on device."""
+        seq = [a for a in self.summary.seq_axes if isinstance(layout[a], Shard)]
+        if len(seq) < 2:
+            user.meta.setdefault("arg_layouts", {})[node.name] = layout
+            return
+        key = (node, "upload", layout)
+        if key not in self.converted:  # the first user is the earliest: later users reuse the cut
+            upload = tuple(R if a in seq[1:] else p for a, p in enumerate(layout))
+            current, base = node, upload
+            with self.graph.inserting_before(user):
+                for axis in seq[1:]:
+                    current = self.collective(mesh_partition, (current, layout[axis].dim, axis), user, axis,
+                                              layout[axis], layout=base)
+                    current.meta.setdefault("arg_layouts", {})[node.name] = upload
+                    base = current.meta["layout"]
+            self.converted[key] = current
+        user.replace_input_with(node, self.converted[key])
+
+    def step(self, node, axis, want):
+        """The collective that turns `node`'s placement on one mesh axis into `want`, inserted after the producer
+        and shared by every consumer that needs the same."""
+        key = (node, axis, want)
+        if key not in self.converted:
+            have = node.meta["layout"][axis]
             if isinstance(have, Partial):
-                steps.append((all_reduce, (axis,), R))
+                fn, extra = (reduce_scatter, (want.dim, axis)) if isinstance(want, Shard) else (all_reduce, (axis,))
             elif isinstance(have, Shard):
-                steps.append((all_gather, (have.dim, axis), R))
-            if isinstance(want, Shard):
-                steps.append((mesh_partition, (want.dim, axis), want))
-        for fn, extra, placement in steps:
+                fn, extra = all_gather, (have.dim, axis)
+            else:
+                fn, extra = mesh_partition, (want.dim, axis)
             with self.graph.inserting_after(node):
-                node = self.collective(fn, (node,) + extra, node, axis, placement)
-        return node
+                self.converted[key] = self.collective(fn, (node,) + extra, node, axis, want)
+        return self.converted[key]
 
     def visit(self, node):
         inputs = list(node.all_input_nodes)
@@ -377,7 +423,7 @@ class _Propagator:
                 return {x: hx}, hx
             # hidden dim sharded: distributed norm (local stats, gathered, applied). Not over a sequence shard:
             # its padded rows would enter the statistics.
-            if isinstance(hx, Shard) and axis != self.summary.sp_axis:
+            if isinstance(hx, Shard) and axis not in self.summary.seq_axes:
                 node.meta["distributed_norm_axis"] = axis
                 params = [a for a in node.args[2:4] if isinstance(a, fx.Node)]
                 return {x: hx, **{p: Shard(0) for p in params}}, hx
@@ -386,7 +432,7 @@ class _Propagator:
             if isinstance(hx, Partial):
                 return {x: hx}, P
             if isinstance(hx, Shard):
-                if axis == self.summary.sp_axis:
+                if axis in self.summary.seq_axes:
                     # A sequence shard holds whole tiles of a zero-padded sequence, not an even cut of the
                     # logical one: it stays sharded only while the token dim stays whole (other dims split or
                     # merged, unit dims added or dropped); a reshape that splits or merges the token dim itself
@@ -530,15 +576,13 @@ class _Propagator:
                 reqs[mask] = R
             return reqs, ((heads, heads) if joint else heads)
         seq = Shard(2)
-        if axis == self.summary.sp_axis and main_have[0] == seq:
-            # Sequence-sharded main stream: ring attention (K/V rotate), or with ulysses an all-to-all from
-            # sequence to heads around a local attention over the whole sequence; the lowering emits either.
-            if self.summary.ulysses > 1:
+        if axis in self.summary.seq_axes and main_have[0] == seq:
+            # Sequence-sharded main stream: ring attention (K/V rotate) on the sp axis, an all-to-all from sequence
+            # to heads on the ulysses axis, or both (the hybrid); the lowering emits whichever the axes ask for.
+            if axis == self.summary.ulysses_axis:
                 node.meta["ulysses_axis"] = axis
-                self.summary.ulysses_attention += 1
             else:
                 node.meta["ring_axis"] = axis
-                self.summary.ring_attention += 1
             reqs = {t: seq for t in main}
             reqs.update({t: R for t in joint_part})
             if mask is not None:
@@ -564,10 +608,10 @@ def shard_graph(mg: ModelGraph, mesh: MeshConfig, residual: str = "replicated") 
     tp_axis = mesh.tp.axis if mesh.tp.factor > 1 else None
     if sp_axis is not None and sp_axis == tp_axis:
         raise ConfigError(f"mesh {mesh}: sp and tp are both on axis {sp_axis}; put them on different mesh axes")
-    summary = ShardingSummary(mesh, tuple(submesh), sp_axis, tp_axis, ulysses=mesh.ulysses, residual=residual)
-    if 1 < mesh.ulysses < mesh.sp.factor:
-        raise ConfigError(f"mesh {mesh}: hybrid ulysses{mesh.ulysses} x ring{mesh.sp.factor // mesh.ulysses} is not "
-                          f"implemented; use ulysses{mesh.sp.factor} (all-to-all only) or no ulysses (ring only)")
+    ulysses_axis = (mesh.ulysses_axis if mesh.hybrid else sp_axis) if mesh.ulysses > 1 else None
+    seq_axes = (sp_axis, mesh.ulysses_axis) if mesh.hybrid else ((sp_axis,) if sp_axis is not None else ())
+    summary = ShardingSummary(mesh, tuple(submesh), sp_axis, tp_axis, ulysses=mesh.ulysses, residual=residual,
+                              ulysses_axis=ulysses_axis, seq_axes=seq_axes)
     roles: dict = {}
     if tp_axis is not None:
         pad_heads(mg, mesh.tp.factor)
@@ -581,7 +625,7 @@ def shard_graph(mg: ModelGraph, mesh: MeshConfig, residual: str = "replicated") 
         _detach_row_bias(mg, {n for n, r in roles.items() if r == "row"})
         finalize(mg)
         fold_constants(mg)
-    origins = _sp_origins(mg, mesh.sp.factor) if sp_axis is not None else {}
+    origins = _sp_origins(mg, mesh.sequence_group) if sp_axis is not None else {}
     if mesh.ulysses > 1:
         for node in [n for n in mg.op_nodes() if n.target in ATTENTION]:
             heads = shape_of(node.args[0])[1] // (mesh.tp.factor if tp_axis is not None else 1)
@@ -591,6 +635,11 @@ def shard_graph(mg: ModelGraph, mesh: MeshConfig, residual: str = "replicated") 
     summary.linear_roles = roles
     summary.sp_origins = [(n.name, t) for n, t in origins.items()]
     _Propagator(mg, summary, roles, origins).run()
+    for node in mg.op_nodes():
+        ring, ulysses = node.meta.get("ring_axis") is not None, node.meta.get("ulysses_axis") is not None
+        summary.hybrid_attention += ring and ulysses
+        summary.ring_attention += ring and not ulysses
+        summary.ulysses_attention += ulysses and not ring
     finalize(mg)
     _check_divisible(mg, summary)
     mg.sharding = summary
@@ -604,7 +653,7 @@ def _check_divisible(mg: ModelGraph, summary: ShardingSummary) -> None:
         if node.op != "call_function" or layout is None or isinstance(node.meta["val"], (tuple, list)):
             continue
         for axis, (placement, size) in enumerate(zip(layout, summary.submesh)):
-            if axis == summary.sp_axis:
+            if axis in summary.seq_axes:
                 continue
             if isinstance(placement, Shard) and shape_of(node)[placement.dim] % size:
                 raise ConfigError(
