@@ -62,7 +62,9 @@ def measure(name: str, mesh_key: str, weight_dtype: str) -> dict:
 
 def table(rows: list) -> str:
     lines = ["Measured by the real ttnn 0.81.1 allocator on mocked clusters (weights allocated, not written; one "
-             "untraced forward of one cfg branch). Per chip; modelled = meshdit's own count from the program IR.",
+             "untraced forward of one cfg branch). Per chip; modelled = meshdit's own count from the program IR. "
+             "The hybrid ulysses x ring rows use both mesh axes for the sequence, so there is no tp: every chip "
+             "holds all the weights.",
              "",
              "| model | mesh config | weights | device ops | weights, modelled (GiB) | weights, allocator (GiB) "
              "| peak DRAM, allocator (GiB) | DRAM per chip (GiB) | fits | mock run (s) |",

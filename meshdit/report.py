@@ -138,7 +138,7 @@ def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
         lines.append(f"  sharding: submesh {summary.submesh[0]}x{summary.submesh[1]} per cfg branch "
                      f"(x{ir.cfg_factor}); sp axis {summary.sp_axis}, tp axis {summary.tp_axis}"
                      + (f", ulysses axis {summary.ulysses_axis}" if summary.ulysses_axis is not None else "")
-                     + "; linears " + ", ".join(f"{k} x{v}" for k, v in sorted(roles.items())) +
+                     + "; linears " + (", ".join(f"{k} x{v}" for k, v in sorted(roles.items())) or "replicated") +
                      f"; ring attention x{summary.ring_attention}, ulysses attention x{summary.ulysses_attention}"
                      + (f", hybrid (ulysses x ring) attention x{summary.hybrid_attention}"
                         if summary.hybrid_attention else "")

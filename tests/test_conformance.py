@@ -90,15 +90,26 @@ def test_hybrid_ulysses_x_ring_runs_on_real_ttnn(name, mesh):
     assert report.fits
 
 
-@pytest.mark.parametrize("name", ["sd3-tiny", "flux-tiny", "mochi-tiny"])
-def test_head_dim_not_whole_tiles_runs_on_real_ttnn(name):
+HEAD_DIM_CASES = [(name, "1x1") for name in ("sd3-tiny", "flux-tiny", "mochi-tiny")] + [
+    ("sd3-tiny", "2x4 cfg2@1 sp2@0 tp2@1"), ("flux-tiny", "1x4 sp4@1 ulysses4"), ("mochi-tiny", "2x4 sp4@1 ulysses2@0")]
+
+
+@pytest.mark.parametrize("name,mesh", HEAD_DIM_CASES)
+def test_head_dim_not_whole_tiles_runs_on_real_ttnn(name, mesh):
     """Head dims 16 and 24: ttnn's attention refuses a padded head dim, so the lowering zero-pads q/k/v to 32 and
-    slices the output back (PCC unchanged: the simulated-mesh tests run these models). Mochi passes an explicit
-    scale, 1/sqrt(24), which ttnn's binding takes only as a float32-exact value."""
-    program, mesh = _lower_seed_config(name, "1x1")
-    assert any(op.fn == "ttnn.pad" for op in program.ir.ops)
+    slices the output back (PCC unchanged: the simulated-mesh tests run these models), in plain, ring, ulysses and
+    hybrid attention. Mochi passes an explicit scale, 1/sqrt(24), which ttnn's binding takes only as a
+    float32-exact value."""
+    config = MeshConfig.parse(mesh)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model_zoo.build(name), config, model_zoo.example_inputs(name, batch=config.cfg.factor),
+                                dtype="bf16", weight_dtype="bfp8", static_inputs=model_zoo.entry(name).static_inputs,
+                                check=False)
+    attention = [op for op in program.ir.ops if "scaled_dot_product_attention" in op.fn]
+    assert attention and all(program.ir.tensors[op.args[0].name].shape[-1] == 32 for op in attention)
     report = conformance.run_on_mock(program)
-    CONFORMANCE_LOG.append(f"{name:14s} {str(mesh) + ' head_dim < 32':24s} {report.summary()}")
+    CONFORMANCE_LOG.append(f"{name:14s} {mesh + ' head_dim < 32':24s} {report.summary()}")
     assert report.raw["outputs"] == [list(program.ir.tensors[o.name].shape) for o in program.ir.outputs]
 
 

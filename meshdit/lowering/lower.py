@@ -400,6 +400,12 @@ def _tile_up(size: int) -> int:
     return -(-size // TILE) * TILE
 
 
+def _head_padded(shape, head_dim) -> list:
+    """A local attention operand shape with its head dim padded to whole tiles (unchanged when head_dim is None)."""
+    shape = list(shape)
+    return shape if head_dim is None else shape[:-1] + [_tile_up(head_dim)]
+
+
 def _sdpa(b: Builder, node):
     q, k, v = node.args[:3]
     extra = dict(zip(["attn_mask", "dropout_p", "is_causal", "scale"], node.args[3:]))
@@ -451,12 +457,15 @@ def _ring(b: Builder, node, tensors, scale, shapes=None):
     """Ring (joint) attention: K/V of the sequence-sharded main stream rotate around the sp ring.
 
     shapes: the local [q, k, v, joint q] shapes the ring sees when they are not the graph's (in the hybrid, q/k/v
-    come out of the ulysses all-to-all with fewer heads and more tokens)."""
+    come out of the ulysses all-to-all with fewer heads and more tokens, their head dim already padded to tiles).
+    Without them, the ring pads a head dim that is not whole tiles itself and slices its outputs back."""
     axis = node.meta["ring_axis"]
     ring = b.mesh_shape[axis]
     joint = tensors[3] is not None
+    head_dim = None
     if shapes is None:
-        shapes = [list(b.local(a)) for a in node.args[:4 if joint else 3]]
+        tensors, scale, head_dim = _pad_head_dim(b, node, tensors, scale)
+        shapes = [_head_padded(b.local(a), head_dim) for a in node.args[:4 if joint else 3]]
     q_local, k_local, v_local = shapes[:3]
     gathered = k_local[:2] + [k_local[2] * ring] + k_local[3:]
     key = "X".join(str(d) for d in gathered)
@@ -480,8 +489,12 @@ def _ring(b: Builder, node, tensors, scale, shapes=None):
     joint_shape = q_local[:2] + [joint_len, out_shape[-1]]
     lse_shape = q_local[:2] + [q_local[2] + joint_len, 1]
     dtype = node.args[0].meta["val"].dtype
-    return b.call("ttnn.transformer.ring_joint_scaled_dot_product_attention", tuple(tensors), kwargs,
-                  shapes=[(out_shape, dtype), (joint_shape, dtype), (lse_shape, torch.float32)])
+    out, joint_out, lse = b.call("ttnn.transformer.ring_joint_scaled_dot_product_attention", tuple(tensors), kwargs,
+                                 shapes=[(out_shape, dtype), (joint_shape, dtype), (lse_shape, torch.float32)])
+    if head_dim is not None:
+        out = _slice_dim(b, out, out_shape, -1, head_dim, dtype)
+        joint_out = _slice_dim(b, joint_out, joint_shape, -1, head_dim, dtype) if joint else joint_out
+    return out, joint_out, lse
 
 
 def _ulysses(b: Builder, node, scale):
@@ -495,31 +508,34 @@ def _ulysses(b: Builder, node, scale):
     hybrid = node.meta.get("ring_axis") is not None
     joint = node.target is mdops.joint_sdpa
     dtype = node.args[0].meta["val"].dtype
+    args = node.args[:6] if joint else node.args[:3]
+    # a head dim that is not whole tiles is padded before the all-to-all and sliced off before the one back
+    values, scale, head_dim = _pad_head_dim(b, node, [b.arg(a) for a in args], scale)
+    local = {a: _head_padded(b.local(a), head_dim) for a in args}
 
     def by_heads(arg):
-        shape = list(b.local(arg))
+        shape = list(local[arg])
         shape[1], shape[2] = shape[1] // degree, shape[2] * degree
         return shape
 
-    def to_heads(arg):
+    def to_heads(value, arg):
         # ttnn's all-to-all grows in_dim and splits out_dim: gather the tokens (dim 2), split the heads (dim 1)
-        return b.call("ttnn.experimental.all_to_all_async_generic", (b.arg(arg),),
+        return b.call("ttnn.experimental.all_to_all_async_generic", (value,),
                       {"in_dim": 2, "out_dim": 1, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
                       shapes=(by_heads(arg), dtype))
 
-    def cut_heads(arg):
-        shape = list(b.local(arg))
+    def cut_heads(value, arg):
+        shape = list(local[arg])
         shape[1] //= degree
-        return b.call("ttnn.mesh_partition", (b.arg(arg), 1), {"cluster_axis": axis}, shapes=(shape, dtype))
+        return b.call("ttnn.mesh_partition", (value, 1), {"cluster_axis": axis}, shapes=(shape, dtype))
 
-    q, k, v = (to_heads(a) for a in node.args[:3])
-    joints = [cut_heads(a) for a in node.args[3:6]] if joint else [None] * 3
-    out_shape = by_heads(node.args[0])[:3] + [b.local(node.args[2])[-1]]
-    joint_shape = [out_shape[0], out_shape[1], b.local(node.args[3])[2], out_shape[-1]] if joint else None
+    q, k, v = (to_heads(value, a) for value, a in zip(values[:3], args[:3]))
+    joints = [cut_heads(value, a) for value, a in zip(values[3:], args[3:])] if joint else [None] * 3
+    out_shape = by_heads(args[0])[:3] + [local[args[2]][-1]]
+    joint_shape = [out_shape[0], out_shape[1], local[args[3]][2], out_shape[-1]] if joint else None
     if hybrid:
         # the padded tokens stay: ring attention masks keys past logical_n, and the output keeps whole-tile shards
-        shapes = [by_heads(a) for a in node.args[:3]] + ([joint_shape[:3] + [b.local(node.args[3])[-1]]]
-                                                          if joint else [])
+        shapes = [by_heads(a) for a in args[:3]] + ([joint_shape[:3] + [local[args[3]][-1]]] if joint else [])
         out, joint_out, _lse = _ring(b, node, [q, k, v] + joints, scale, shapes)
     else:
         kwargs = {"scale": float32_scalar(scale)} if scale is not None else {}
@@ -528,8 +544,7 @@ def _ulysses(b: Builder, node, scale):
         # attention runs on the logical tokens only (padded keys would take softmax weight), and its output is
         # padded back so the all-to-all returns whole-tile shards.
         padded, logical = out_shape[2], node.args[0].meta["val"].shape[2]
-        q, k, v = (_slice_dim(b, t, out_shape[:3] + [b.local(a)[-1]], 2, logical, dtype)
-                   for t, a in zip((q, k, v), node.args[:3]))
+        q, k, v = (_slice_dim(b, t, by_heads(a), 2, logical, dtype) for t, a in zip((q, k, v), args[:3]))
         sliced = out_shape[:2] + [logical, out_shape[3]]
         if joint:
             program = _sdpa_program(b, max(logical, joint_shape[2]))
@@ -540,6 +555,9 @@ def _ulysses(b: Builder, node, scale):
             out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v), {"is_causal": False, **kwargs},
                          shapes=(sliced, dtype))
         out = _pad_dim(b, out, sliced, 2, padded, dtype)
+    if head_dim is not None:
+        out = _slice_dim(b, out, out_shape, -1, head_dim, dtype)
+        joint_out = _slice_dim(b, joint_out, joint_shape, -1, head_dim, dtype) if joint else None
     back = b.call("ttnn.experimental.all_to_all_async_generic", (out,),  # heads gathered, tokens split again
                   {"in_dim": 1, "out_dim": 2, "cluster_axis": axis, "topology": Code("ttnn.Topology.Linear")},
                   shapes=(b.local(node, 0 if joint else None), dtype))
