@@ -502,7 +502,8 @@ def _ulysses(b: Builder, node, scale):
     heads, then back to sequence-sharded; the replicated prompt stream is cut by heads and gathered after.
 
     In the hybrid (the node also has a ring axis) the all-to-all runs on the ulysses axis and gives each device the
-    tokens of its ring position on 1/ulysses of the heads; ring attention over the sp axis then sees the rest."""
+    tokens of its ring position on 1/ulysses of the heads; ring attention over the sp axis then brings it the K/V of
+    the other ring positions for those heads."""
     axis = node.meta["ulysses_axis"]
     degree = b.mesh_shape[axis]
     hybrid = node.meta.get("ring_axis") is not None
