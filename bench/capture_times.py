@@ -20,7 +20,7 @@ from meshdit import model_zoo
 from meshdit.capture import _meta_safe_autocast
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tables import replace_block  # noqa: E402
+from bench_tables import measure_and_record  # noqa: E402
 
 MODELS = ["sd35-large", "flux1-dev", "mochi1"]
 
@@ -60,16 +60,10 @@ def table(rows: list) -> str:
 
 
 def main(argv):
-    names = argv or MODELS
-    rows = []
-    for name in names:
-        rows.append(measure(name))
-        print(rows[-1], flush=True)
-    body = table(rows)
-    print(body)
-    replace_block("capture-times", body,
-                  "## Planning full-size models on meta (measured)\n\n`python bench/capture_times.py`. The goal is a "
-                  "total no slower than plain torch.export, which needs planning each repeated block once.")
+    measure_and_record("capture-times",
+                       "## Planning full-size models on meta (measured)\n\n`python bench/capture_times.py`. The goal "
+                       "is a total no slower than plain torch.export, which needs planning each repeated block once.",
+                       argv or MODELS, measure, table)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -23,7 +23,7 @@ from meshdit import conformance, model_zoo
 from meshdit.sharding.mesh_config import MeshConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tables import replace_block  # noqa: E402
+from bench_tables import measure_and_record  # noqa: E402
 
 GIB = 1024 ** 3
 # (model, mesh, weight dtype): the seeds' configs (a mesh shape names the seed's parallel config); SD3.5 also with
@@ -80,16 +80,10 @@ def table(rows: list) -> str:
 
 
 def main(argv):
-    cases = [c for c in CASES if not argv or c[0] in argv]
-    rows = []
-    for case in cases:
-        rows.append(measure(*case))
-        print(rows[-1], flush=True)
-    body = table(rows)
-    print(body)
-    replace_block("device-memory", body,
-                  "## Full-size models on one Wormhole chip's DRAM (measured, real ttnn allocator in mock mode)\n\n"
-                  "`python bench/device_memory.py`.")
+    measure_and_record("device-memory",
+                       "## Full-size models on one Wormhole chip's DRAM (measured, real ttnn allocator in mock mode)"
+                       "\n\n`python bench/device_memory.py`.",
+                       [c for c in CASES if not argv or c[0] in argv], measure, table)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ class Op:
 class WeightSpec:
     """A tensor the program owns, prepared on host from a model constant and uploaded once.
 
-    A dim sharded over the sequence-parallel axis (a token table: position embeddings, rotary cos/sin) has a
+    A dim sharded over the sequence-parallel axes (a token table: position embeddings, rotary cos/sin) has a
     per-device length of whole tiles (sharding.placement.seq_local), so spec.shape[d] * mesh axis size can exceed
     global_shape[d]: the runtime zero-pads the host array along d to that size before splitting it."""
 
@@ -119,7 +119,7 @@ class WeightSpec:
 
 @dataclass
 class InputSpec:
-    """A program input. As for weights, a token dim sharded over the sequence-parallel axis is padded per device:
+    """A program input. As for weights, a token dim sharded over the sequence-parallel axes is padded per device:
     the runtime zero-pads the host array along each sharded dim d to spec.shape[d] * mesh axis size."""
 
     name: str

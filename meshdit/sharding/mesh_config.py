@@ -14,7 +14,7 @@ Accepted forms:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ConfigError
 
@@ -122,6 +122,8 @@ class MeshConfig:
             # ulysses alone on an axis is plain ulysses with that axis as the sp axis
             return MeshConfig(self.rows, self.cols, self.cfg, ParallelFactor(self.ulysses, self.ulysses_axis),
                               self.tp, self.ulysses).validated()
+        if self.ulysses_axis is not None and self.ulysses_axis == self.sp.axis:
+            return replace(self, ulysses_axis=None).validated()  # on the sp axis is what no axis means
         used = {0: 1, 1: 1}
         names = {0: [], 1: []}
         factors = [(name, getattr(self, name)) for name in ("cfg", "sp", "tp")]

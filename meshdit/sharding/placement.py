@@ -12,6 +12,7 @@ lowering turns each into the ttnn collective that moves the data on device.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -66,9 +67,7 @@ def local_shape(shape, layout, mesh_shape, seq_axes=()) -> tuple:
     sharded over any other axis (tp) must divide exactly."""
     shape = list(shape)
     seq_axes = [a for a in seq_axes if mesh_shape[a] > 1]
-    group = 1
-    for a in seq_axes:
-        group *= mesh_shape[a]
+    group = math.prod(mesh_shape[a] for a in seq_axes)
     token_dims = {}
     for axis, (placement, size) in enumerate(zip(layout, mesh_shape)):
         if isinstance(placement, Shard) and size > 1:
@@ -82,9 +81,7 @@ def local_shape(shape, layout, mesh_shape, seq_axes=()) -> tuple:
         if set(axes) != set(seq_axes[:len(axes)]):
             raise ValueError(f"token dim {dim} is sharded over mesh axes {axes} but sequence shards nest outermost "
                              f"first ({seq_axes})")
-        whole = 1  # inner sequence axes this dim is not (yet) sharded over
-        for a in seq_axes[len(axes):]:
-            whole *= mesh_shape[a]
+        whole = math.prod(mesh_shape[a] for a in seq_axes[len(axes):])  # inner axes it is not (yet) sharded over
         shape[dim] = seq_local(shape[dim], group) * whole
     return tuple(shape)
 
