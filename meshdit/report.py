@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import collections
 
-from .lowering.ir import COLLECTIVE_OPS, ProgramIR, refs_in
-from .passes.graph import ModelGraph
+from .lowering.program_ir import COLLECTIVE_OPS, ProgramIR, refs_in
+from .ir.graph import ModelGraph
 
 
 def _mib(n: float) -> str:

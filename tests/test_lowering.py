@@ -6,7 +6,8 @@ import torch
 import meshdit
 from conftest import TINY, lowered
 from meshdit.errors import UnsupportedOpError
-from meshdit.lowering.ir import TensorSpec, tile_padded
+from meshdit.ir.tiles import tile_padded
+from meshdit.lowering.program_ir import TensorSpec
 from ttnn_signatures import SIGNATURES
 
 

@@ -9,7 +9,8 @@ from conftest import TINY, tiny_inputs, tiny_model
 from meshdit import model_zoo
 from meshdit.capture import capture
 from meshdit.errors import CaptureError, SpecializationError
-from meshdit.passes import ops, run_passes
+from meshdit.ir import ops
+from meshdit.passes import run_passes
 
 aten = torch.ops.aten
 

@@ -425,7 +425,7 @@ def test_gather_buffers_are_shared_only_between_dead_results():
     reuses a buffer only once every earlier result in it, and every reshape view of that result, has been read
     for the last time."""
     from meshdit.lowering.buffers import GATHER, assign_gather_buffers
-    from meshdit.lowering.ir import Op, ProgramIR, Ref, TensorSpec
+    from meshdit.lowering.program_ir import Op, ProgramIR, Ref, TensorSpec
 
     def program(ops, outputs):
         tensors = {name: TensorSpec(name, (1, 64), "bfloat16") for op in ops for name in op.outputs}

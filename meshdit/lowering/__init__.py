@@ -5,7 +5,7 @@
 """
 
 from .emit import emit_source
-from .ir import ProgramIR, TensorSpec
+from .program_ir import ProgramIR, TensorSpec
 from .lower import lower_graph
 
 __all__ = ["lower_graph", "emit_source", "ProgramIR", "TensorSpec"]

@@ -11,7 +11,7 @@ buffer. This is interval colouring in program order, so it uses the fewest buffe
 
 from __future__ import annotations
 
-from .ir import Code, ProgramIR, Ref, TensorSpec
+from .program_ir import Code, ProgramIR, Ref, TensorSpec
 
 GATHER = "ttnn.experimental.all_gather_async"
 VIEW_OPS = ("ttnn.reshape",)  # may return a view of its input's device buffer

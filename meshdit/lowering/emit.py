@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from .. import __version__
-from .ir import Code, ProgramIR, Ref, WeightRef
+from .program_ir import Code, ProgramIR, Ref, WeightRef
 
 HEADER = '''\
 """{title}

@@ -22,12 +22,12 @@ import torch
 import torch.fx as fx
 
 from ..errors import UnsupportedOpError, node_location
-from ..passes import ops as mdops
-from ..passes.graph import ModelGraph, is_const
-from ..sharding import placement as sharding_ops
+from ..ir import ops as mdops
+from ..ir.graph import ModelGraph, is_const
 from ..sharding.placement import R, Shard, local_shape
 from .buffers import assign_gather_buffers
-from .ir import TILE, Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
+from ..ir.tiles import TILE
+from .program_ir import Code, InputSpec, Op, ProgramIR, Ref, TensorSpec, WeightRef, WeightSpec
 
 aten = torch.ops.aten
 
@@ -749,10 +749,10 @@ RULES = {
     aten.to.dtype: _cast,
     aten.scaled_dot_product_attention.default: _sdpa,
     mdops.joint_sdpa: _joint_sdpa,
-    sharding_ops.all_gather: _all_gather,
-    sharding_ops.reduce_scatter: _reduce_scatter,
-    sharding_ops.all_reduce: _all_reduce,
-    sharding_ops.mesh_partition: _mesh_partition,
+    mdops.all_gather: _all_gather,
+    mdops.reduce_scatter: _reduce_scatter,
+    mdops.all_reduce: _all_reduce,
+    mdops.mesh_partition: _mesh_partition,
 }
 
 

@@ -19,7 +19,7 @@ from ..capture import CapturedModel
 from .canonicalize import canonicalize
 from .cleanup import drop_noops
 from .cse import eliminate_common_subexpressions
-from .graph import ModelGraph
+from ..ir.graph import ModelGraph
 from .patterns import annotate, fuse_joint_attention, fuse_rms_norm
 from .specialize import specialize
 from .streams import sink_concats

@@ -20,7 +20,7 @@ import operator
 import torch
 
 from .fold import fold_constants
-from .graph import ModelGraph, emit, finalize, is_const, replace_node, shape_of
+from ..ir.graph import ModelGraph, emit, finalize, is_const, replace_node, shape_of
 
 aten = torch.ops.aten
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .graph import ModelGraph, finalize, replace_node
+from ..ir.graph import ModelGraph, finalize, replace_node
 
 aten = torch.ops.aten
 

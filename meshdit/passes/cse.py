@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from .graph import ModelGraph, finalize
+from ..ir.graph import ModelGraph, finalize
 
 
 def _key(node: fx.Node):

@@ -11,7 +11,7 @@ import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 
-from .graph import ConstantSpec, ModelGraph, finalize
+from ..ir.graph import ConstantSpec, ModelGraph, finalize
 
 
 def _recipe_node_for(mg: ModelGraph, placeholder: fx.Node) -> fx.Node:

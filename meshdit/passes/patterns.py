@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 
-from . import ops
-from .graph import ModelGraph, calls, emit, finalize, is_const, replace_node
+from ..ir import ops
+from ..ir.graph import ModelGraph, calls, emit, finalize, is_const, replace_node
 
 aten = torch.ops.aten
 

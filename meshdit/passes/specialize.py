@@ -27,7 +27,7 @@ import torch.utils._pytree as pytree
 from ..capture import CapturedModel
 from ..errors import SpecializationError, node_location
 from .fold import prune_constants
-from .graph import ConstantSpec, ModelGraph
+from ..ir.graph import ConstantSpec, ModelGraph
 
 aten = torch.ops.aten
 

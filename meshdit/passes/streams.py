@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 
 from .fold import fold_constants
-from .graph import ModelGraph, calls, emit, finalize, replace_node, reshape_dim_map, shape_of
+from ..ir.graph import ModelGraph, calls, emit, finalize, replace_node, reshape_dim_map, shape_of
 
 aten = torch.ops.aten
 

@@ -23,8 +23,8 @@ import torch
 import torch.utils._pytree as pytree
 
 from ..errors import InputMismatchError, SpecializationError
-from ..lowering.ir import ProgramIR
-from ..passes.graph import ModelGraph
+from ..lowering.program_ir import ProgramIR
+from ..ir.graph import ModelGraph
 from . import device
 from .pcc import pcc
 

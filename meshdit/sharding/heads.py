@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError, node_location
 from ..passes.fold import fold_constants
-from ..passes.graph import ModelGraph, calls, emit, finalize, meta_of
+from ..ir.graph import ModelGraph, calls, emit, finalize, meta_of
 from .trace import ATTENTION, linears_back, linears_forward
 
 aten = torch.ops.aten

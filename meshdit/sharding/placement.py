@@ -1,13 +1,11 @@
-"""Placements (one per mesh axis) and the collective ops sharding inserts into the graph.
+"""Placements: where the pieces of a value live on the mesh, one placement per mesh axis.
 
 A value's layout is a tuple with one placement per mesh axis:
   R        replicated: every device on that axis holds the whole tensor;
   S(d)     sharded: device k of the axis holds the k-th contiguous chunk of dim d;
   P        partial: every device holds a summand; the value is their sum (after a row-parallel linear).
 
-The collectives below are graph ops whose torch value is their input: in the global view a collective changes
-where data lives, not what it is. So a sharded graph still runs in torch and must match the unsharded one, and
-lowering turns each into the ttnn collective that moves the data on device.
+The collectives that move a value between placements are graph ops of their own (meshdit/ir/ops.py).
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ class Partial:
 R, P = Replicate(), Partial()
 
 
-SEQ_TILE = 32  # rows of a ttnn tile: a sequence shard must start on a tile boundary on device
+from ..ir.tiles import TILE as SEQ_TILE  # a sequence shard must start on a tile boundary on device
 
 
 def seq_local(n: int, factor: int) -> int:
@@ -88,27 +86,3 @@ def local_shape(shape, layout, mesh_shape, seq_axes=()) -> tuple:
 
 def layout_str(layout) -> str:
     return "(" + ", ".join(str(p) for p in layout) + ")"
-
-
-# --- collective graph ops (identity in the global view) -------------------------------------------------------
-def all_gather(x, dim: int, axis: int):
-    """S(dim) -> R on mesh axis `axis`."""
-    return x
-
-
-def reduce_scatter(x, dim: int, axis: int):
-    """P -> S(dim) on mesh axis `axis`."""
-    return x
-
-
-def all_reduce(x, axis: int):
-    """P -> R on mesh axis `axis`."""
-    return x
-
-
-def mesh_partition(x, dim: int, axis: int):
-    """R -> S(dim) on mesh axis `axis`: each device keeps its own chunk, no data moves."""
-    return x
-
-
-COLLECTIVES = {all_gather, reduce_scatter, all_reduce, mesh_partition}

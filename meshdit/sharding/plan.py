@@ -37,15 +37,15 @@ import torch
 import torch.fx as fx
 
 from ..errors import ConfigError, node_location
-from ..passes import ops as mdops
+from ..ir import ops as mdops
 from ..passes.fold import fold_constants
-from ..passes.graph import ModelGraph, calls, emit, finalize, is_const, reshape_dim_map, shape_of
+from ..ir.graph import ModelGraph, calls, emit, finalize, is_const, reshape_dim_map, shape_of
 from ..passes.patterns import annotate
 from .heads import pad_heads
 from .mesh_config import MeshConfig
 from .trace import ATTENTION, linears_back, linears_forward
-from .placement import (P, R, Partial, Shard, all_gather, all_reduce, mesh_partition, reduce_scatter, seq_local,
-                        seq_padded)
+from ..ir.ops import all_gather, all_reduce, mesh_partition, reduce_scatter
+from .placement import P, R, Partial, Shard, seq_local, seq_padded
 
 aten = torch.ops.aten
 

@@ -7,8 +7,8 @@ import operator
 import torch
 import torch.fx as fx
 
-from ..passes import ops as mdops
-from ..passes.graph import is_const
+from ..ir import ops as mdops
+from ..ir.graph import is_const
 
 aten = torch.ops.aten
 

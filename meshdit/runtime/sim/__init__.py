@@ -201,7 +201,7 @@ class Tensor:
 
     @property
     def padded_shape(self):
-        from ...lowering.ir import tile_padded
+        from ...ir.tiles import tile_padded
 
         return tile_padded(self.shape) if self.layout is TILE_LAYOUT else self.shape
 

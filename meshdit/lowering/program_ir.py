@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-TILE = 32
+from ..ir.tiles import tile_padded
+
 # collective ops the lowering emits -> the short name reports use
 COLLECTIVE_OPS = {
     "ttnn.experimental.all_gather_async": "all_gather",
@@ -19,16 +20,6 @@ COLLECTIVE_OPS = {
 }
 DTYPES = ("float32", "bfloat16", "bfloat8_b", "int32", "uint32")
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16": 2, "bfloat8_b": 1.0625, "int32": 4, "uint32": 4}
-
-
-def tile_padded(shape: tuple) -> tuple:
-    """The shape a TILE-layout tensor occupies on device: last two dims rounded up to multiples of 32."""
-    shape = tuple(shape)
-    if not shape:
-        return (TILE, TILE)
-    if len(shape) == 1:
-        return (TILE, -(-shape[0] // TILE) * TILE)
-    return shape[:-2] + tuple(-(-d // TILE) * TILE for d in shape[-2:])
 
 
 @dataclass(frozen=True)

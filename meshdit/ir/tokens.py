@@ -1,0 +1,124 @@
+"""Token streams: where a value's token dim comes from, and which stream is the latent (image/video) one.
+
+A DiT carries several token streams (image or video patches, prompt tokens, a pooled token) that meet in
+attention. The passes must know which stream of a joint attention is the main one, and sequence parallelism must
+know which token dim to shard. Both are answered structurally, never by sizes or names:
+
+  * the *origin* of a token dim is the node where it first appears, found by walking back from a value through ops
+    that keep tokens apart (elementwise ops, row-wise ops such as linear and norms, permutes, reshapes that leave the
+    dim whole, cats along another dim, attention from its output back to its queries);
+  * the *latent input* is the runtime input the model's first output is a prediction for (the one with its shape);
+  * the *main stream* is the one whose token origin descends from the latent input. Prompt tokens come from the
+    prompt embeddings, never from the latent, however many there are (a 256 x 256 Flux image has 256 image tokens
+    against 512 prompt tokens).
+"""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+
+from .graph import ModelGraph, is_const, reshape_dim_map, shape_of
+from .op_classes import BINARY, ROW_WISE, UNARY
+from .ops import ATTENTION, joint_sdpa
+
+aten = torch.ops.aten
+
+
+def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: set | None = None) -> dict:
+    """{origin node: its token dim} for the token dim `dim` of `node` (see the module docstring)."""
+    origins = {} if origins is None else origins
+    seen = set() if seen is None else seen
+    stack = [(node, dim)]
+    while stack:
+        node, t = stack.pop()
+        if (node, t) in seen or is_const(node):
+            continue
+        seen.add((node, t))
+        if node.op == "placeholder":
+            origins[node] = t
+            continue
+        shape = shape_of(node) if not isinstance(node.meta.get("val"), (tuple, list)) else None
+        target = node.target
+        if target is operator.getitem and node.args[0].target in ATTENTION:
+            # an attention output's tokens are its queries' tokens (a joint attention's second output: the joint ones)
+            attention = node.args[0]
+            stack.append((attention.args[3] if attention.target is joint_sdpa and node.args[1] == 1 else
+                          attention.args[0], t))
+            continue
+        if target is aten.scaled_dot_product_attention.default:
+            stack.append((node.args[0], t))
+            continue
+        last = len(shape) - 1
+        if target is aten.permute.default:
+            stack.append((node.args[0], list(node.args[1])[t]))
+        elif target is aten.reshape.default:
+            d = reshape_dim_map(shape, shape_of(node.args[0]), t)
+            if d is None:
+                origins.setdefault(node, t)  # the reshape makes the token dim (patchify)
+            else:
+                stack.append((node.args[0], d))
+        elif (target in UNARY or target in ROW_WISE) and t != last:
+            stack.append((node.args[0], t))
+        elif target in BINARY:
+            for operand in node.args[:2]:
+                if isinstance(operand, fx.Node):
+                    od = t - (len(shape) - len(shape_of(operand)))
+                    if od >= 0 and shape_of(operand)[od] == shape[t]:  # broadcast operands carry no tokens
+                        stack.append((operand, od))
+        elif target is aten.slice.Tensor and node.args[1] % len(shape) != t:
+            stack.append((node.args[0], t))
+        elif target is aten.cat.default and (node.args[1] if len(node.args) > 1 else 0) % len(shape) != t:
+            stack.extend((part, t) for part in node.args[0])
+        else:
+            origins.setdefault(node, t)
+    return origins
+
+
+def latent_input(mg: ModelGraph) -> fx.Node | None:
+    """The runtime input the first output predicts: the one with its shape (denoisers predict noise, velocity or
+    the clean latent in the latent's own shape); failing that, the one of the same rank matching it in the most
+    dims (a learned-variance output has twice the channels). None when no input has the output's rank."""
+    output = next(n for n in mg.gm.graph.nodes if n.op == "output")
+    first = next((o for o in output.args[0] if isinstance(o, fx.Node)), None)
+    if first is None or not hasattr(first.meta.get("val"), "shape"):
+        return None
+    target = shape_of(first)
+    best, best_score = None, -1
+    for node in mg.placeholders("input"):
+        shape = shape_of(node)
+        if len(shape) != len(target) or not node.meta["val"].dtype.is_floating_point:
+            continue
+        score = sum(a == b for a, b in zip(shape, target))
+        if score > best_score:
+            best, best_score = node, score
+    return best
+
+
+def descendants(node: fx.Node) -> set:
+    """Every node computed from `node`, itself included."""
+    found, stack = set(), [node]
+    while stack:
+        cur = stack.pop()
+        if cur in found:
+            continue
+        found.add(cur)
+        stack.extend(cur.users)
+    return found
+
+
+class StreamOracle:
+    """Answers "does this token dim come from the latent?" for one graph (the latent's descendants computed once)."""
+
+    def __init__(self, mg: ModelGraph):
+        self.latent = latent_input(mg)
+        self.from_latent = descendants(self.latent) if self.latent is not None else set()
+
+    def is_main(self, node: fx.Node, dim: int) -> bool | None:
+        """True when the token dim `dim` of `node` originates in the latent input, False when it does not, None
+        when the graph has no latent input to tell by."""
+        if self.latent is None:
+            return None
+        return any(origin in self.from_latent for origin in token_origins(node, dim))
