@@ -59,7 +59,8 @@ def _cfg_branch_inputs(example_inputs: dict, mesh: MeshConfig, static_inputs) ->
 
 
 def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None = None, *, dtype="fp32",
-          weight_dtype=None, static_inputs=(), allow_host_fallback=True, check=True, residual="replicated"):
+          weight_dtype=None, static_inputs=(), allow_host_fallback=True, check=True, residual="replicated",
+          strict=False):
     """Lower `model` to a TT-NN Program for `mesh_config`, specialised to the shapes of `example_inputs`.
 
     dtype: activation dtype on device (fp32 or bf16); weight_dtype: matmul weight dtype (bf16 or bfp8; defaults to
@@ -67,8 +68,9 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     residual: tp layout of the residual stream, "replicated" (all-reduce after row-parallel linears) or "sharded"
     (TT-DiT's: reduce-scatter into a hidden-sharded residual, distributed norms, all-gather before column-parallel
     linears). allow_host_fallback: run ops without a TT-NN lowering on host (counted in the coverage report) instead of
-    raising UnsupportedOpError. check: compute the torch golden on the example inputs (when weights are real) so
-    `program.pcc_report()` can compare.
+    raising UnsupportedOpError. strict: an op with no sharding rule is an error (UnsupportedOpError) instead of
+    running on gathered inputs (counted in the plan). check: compute the torch golden on the example inputs (when
+    weights are real) so `program.pcc_report()` can compare.
     """
     from .lowering import emit_source, lower_graph
     from .passes import run_passes
@@ -94,7 +96,7 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     timings["passes"] = time.perf_counter() - t0
     if mesh.num_devices > 1:
         t0 = time.perf_counter()
-        shard_graph(graph, mesh, residual)
+        shard_graph(graph, mesh, residual, strict)
         timings["sharding"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ir = lower_graph(graph, mesh, act, weights, allow_host_fallback, batched)

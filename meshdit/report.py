@@ -16,31 +16,17 @@ def _mib(n: float) -> str:
     return f"{int(n)} B"
 
 
-def repeated_blocks(mg: ModelGraph) -> list:
-    """Identical repeated blocks: (container, instances, distinct structures), from the nodes' module paths.
-
-    A block's structure is its op sequence with shapes; blocks that share it can share one plan (the later goal:
-    plan a repeated block once, so lowering a 38-block model costs about one block)."""
-    groups: dict = collections.defaultdict(lambda: collections.defaultdict(list))
-    for node in mg.op_nodes():
-        stack = node.meta.get("nn_module_stack") or {}
-        for path, _cls in stack.values():
-            path = path.replace("L['self'].", "").replace("L__self__.", "")
-            parts = path.split(".")
-            for i, part in enumerate(parts):
-                if part.isdigit():
-                    container, index = ".".join(parts[:i]), int(part)
-                    shape = tuple(node.meta["val"].shape) if hasattr(node.meta.get("val"), "shape") else ()
-                    groups[container][index].append((str(node.target), shape))
-                    break
-            else:
-                continue
-            break
-    rows = []
-    for container, blocks in groups.items():
-        signatures = {tuple(ops) for ops in blocks.values()}
-        rows.append((container, len(blocks), len(signatures)))
-    return sorted(rows)
+def block_lines(ir: ProgramIR) -> list:
+    """One line per module list whose instances became block functions: how many instances, which functions."""
+    by_container: dict = collections.defaultdict(list)
+    for kind in ir.blocks.values():
+        by_container[kind.container].append(kind)
+    lines = []
+    for container, kinds in by_container.items():
+        count = sum(len(k.instances) for k in kinds)
+        lines.append(f"  blocks: {container} x{count} as {len(kinds)} function(s): " +
+                     ", ".join(f"{k.name} x{len(k.instances)}" for k in kinds))
+    return lines
 
 
 def peak_activation_bytes(ir: ProgramIR) -> int:
@@ -121,8 +107,7 @@ def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
     mlps = collections.Counter(p.info.get("act") for p in mg.patterns if p.kind == "mlp")
     if mlps:
         lines.append("  mlp activations: " + ", ".join(f"{k} x{n}" for k, n in sorted(mlps.items())))
-    for container, count, distinct in repeated_blocks(mg):
-        lines.append(f"  repeated blocks: {container} x{count}, {distinct} distinct structure(s)")
+    lines.extend(block_lines(ir))
     cov = ir.coverage()
     n_dev, n_host = sum(cov["device"].values()), sum(cov["host"].values())
     lines.append(f"  ttnn ops: {n_dev} on device, {n_host} on host")
@@ -132,18 +117,20 @@ def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
         lines.append("    host fallback: " + ", ".join(f"{k} x{n}" for k, n in sorted(cov["host"].items())))
     lines.append(f"  memory per device (tile-padded): weights {_mib(ir.weight_bytes())} in {len(ir.weights)} tensors, "
                  f"peak activations {_mib(peak_activation_bytes(ir))}")
-    summary = mg.sharding
-    if summary is not None:
-        roles = collections.Counter(summary.linear_roles.values())
-        lines.append(f"  sharding: submesh {summary.submesh[0]}x{summary.submesh[1]} per cfg branch "
-                     f"(x{ir.cfg_factor}); sp axis {summary.sp_axis}, tp axis {summary.tp_axis}"
-                     + (f", ulysses axis {summary.ulysses_axis}" if summary.ulysses_axis is not None else "")
-                     + "; linears " + (", ".join(f"{k} x{v}" for k, v in sorted(roles.items())) or "replicated") +
-                     f"; ring attention x{summary.ring_attention}, ulysses attention x{summary.ulysses_attention}"
-                     + (f", hybrid (ulysses x ring) attention x{summary.hybrid_attention}"
-                        if summary.hybrid_attention else "")
-                     + "; sequence sharded from "
-                     + (", ".join(f"{n} (dim {t})" for n, t in summary.sp_origins) or "nowhere"))
+    plan = mg.sharding
+    if plan is not None:
+        roles = collections.Counter(plan.linear_roles.values())
+        attention = ", ".join(f"{strategy.value} x{n}" for strategy, n in sorted(plan.attention_counts().items(),
+                                                                                 key=lambda kv: kv[0].value))
+        lines.append(f"  sharding: submesh {plan.submesh[0]}x{plan.submesh[1]} per cfg branch "
+                     f"(x{ir.cfg_factor}); sp axis {plan.sp_axis}, tp axis {plan.tp_axis}"
+                     + (f", ulysses axis {plan.ulysses_axis}" if plan.ulysses_axis is not None else "")
+                     + "; linears " + (", ".join(f"{k} x{v}" for k, v in sorted(roles.items())) or "replicated")
+                     + f"; attention {attention or 'none'}; sequence sharded from "
+                     + (", ".join(f"{n} (dim {t})" for n, t in plan.sp_origins) or "nowhere"))
+        if plan.unruled:
+            lines.append("  no sharding rule (inputs gathered, run whole): " + ", ".join(
+                f"{op} x{len(where)} (first at {where[0]})" for op, where in sorted(plan.unruled.items())))
         lines.append("  collectives (first instance of each repeated block; bytes = output per device):")
         lines.extend(collective_table(ir))
     for note in mg.notes:

@@ -19,6 +19,7 @@ import pytest
 
 import meshdit
 from meshdit import conformance, model_zoo
+from meshdit.sharding import AttentionStrategy
 from meshdit.sharding.mesh_config import MeshConfig
 from conftest import CONFORMANCE_LOG
 
@@ -83,7 +84,7 @@ def test_hybrid_ulysses_x_ring_runs_on_real_ttnn(name, mesh):
         warnings.simplefilter("ignore")
         program = meshdit.lower(model_zoo.build(name), config, model_zoo.example_inputs(name, batch=config.cfg.factor),
                                 dtype="bf16", weight_dtype="bfp8", static_inputs=entry.static_inputs, check=False)
-    assert program.graph.sharding.hybrid_attention >= 2
+    assert program.graph.sharding.attention_counts()[AttentionStrategy.HYBRID] >= 2
     report = conformance.run_on_mock(program)
     CONFORMANCE_LOG.append(f"{name:14s} {mesh:24s} {report.summary()}")
     assert report.raw["outputs"] == [list(program.ir.tensors[o.name].shape) for o in program.ir.outputs]

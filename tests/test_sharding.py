@@ -17,7 +17,8 @@ from conftest import tiny_model
 from meshdit import MeshConfig, model_zoo
 from meshdit.errors import ConfigError
 from meshdit.model_zoo import _position_ids
-from meshdit.sharding.placement import seq_local
+from meshdit.sharding import AttentionStrategy
+from meshdit.sharding.placement import MeshAxes, seq_local
 
 SEED_CONFIGS = [(name, mesh, tuples) for name in ("sd3-tiny", "flux-tiny", "mochi-tiny")
                 for mesh, tuples in model_zoo.entry(name).parallel.items()]
@@ -206,10 +207,11 @@ def test_hybrid_ulysses_x_ring(name, mesh, pcc_log):
     over the remaining heads, and back. The tokens are sharded ring x ulysses ways."""
     program = _check(name, mesh, pcc_log)
     config, ir = MeshConfig.parse(mesh), program.ir
-    summary = program.graph.sharding
-    attentions = summary.hybrid_attention
-    assert attentions >= 2 and summary.ring_attention == summary.ulysses_attention == 0
-    assert summary.seq_axes == (config.sp.axis, config.ulysses_axis)
+    plan = program.graph.sharding
+    counts = plan.attention_counts()
+    attentions = counts[AttentionStrategy.HYBRID]
+    assert attentions >= 2 and set(counts) == {AttentionStrategy.HYBRID}
+    assert plan.seq_axes == (config.sp.axis, config.ulysses_axis)
     a2a = [op for op in ir.ops if op.fn == "ttnn.experimental.all_to_all_async_generic"]
     rings = [op for op in ir.ops if op.fn == RING]
     assert len(a2a) == 4 * attentions and all(op.kwargs["cluster_axis"] == config.ulysses_axis for op in a2a)
@@ -226,13 +228,10 @@ def test_hybrid_nesting_is_checked(monkeypatch):
     attention's logical_n masking relies on. Nesting them the other way round must break the numbers."""
     import meshdit.sharding.plan as plan
 
-    make = plan.ShardingSummary.__init__
+    def reversed_nesting(shape, seq_axes=()):
+        return MeshAxes(shape, tuple(seq_axes)[::-1])
 
-    def reversed_nesting(self, *args, **kwargs):
-        make(self, *args, **kwargs)
-        self.seq_axes = self.seq_axes[::-1]
-
-    monkeypatch.setattr(plan.ShardingSummary, "__init__", reversed_nesting)
+    monkeypatch.setattr(plan, "MeshAxes", reversed_nesting)
     config = MeshConfig.parse("2x4 sp4@1 ulysses2@0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

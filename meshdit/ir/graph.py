@@ -10,12 +10,15 @@ graph's placeholders are of two kinds (node.meta["kind"]):
 
 from __future__ import annotations
 
+import inspect
 import math
+import operator
 from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
+from torch.fx.operator_schemas import _torchscript_schema_to_signature
 
 
 @dataclass
@@ -158,3 +161,26 @@ def finalize(mg: ModelGraph) -> None:
         if node.op == "call_function" and not node.users:
             graph.erase_node(node)
     mg.gm.recompile()
+
+
+_SIGNATURES: dict = {}
+
+
+def _signature(target) -> inspect.Signature:
+    if target not in _SIGNATURES:
+        if isinstance(target, torch._ops.OpOverload):
+            _SIGNATURES[target] = _torchscript_schema_to_signature(target._schema)  # names 'self' 'input', as fx does
+        elif target is operator.getitem:
+            _SIGNATURES[target] = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_ONLY)
+                                                     for n in ("input", "index")])
+        else:
+            _SIGNATURES[target] = inspect.signature(target)
+    return _SIGNATURES[target]
+
+
+def normalized_args(node: fx.Node) -> dict:
+    """A call node's arguments by parameter name, defaults filled in: what sharding and lowering rules take, so no
+    rule decodes node.args positions by hand (aten.slice.Tensor -> input, dim, start, end, step)."""
+    bound = _signature(node.target).bind(*node.args, **node.kwargs)
+    bound.apply_defaults()
+    return dict(bound.arguments)

@@ -1,7 +1,9 @@
 """Print a ProgramIR as a standalone Python program of ttnn calls.
 
 The printed file is the program: meshdit runs this same source in-process (runtime.program.Program), and a user
-runs it as a script beside its weight file. It holds the model's part (constants, `make_configs`, `forward`) and
+runs it as a script beside its weight file. Each repeated block kind (lowering/blocks.py) is one function that the
+forward calls once per instance with that instance's weights, so a 38-block model reads as a short forward and
+one function per distinct block, the way TT-DiT writes a block class. It holds the model's part (constants, `make_configs`, `forward`) and
 imports the device runtime (runtime/device.py, saved beside it as meshdit_device.py) for the rest: opening the mesh,
 uploads, traces, the weight cache, the command line. It imports no torch unless an op falls back to host. It binds
 `ttnn` to the real library or to meshdit's simulated mesh (`use_backend`), and the op calls are spelled as ttnn
@@ -13,7 +15,7 @@ from __future__ import annotations
 import re
 
 from .. import __version__
-from .program_ir import Code, ProgramIR, Ref, WeightRef
+from .program_ir import CclSemaphores, Code, ProgramIR, Ref, WeightRef, refs_in
 
 HEADER = '''\
 """{title}
@@ -82,7 +84,9 @@ def host_call(op_name, args, kwargs):
         return a
 
     result = op(*to_host(list(args)), **{{k: to_host(v) for k, v in kwargs.items()}})
-    return upload(result.float().numpy(), "{act_dtype}", "TILE", device)
+    if result.is_floating_point():
+        return upload(result.float().numpy(), "{act_dtype}", "TILE", device)
+    return upload(result.to(torch.int32).numpy(), "int32", "TILE", device)  # indices and labels stay integers
 
 
 def make_configs(device):
@@ -112,6 +116,8 @@ def render(value) -> str:
         return value.name
     if isinstance(value, WeightRef):
         return f"w[{value.name!r}]"
+    if isinstance(value, CclSemaphores):
+        return f"ccl.{value.kind}({value.axis})"
     if isinstance(value, Code):  # UPPER_CASE names are per-mesh configs made by make_configs()
         return f"cfg[{value.text!r}]" if CONFIG_NAME.fullmatch(value.text) else value.text
     if isinstance(value, list):
@@ -138,8 +144,8 @@ def _table(entries: dict) -> str:
     return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in entries.items()) + "}"
 
 
-def emit_source(ir: ProgramIR) -> str:
-    """The whole program as Python source."""
+def emit_source(ir: ProgramIR, blocks: bool = True) -> str:
+    """The whole program as Python source; blocks=False prints one flat forward (no block functions)."""
     title = f"{ir.model_name} lowered to TT-NN by meshdit"
     inputs = {i.name: [list(i.global_shape or i.spec.shape), i.spec.dtype, list(i.placements) or None,
                        list(i.spec.shape)]
@@ -155,23 +161,119 @@ def emit_source(ir: ProgramIR) -> str:
                          submesh_shape=tuple(ir.submesh_shape), cfg_factor=ir.cfg_factor,
                          batched=list(ir.batched_inputs), inputs=_table(inputs), outputs=outputs,
                          weights=_table(weights), static=_table(ir.static_inputs), configs=configs, buffers=buffers)
-    body = [f"\n\ndef forward(device, w, cfg, {', '.join(i.name for i in ir.inputs)}):"]
+    calls = {call.start: call for call in ir.calls} if blocks else {}
+    functions = [_block_function(ir, kind) for kind in ir.blocks.values()] if blocks else []
+    statements, index = [], 0
+    while index < len(ir.ops):
+        call = calls.get(index)
+        if call is None:
+            op = ir.ops[index]
+            statements.append(_Statement(_call(op), op.outputs, _reads(op), op.module, op.where))
+            index += 1
+        else:
+            statements.append(_call_statement(ir, call))
+            index = call.end
+    forward = _function(f"forward(device, w, cfg, {', '.join(i.name for i in ir.inputs)})", None, statements,
+                        refs_in(ir.outputs), f"return ({', '.join(outputs)}{',' if len(outputs) == 1 else ''})",
+                        "CCL" in ir.configs)
+    return head + "".join(functions) + forward + "\n" + MAIN
+
+
+class _Statement:
+    """One line of a function: an op, or a block call (whose text has a {targets} slot for the names it binds)."""
+
+    def __init__(self, text, writes, reads, module, where, call=False):
+        self.text, self.writes, self.reads, self.module, self.where = text, list(writes), set(reads), module, where
+        self.call = call
+
+
+def _reads(op) -> set:
+    return set(refs_in(op.args)) | set(refs_in(op.kwargs))
+
+
+def _call_statement(ir: ProgramIR, call) -> _Statement:
+    kind = ir.blocks[call.kind]
+    args = ", ".join(render(a) for a in call.args)
+    weights = f"rt.block_weights(w, {call.instance + '.'!r})"
+    return _Statement(f"{{targets}} = {kind.name}(device, {weights}, cfg{', ' + args if args else ''})",
+                      call.outputs, {a.name for a in call.args if isinstance(a, Ref)}, call.instance, "", call=True)
+
+
+def _block_function(ir: ProgramIR, kind) -> str:
+    statements = [_Statement(_call(op), op.outputs, _reads(op), op.module, op.where) for op in kind.ops]
+    outputs = kind.outputs
+    ret = "return " + (", ".join(outputs) if outputs else "None")
+    cls = ir.module_classes.get(kind.instances[0], "")
+    doc = (f'"""{cls + ": " if cls else ""}{_ranges(kind.instances)} ({len(kind.instances)} '
+           f'instance{"s" if len(kind.instances) > 1 else ""}). `w` holds one instance\'s weights, by their names '
+           'inside it."""')
+    uses_ccl = any(isinstance(v, CclSemaphores) for op in kind.ops for v in _values(op))
+    return _function(f"{kind.name}(device, w, cfg{''.join(', ' + p for p in kind.params)})", doc, statements, outputs,
+                     ret, uses_ccl)
+
+
+def _function(signature: str, doc: str | None, statements: list, outputs: list, ret: str, uses_ccl: bool) -> str:
+    """A function over `statements`, dropping each value after its last use: ttnn frees a device buffer when no
+    tensor holds it, as TT-DiT's explicit deallocations do; without this every intermediate would live until the
+    function returns."""
+    last: dict = {}
+    for index, statement in enumerate(statements):
+        for name in statement.writes + list(statement.reads):
+            last[name] = index
+    for name in outputs:
+        last[name] = len(statements)
+    lines = [f"\n\ndef {signature}:"]
+    if doc:
+        lines.append(f"    {doc}")
+    if uses_ccl:
+        lines.append("    ccl = cfg['CCL']  # hands out the next global semaphores per CCL kind and mesh axis")
     current = None
-    dead_after = {}
-    for name, index in ir.last_uses().items():
-        if index < len(ir.ops):  # program outputs are returned, not dropped
-            dead_after.setdefault(index, []).append(name)
-    for index, op in enumerate(ir.ops):
-        if op.module != current:
-            current = op.module
-            body.append(f"    # --- {current or '(top level)'}")
-        body.append(f"    {_call(op)}  # {op.where}")
-        if dead_after.get(index):
-            # drop the last reference: ttnn frees a device buffer when no tensor holds it, as TT-DiT's
-            # explicit deallocations do; without this every intermediate would live until forward returns
-            body.append(f"    del {', '.join(sorted(dead_after[index]))}")
-    body.append(f"    return ({', '.join(outputs)}{',' if len(outputs) == 1 else ''})")
-    return head + "\n".join(body) + "\n" + MAIN
+    for index, statement in enumerate(statements):
+        if statement.module != current:
+            current = statement.module
+            lines.append(f"    # --- {current or '(top level)'}")
+        text = statement.text
+        names = statement.reads | set(statement.writes)
+        if statement.call:  # a block's results that nothing reads later are bound to _ (and so never held)
+            targets = [w if last.get(w, -1) > index else "_" for w in statement.writes]
+            text = text.replace("{targets}", ", ".join(targets) if targets else "_", 1)
+            names = statement.reads
+        lines.append(f"    {text}" + (f"  # {statement.where}" if statement.where else ""))
+        dead = sorted(n for n in names if last.get(n) == index and n not in outputs)
+        if dead:
+            lines.append(f"    del {', '.join(dead)}")
+    lines.append(f"    {ret}")
+    return "\n".join(lines)
+
+
+def _values(op) -> list:
+    out = []
+
+    def visit(value):
+        if isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+        else:
+            out.append(value)
+
+    visit(op.args)
+    visit(op.kwargs)
+    return out
+
+
+def _ranges(paths: list) -> str:
+    """'transformer_blocks.0-36' for consecutive instances; commas between runs."""
+    container = paths[0].rsplit(".", 1)[0]
+    numbers = sorted(int(p.rsplit(".", 1)[1]) for p in paths)
+    runs, start = [], numbers[0]
+    for prev, cur in zip(numbers, numbers[1:] + [None]):
+        if cur != prev + 1:
+            runs.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = cur
+    return f"{container}.{','.join(runs)}"
 
 
 def _ordered(configs: dict) -> list:

@@ -66,6 +66,17 @@ class Code:
     text: str
 
 
+@dataclass(frozen=True)
+class CclSemaphores:
+    """The global semaphores of the next CCL of one kind on one mesh axis, from the program's semaphore manager
+    (printed `ccl.all_gather(1)`). The manager (runtime/device.py CCLSemaphores) keeps two sets per kind and axis
+    and each getter rotates through them, as TT-DiT's CCLManager does, so consecutive CCLs on an axis never share
+    one; the count each CCL takes lives there too."""
+
+    kind: str  # all_gather | reduce_scatter | all_reduce_barriers | barrier | ring
+    axis: int
+
+
 def refs_in(value) -> list:
     """Names of the tensors an op argument refers to (Refs, also inside lists, tuples and dicts)."""
     if isinstance(value, Ref):
@@ -75,6 +86,18 @@ def refs_in(value) -> list:
     if isinstance(value, dict):
         return [name for v in value.values() for name in refs_in(v)]
     return []
+
+
+def last_uses(ops: list, outputs: list) -> dict:
+    """Tensor name -> index of the last op of `ops` that reads it (or produces it, if nothing reads it); `outputs`
+    live to the end (len(ops))."""
+    last = {}
+    for index, op in enumerate(ops):
+        for name in op.outputs + refs_in(op.args) + refs_in(op.kwargs):
+            last[name] = index
+    for name in outputs:
+        last[name] = len(ops)
+    return last
 
 
 @dataclass
@@ -102,7 +125,7 @@ class WeightSpec:
 
     name: str
     constant: str  # ModelGraph constant it comes from
-    transform: str  # how the host prepares it: identity | transpose | row | additive_mask
+    transform: object  # lowering.weights.WeightTransform: how the host prepares it (transpose, row, ...)
     spec: TensorSpec  # one device's piece (token dims padded)
     global_shape: tuple = ()  # shape of the prepared host array (logical, before it is padded and split)
     placements: tuple = ()  # per mesh axis: the dim sharded over that axis, or None (replicated)
@@ -137,17 +160,12 @@ class ProgramIR:
     cfg_factor: int = 1  # cfg submeshes; each runs the program on its share of the batch
     batched_inputs: tuple = ()  # inputs split over the cfg submeshes along dim 0
     buffers: dict = field(default_factory=dict)  # persistent device buffers, name -> TensorSpec (per device)
+    module_classes: dict = field(default_factory=dict)  # module path -> class name (names block functions)
+    blocks: dict = field(default_factory=dict)  # block kind name -> blocks.BlockKind (emitted as one function each)
+    calls: list = field(default_factory=list)  # blocks.BlockCall per block instance, in program order
 
     def last_uses(self) -> dict:
-        """Tensor name -> index of the last op that reads it (or produces it, if nothing reads it); program
-        outputs live to the end (len(ops))."""
-        last = {}
-        for index, op in enumerate(self.ops):
-            for name in op.outputs + refs_in(op.args) + refs_in(op.kwargs):
-                last[name] = index
-        for name in refs_in(self.outputs):
-            last[name] = len(self.ops)
-        return last
+        return last_uses(self.ops, refs_in(self.outputs))
 
     def collectives(self) -> list:
         return [op for op in self.ops if op.fn in COLLECTIVE_OPS]

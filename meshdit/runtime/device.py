@@ -145,15 +145,87 @@ def _mesh_tensor(ttnn, array, dtype, layout, device, placements, device_shape, o
 
 
 def download(ttnn, tensor) -> np.ndarray:
-    """Device tensor -> host float32 numpy array, read from the first device (program outputs are replicated)."""
-    if tensor.dtype not in (ttnn.float32, ttnn.int32, ttnn.uint32):
+    """Device tensor -> host numpy array, read from the first device (program outputs are replicated): float32 for
+    floating tensors, int32 for integer ones (indices and labels must stay integers)."""
+    integer = tensor.dtype in (ttnn.int32, ttnn.uint32)
+    if not integer and tensor.dtype != ttnn.float32:
         tensor = ttnn.typecast(tensor, ttnn.float32)
     host = ttnn.get_device_tensors(ttnn.from_device(tensor))[0]
     shape = tuple(host.shape)
     values = host.to_numpy()
     if values.dtype == object:  # the mock backend returns a wrapped 0-d array and computes no values
-        values = np.zeros(shape, dtype=np.float32)
-    return np.asarray(values, dtype=np.float32).reshape(shape)
+        values = np.zeros(shape)
+    return np.asarray(values, dtype=np.int32 if integer else np.float32).reshape(shape)
+
+
+# --- the program's view of a block's weights, and CCL semaphores -------------------------------------------------
+class BlockWeights(Mapping):
+    """One block instance's weights, by their names inside the block: the emitted block functions read
+    w["attn.to_q.weight:transpose"], which is the program's "transformer_blocks.3.attn.to_q.weight:transpose" for
+    the instance called with prefix "transformer_blocks.3."."""
+
+    def __init__(self, weights: Mapping, prefix: str):
+        self.weights, self.prefix = weights, prefix
+
+    def __getitem__(self, name):
+        return self.weights[self.prefix + name]
+
+    def __iter__(self):
+        return (name[len(self.prefix):] for name in self.weights if name.startswith(self.prefix))
+
+    def __len__(self):
+        return sum(1 for _ in self)
+
+
+def block_weights(weights: Mapping, prefix: str) -> BlockWeights:
+    return BlockWeights(weights, prefix)
+
+
+# Global semaphores each async CCL of ttnn 0.81.1 takes, by the manager's getter that hands them out: all-gather 2,
+# reduce-scatter 3, all-reduce 2 barriers (plus a reduce-scatter's 3 and an all-gather's 2), ring attention 2, and
+# one barrier semaphore. The simulated mesh checks calls against the same counts.
+SEMAPHORE_COUNTS = {"all_gather": 2, "reduce_scatter": 3, "all_reduce_barriers": 2, "ring": 2, "barrier": 1}
+
+
+class CCLSemaphores:
+    """The global semaphores of one (sub)mesh, per CCL kind and mesh axis, made once (before any trace capture).
+
+    As TT-DiT's CCLManager: two sets per kind and axis, and each getter hands out the next set, so consecutive
+    CCLs of a kind on an axis alternate ("ping-pong") and a CCL never waits on a semaphore the previous one may
+    still be resetting. Rotation happens as the forward runs, so a block function called once per layer rotates
+    like the flat program would; a captured trace records the ones each CCL used."""
+
+    def __init__(self, ttnn, device, cores):
+        def make():
+            return ttnn.create_global_semaphore(device, cores, 0)
+
+        axes = [axis for axis, size in enumerate(tuple(device.shape)) if size > 1]
+        self._sets = {(kind, axis): [[make() for _ in range(count)] for _ in range(2)]
+                      for kind, count in SEMAPHORE_COUNTS.items() for axis in axes}
+        self._next = dict.fromkeys(self._sets, 0)
+
+    def _take(self, kind: str, axis: int):
+        key = (kind, axis)
+        if key not in self._sets:
+            raise ValueError(f"no {kind} semaphores on mesh axis {axis}: the axis has one device")
+        index = self._next[key]
+        self._next[key] = 1 - index
+        return self._sets[key][index]
+
+    def all_gather(self, axis):
+        return self._take("all_gather", axis)
+
+    def reduce_scatter(self, axis):
+        return self._take("reduce_scatter", axis)
+
+    def all_reduce_barriers(self, axis):
+        return self._take("all_reduce_barriers", axis)
+
+    def ring(self, axis):
+        return self._take("ring", axis)
+
+    def barrier(self, axis):
+        return self._take("barrier", axis)[0]
 
 
 # --- weight cache ----------------------------------------------------------------------------------------------------

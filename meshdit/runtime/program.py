@@ -47,21 +47,6 @@ class PCCResult:
         return f"output {self.output} {list(self.shape)}: PCC {self.pcc:.6f} (threshold {self.threshold}) {verdict}"
 
 
-def _weight_array(value: torch.Tensor, transform: str) -> np.ndarray:
-    value = value.detach()
-    if transform == "transpose":
-        value = value.transpose(-1, -2)
-    elif transform == "row":
-        value = value.reshape(1, -1)
-    elif transform == "additive_mask":
-        value = torch.zeros(value.shape).masked_fill(~value.bool(), float("-inf"))
-    elif transform != "identity":
-        raise ValueError(f"unknown weight transform {transform}")
-    if value.is_floating_point():
-        return np.ascontiguousarray(value.to(torch.float32).numpy())
-    return np.ascontiguousarray(value.to(torch.int32).numpy())
-
-
 class Program:
     def __init__(self, ir: ProgramIR, source: str, graph: ModelGraph, plan_text: str = ""):
         self.ir = ir
@@ -84,7 +69,7 @@ class Program:
     # --- weights ----------------------------------------------------------------------------------------------
     def _prepare_weights(self):
         values = self.graph.constant_values()
-        self.weights = {name: _weight_array(values[w.constant], w.transform) for name, w in self.ir.weights.items()}
+        self.weights = {name: w.transform.prepare(values[w.constant]) for name, w in self.ir.weights.items()}
         self._weights_digest = None
         if self._runner is not None:
             self._runner.weights = None  # uploaded again on the next call

@@ -16,7 +16,8 @@ import torch
 from ..errors import ConfigError, node_location
 from ..passes.fold import fold_constants
 from ..ir.graph import ModelGraph, calls, emit, finalize, meta_of
-from .trace import ATTENTION, linears_back, linears_forward
+from ..ir.ops import ATTENTION
+from .trace import linears_back, linears_forward
 
 aten = torch.ops.aten
 

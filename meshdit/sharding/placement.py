@@ -6,12 +6,19 @@ A value's layout is a tuple with one placement per mesh axis:
   P        partial: every device holds a summand; the value is their sum (after a row-parallel linear).
 
 The collectives that move a value between placements are graph ops of their own (meshdit/ir/ops.py).
+
+A sequence shard is uneven by nature (any token count on any sp factor): each device holds ceil(N / sp) tokens
+rounded up to whole 32-row tiles, so the sequence is zero-padded at its end. `MeshAxes` is the one place that knows
+it: the per-device shape of any layout, how far a piece must be padded before a cut, and how much of a gathered
+sequence is real.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from ..ir.tiles import tile_up
 
 
 @dataclass(frozen=True)
@@ -37,9 +44,6 @@ class Partial:
 R, P = Replicate(), Partial()
 
 
-from ..ir.tiles import TILE as SEQ_TILE  # a sequence shard must start on a tile boundary on device
-
-
 def seq_local(n: int, factor: int) -> int:
     """Per-device length of a sequence of `n` tokens sharded `factor` ways (sequence parallelism).
 
@@ -47,8 +51,7 @@ def seq_local(n: int, factor: int) -> int:
     ttnn's mesh_partition refuses "height begin index aligned to tiles" otherwise), so the sequence is zero-padded
     at its end to seq_local * factor and the padding is masked by the logical length (ring attention's
     logical_n) or sliced off after a gather. Applies even when factor divides n (64 tokens over 4 -> 32 each)."""
-    per_device = -(-n // factor)  # ceil(n / factor)
-    return -(-per_device // SEQ_TILE) * SEQ_TILE
+    return tile_up(-(-n // factor))
 
 
 def seq_padded(n: int, factor: int) -> int:
@@ -56,32 +59,54 @@ def seq_padded(n: int, factor: int) -> int:
     return seq_local(n, factor) * factor
 
 
-def local_shape(shape, layout, mesh_shape, seq_axes=()) -> tuple:
-    """The shape of one device's piece of a tensor of global `shape` laid out as `layout` on `mesh_shape`.
+@dataclass(frozen=True)
+class MeshAxes:
+    """The (sub)mesh one cfg branch runs on, and which of its axes shard the sequence, outermost first (the ring
+    axis, then a hybrid's ulysses axis). A dim sharded over those is a token dim: padded per device to whole tiles.
+    A dim sharded over any other axis (tp) must divide exactly."""
 
-    seq_axes: the sequence-parallel mesh axes, outermost first (the ring axis, then a hybrid's ulysses axis). A dim
-    sharded over them is a token dim: sharded over all of them it holds seq_local(n, group) padded tokens; over the
-    outer ones only (a nested shard, as after gathering the inner axis) that times the inner axes' sizes. A dim
-    sharded over any other axis (tp) must divide exactly."""
-    shape = list(shape)
-    seq_axes = [a for a in seq_axes if mesh_shape[a] > 1]
-    group = math.prod(mesh_shape[a] for a in seq_axes)
-    token_dims = {}
-    for axis, (placement, size) in enumerate(zip(layout, mesh_shape)):
-        if isinstance(placement, Shard) and size > 1:
-            if axis in seq_axes:
-                token_dims.setdefault(placement.dim, []).append(axis)
-                continue
-            if shape[placement.dim] % size:
-                raise ValueError(f"dim {placement.dim} of {tuple(shape)} does not split into {size}")
-            shape[placement.dim] //= size
-    for dim, axes in token_dims.items():
-        if set(axes) != set(seq_axes[:len(axes)]):
-            raise ValueError(f"token dim {dim} is sharded over mesh axes {axes} but sequence shards nest outermost "
-                             f"first ({seq_axes})")
-        whole = math.prod(mesh_shape[a] for a in seq_axes[len(axes):])  # inner axes it is not (yet) sharded over
-        shape[dim] = seq_local(shape[dim], group) * whole
-    return tuple(shape)
+    shape: tuple
+    seq_axes: tuple = ()
+
+    def local_shape(self, shape, layout) -> tuple:
+        """The shape of one device's piece of a tensor of global `shape` laid out as `layout` (None: replicated).
+
+        A token dim sharded over all the sequence axes holds seq_local(n, group) padded tokens; over the outer
+        ones only (a nested shard, as after gathering the inner axis) that times the inner axes' sizes."""
+        shape = list(shape)
+        if layout is None:
+            return tuple(shape)
+        seq_axes = [a for a in self.seq_axes if self.shape[a] > 1]
+        group = math.prod(self.shape[a] for a in seq_axes)
+        token_dims: dict = {}
+        for axis, (placement, size) in enumerate(zip(layout, self.shape)):
+            if isinstance(placement, Shard) and size > 1:
+                if axis in seq_axes:
+                    token_dims.setdefault(placement.dim, []).append(axis)
+                    continue
+                if shape[placement.dim] % size:
+                    raise ValueError(f"dim {placement.dim} of {tuple(shape)} does not split into {size}")
+                shape[placement.dim] //= size
+        for dim, axes in token_dims.items():
+            if set(axes) != set(seq_axes[:len(axes)]):
+                raise ValueError(f"token dim {dim} is sharded over mesh axes {axes} but sequence shards nest "
+                                 f"outermost first ({seq_axes})")
+            whole = math.prod(self.shape[a] for a in seq_axes[len(axes):])  # inner axes it is not (yet) split over
+            shape[dim] = seq_local(shape[dim], group) * whole
+        return tuple(shape)
+
+    def pad_before_cut(self, piece: tuple, cut: tuple, dim: int, axis: int) -> int | None:
+        """Cutting `dim` of a device's `piece` over `axis` into pieces of shape `cut`: the length the piece must be
+        zero-padded to (at its end) first, or None when it splits as it is. Only sequence shards pad."""
+        target = cut[dim] * self.shape[axis]
+        return target if target != piece[dim] else None
+
+    def cut_after_gather(self, piece: tuple, whole: tuple, dim: int, axis: int) -> tuple:
+        """Gathering `dim` of pieces of shape `piece` over `axis` into a value of shape `whole`: (the gathered length,
+        the logical length to cut it back to or None). The last gather of a sequence gives the padded sequence,
+        whose first N tokens are the real ones; an inner-axis gather of a nested shard gives a padded piece as is."""
+        gathered = piece[dim] * self.shape[axis]
+        return gathered, (whole[dim] if whole[dim] != gathered else None)
 
 
 def layout_str(layout) -> str:

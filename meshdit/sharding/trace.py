@@ -7,17 +7,16 @@ import operator
 import torch
 import torch.fx as fx
 
-from ..ir import ops as mdops
 from ..ir.graph import is_const
+from ..ir.op_classes import BINARY, LAYOUT, NORMS
 
 aten = torch.ops.aten
 
-ATTENTION = {aten.scaled_dot_product_attention.default, mdops.joint_sdpa}
-BACK_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.rms_norm.default,
-                aten.layer_norm.default, aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.neg.default,
-                aten.slice.Tensor, aten.cat.default}
-FORWARD_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.slice.Tensor, operator.getitem,
-                   aten.constant_pad_nd.default}
+# From attention back to its q/k/v projections: layout changes, per-head norms, rotary embeddings (elementwise
+# with tables, rotate-half slices and cats).
+BACK_THROUGH = LAYOUT | NORMS | BINARY | {aten.neg.default, aten.slice.Tensor, aten.cat.default}
+# From attention on to its output projection: layout changes, the split of a joint output, head-dim padding.
+FORWARD_THROUGH = LAYOUT | {aten.slice.Tensor, operator.getitem, aten.constant_pad_nd.default}
 
 
 def linears_back(start, limit=40):

@@ -1,0 +1,53 @@
+"""Attention lowering: one module per strategy, behind one interface.
+
+    lower(b, call: AttentionCall, plan: AttentionPlan) -> (output, joint output or None)
+
+Sharding decides the strategy (sharding/rules/attention.py -> NodeSharding.attention); this package looks it up:
+plain, joint, ring, ulysses, hybrid. A new strategy is one module here and one AttentionStrategy value.
+A strategy returns None when it cannot lower this instance (a mask computed on device, a mask or causal attention
+on a sharded sequence); the node then runs on host.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...ir.ops import joint_sdpa
+from ...sharding.decisions import AttentionPlan, AttentionStrategy
+from ..builder import Builder
+from ..registry import lowering
+from . import hybrid, joint, plain, ring, ulysses
+from .common import AttentionCall
+
+aten = torch.ops.aten
+
+STRATEGIES = {
+    AttentionStrategy.PLAIN: plain.lower,
+    AttentionStrategy.JOINT: joint.lower,
+    AttentionStrategy.RING: ring.lower,
+    AttentionStrategy.ULYSSES: ulysses.lower,
+    AttentionStrategy.HYBRID: hybrid.lower,
+}
+
+
+def _lower(b: Builder, call: AttentionCall):
+    plan = b.decision().attention or AttentionPlan.local(call.node)
+    if plan.strategy not in (AttentionStrategy.PLAIN, AttentionStrategy.JOINT) and \
+            (call.mask is not None or call.causal):
+        return None  # the sequence-parallel kernels take neither a mask nor causal attention
+    return STRATEGIES[plan.strategy](b, call, plan)
+
+
+@lowering(aten.scaled_dot_product_attention.default)
+def sdpa(b: Builder, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+         enable_gqa=False):
+    if dropout_p or enable_gqa:
+        return None
+    result = _lower(b, AttentionCall(b.node, [query, key, value], None, scale, attn_mask, is_causal))
+    return None if result is None else result[0]
+
+
+@lowering(joint_sdpa)
+def joint_attention(b: Builder, query, key, value, joint_query, joint_key, joint_value, scale=None,
+                    joint_first=False):
+    return _lower(b, AttentionCall(b.node, [query, key, value], [joint_query, joint_key, joint_value], scale))

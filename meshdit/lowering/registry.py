@@ -1,0 +1,40 @@
+"""Lowering rules, one registry: canonical op -> a function that emits its ttnn calls.
+
+    @lowering(aten.linear.default)
+    def linear(b: Builder, input, weight, bias):
+        ...
+        return b.call("ttnn.linear", (b.arg(input), ...), {...})
+
+A rule takes the node's arguments by their schema names, defaults filled in (ir.graph.normalized_args), so no rule
+decodes node.args positions; graph values arrive as FX nodes (for shapes and placements: b.local(x), b.arg(x)).
+It returns the IR value(s) of the node, or None when this instance has no device lowering (the node then runs on
+host, counted in the coverage report, or is refused with allow_host_fallback=False). Rules live by op family in
+lowering/rules/, attention in lowering/attention/ (one module per strategy), collectives in lowering/ccl.py.
+"""
+
+from __future__ import annotations
+
+from ..ir.graph import normalized_args
+
+LOWERINGS: dict = {}
+
+
+def lowering(*targets):
+    """Register a function as the lowering rule of `targets`."""
+
+    def register(fn):
+        for target in targets:
+            if target in LOWERINGS:
+                raise ValueError(f"{target} has two lowering rules: {LOWERINGS[target].__name__} and {fn.__name__}")
+            LOWERINGS[target] = fn
+        return fn
+
+    return register
+
+
+def lower_node(b, node):
+    """The IR value of `node` from its rule, or None when it has no rule or the rule declines."""
+    rule = LOWERINGS.get(node.target)
+    if rule is None:
+        return None
+    return rule(b, **normalized_args(node))

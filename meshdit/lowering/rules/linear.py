@@ -1,0 +1,70 @@
+"""Linears, matmuls and norms (a distributed norm where sharding sharded the hidden dim)."""
+
+from __future__ import annotations
+
+import torch
+
+from ...ir.graph import is_const
+from ..builder import TTNN_DTYPE, Builder
+from ..ccl import all_gather_async
+from ..program_ir import Code
+from ..registry import lowering
+from ..weights import ROW, TRANSPOSE
+
+aten = torch.ops.aten
+
+
+@lowering(aten.linear.default)
+def linear(b: Builder, input, weight, bias):
+    kwargs = {}
+    if is_const(weight):
+        weight_value = b.weight(weight, TRANSPOSE, dtype=b.weight_dtype)
+    else:
+        weight_value = b.arg(weight)
+        kwargs["transpose_b"] = True
+    if bias is not None:
+        kwargs["bias"] = b.weight(bias, ROW) if is_const(bias) else b.arg(bias)
+    kwargs.update(compute_kernel_config=b.config("MATMUL_CONFIG"), dtype=Code(TTNN_DTYPE[b.act_dtype]))
+    return b.call("ttnn.linear", (b.arg(input), weight_value), kwargs)
+
+
+@lowering(aten.matmul.default, aten.mm.default, aten.bmm.default)
+def matmul(b: Builder, input, other=None, mat2=None):
+    second = mat2 if other is None else other  # matmul names it `other`, mm and bmm `mat2`
+    return b.call("ttnn.matmul", (b.value_or_weight(input), b.value_or_weight(second)),
+                  {"compute_kernel_config": b.config("MATMUL_CONFIG")})
+
+
+@lowering(aten.layer_norm.default)
+def layer_norm(b: Builder, input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
+    return _norm(b, "ttnn.layer_norm", input, weight, bias, eps)
+
+
+@lowering(aten.rms_norm.default)
+def rms_norm(b: Builder, input, normalized_shape, weight=None, eps=None):
+    eps = torch.finfo(input.meta["val"].dtype).eps if eps is None else eps  # torch's default
+    return _norm(b, "ttnn.rms_norm", input, weight, None, eps)
+
+
+def _norm(b: Builder, fn: str, x, weight, bias, eps):
+    kwargs = {"epsilon": float(eps)}
+    if weight is not None:
+        kwargs["weight"] = b.weight(weight, ROW) if is_const(weight) else b.arg(weight)
+    if bias is not None:
+        kwargs["bias"] = b.weight(bias, ROW) if is_const(bias) else b.arg(bias)
+    kwargs["compute_kernel_config"] = b.config("NORM_CONFIG")
+    axis = b.decision().norm_axis
+    if axis is None:
+        return b.call(fn, (b.arg(x),), kwargs)
+    # Hidden dim sharded over `axis`: local statistics (one tile per statistic: sum(x) and sum(x^2) for a layer
+    # norm, sum(x^2) for an RMS norm), all-gathered over the axis (the statistics only, not the tensor), applied.
+    local = list(b.local(x))
+    width = 64 if fn == "ttnn.layer_norm" else 32
+    stats_shape = local[:-1] + [width]
+    stats = b.call(f"{fn}_pre_all_gather", (b.arg(x),), {"dtype": Code("ttnn.float32"),
+                                                          "compute_kernel_config": b.config("NORM_CONFIG")},
+                   shapes=(stats_shape, torch.float32), dtype="float32")
+    # [.., width] per device -> [.., width x devices]
+    stats = all_gather_async(b, stats, len(stats_shape) - 1, axis,
+                             shapes=(local[:-1] + [width * b.mesh_shape[axis]], torch.float32), dtype="float32")
+    return b.call(f"{fn}_post_all_gather", (b.arg(x), stats), kwargs)

@@ -1,0 +1,85 @@
+"""Elementwise ops: ttnn's unary and binary eltwise ops, casts."""
+
+from __future__ import annotations
+
+import torch
+import torch.fx as fx
+
+from ..builder import TTNN_DTYPE, Builder
+from ..program_ir import Code
+from ..registry import lowering
+
+aten = torch.ops.aten
+
+UNARY = {aten.silu.default: "ttnn.silu", aten.relu.default: "ttnn.relu", aten.neg.default: "ttnn.neg",
+         aten.exp.default: "ttnn.exp", aten.tanh.default: "ttnn.tanh", aten.sigmoid.default: "ttnn.sigmoid",
+         aten.rsqrt.default: "ttnn.rsqrt", aten.sqrt.default: "ttnn.sqrt", aten.reciprocal.default: "ttnn.reciprocal",
+         aten.abs.default: "ttnn.abs"}
+BINARY = {aten.add.Tensor: "ttnn.add", aten.sub.Tensor: "ttnn.subtract", aten.mul.Tensor: "ttnn.multiply",
+          aten.div.Tensor: "ttnn.divide"}
+TRIG = {aten.sin.default: "ttnn.sin", aten.cos.default: "ttnn.cos"}
+
+
+def _unary(fn: str):
+    def rule(b: Builder, input):
+        return b.call(fn, (b.arg(input),))
+
+    rule.__name__ = fn.split(".")[-1]
+    return rule
+
+
+for _target, _fn in UNARY.items():
+    lowering(_target)(_unary(_fn))
+
+
+def _trig(fn: str):
+    def rule(b: Builder, input):
+        # computed in float32 (its argument is in the float32 region: t * 1000 * freq does not fit bfloat16),
+        # then cast to the activation dtype
+        value = b.call(fn, (b.arg(input),), dtype="float32")
+        if b.act_dtype == "float32":
+            return value
+        return b.call("ttnn.typecast", (value, Code(TTNN_DTYPE[b.act_dtype])))
+
+    rule.__name__ = fn.split(".")[-1]
+    return rule
+
+
+for _target, _fn in TRIG.items():
+    lowering(_target)(_trig(_fn))
+
+
+@lowering(aten.gelu.default)
+def gelu(b: Builder, input, approximate):
+    return b.call("ttnn.gelu", (b.arg(input),), {"fast_and_approximate_mode": approximate == "tanh"})
+
+
+def _binary(fn: str):
+    def rule(b: Builder, input, other, alpha=1):
+        lhs, rhs = input, other
+        if not isinstance(lhs, fx.Node):  # scalar op tensor: only add and multiply commute
+            if fn not in ("ttnn.add", "ttnn.multiply"):
+                return None
+            lhs, rhs = rhs, lhs
+        right = b.value_or_weight(rhs)
+        if alpha != 1:
+            if isinstance(rhs, fx.Node):
+                right = b.call("ttnn.multiply", (right, alpha), shapes=(b.local(rhs), rhs.meta["val"].dtype))
+            else:
+                right = right * alpha
+        return b.call(fn, (b.value_or_weight(lhs), right))
+
+    rule.__name__ = fn.split(".")[-1]
+    return rule
+
+
+for _target, _fn in BINARY.items():
+    lowering(_target)(_binary(_fn))
+
+
+@lowering(aten.to.dtype)
+def cast(b: Builder, input, dtype, **_):
+    src, dst = b.dtype_of(input.meta["val"].dtype, input), b.dtype_of(b.node.meta["val"].dtype)
+    if src == dst:
+        return b.arg(input)  # float-to-float casts vanish: every float activation has the program dtype
+    return b.call("ttnn.typecast", (b.arg(input), Code(TTNN_DTYPE[dst])))

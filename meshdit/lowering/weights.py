@@ -1,0 +1,88 @@
+"""Weight transforms: how the host prepares a program weight from a model constant, named by lowering and applied
+by the runtime.
+
+A rule asks for `b.weight(node, TRANSPOSE)`; the transform says what the prepared array's shape is, where each
+model dim lands (so a sharded dim keeps its placement), and how to make it. The runtime (Program) applies it to the
+constant's real values, once, into an array the program owns. Transforms are values of the program IR: printable,
+comparable, and named in the weight's name (`...to_q.weight:transpose`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class WeightTransform:
+    name: str  # how it shows in the weight's name; "" for none
+
+    def shape(self, shape: tuple) -> tuple:
+        """The prepared array's shape."""
+        return tuple(shape)
+
+    def dim(self, dim: int, rank: int) -> int:
+        """Where dim `dim` of the model constant lands in the prepared array."""
+        return dim
+
+    def float_output(self) -> bool:
+        """Whether the prepared array is float whatever the constant's dtype (a mask becomes additive)."""
+        return False
+
+    def values(self, value: torch.Tensor) -> torch.Tensor:
+        return value
+
+    def prepare(self, value: torch.Tensor) -> np.ndarray:
+        """The host array the device gets: a contiguous copy the program owns (float32, or int32 for integers),
+        never a view of the module's parameters, so changing the module later cannot change the program."""
+        value = self.values(value.detach())
+        dtype = np.float32 if value.is_floating_point() else np.int32
+        array = value.to(torch.float32 if value.is_floating_point() else torch.int32).cpu().numpy()
+        return np.array(array, dtype=dtype, order="C", copy=True)
+
+    def __str__(self):
+        return self.name or "identity"
+
+
+class _Transpose(WeightTransform):
+    """[out, in] -> [in, out]: ttnn.linear multiplies by the weight as stored."""
+
+    def shape(self, shape):
+        return tuple(shape[:-2]) + (shape[-1], shape[-2])
+
+    def dim(self, dim, rank):
+        return {rank - 1: rank - 2, rank - 2: rank - 1}.get(dim, dim)
+
+    def values(self, value):
+        return value.transpose(-1, -2)
+
+
+class _Row(WeightTransform):
+    """A vector (bias, norm weight) as one row [1, n]: ttnn broadcasts rows."""
+
+    def shape(self, shape):
+        return (1, shape[0])
+
+    def dim(self, dim, rank):
+        return 1
+
+    def values(self, value):
+        return value.reshape(1, -1)
+
+
+class _AdditiveMask(WeightTransform):
+    """A boolean attention mask as the additive mask ttnn's SDPA takes: 0 where attended, -inf where masked."""
+
+    def float_output(self):
+        return True
+
+    def values(self, value):
+        return torch.zeros(value.shape).masked_fill(~value.bool(), float("-inf"))
+
+
+IDENTITY = WeightTransform("")
+TRANSPOSE = _Transpose("transpose")
+ROW = _Row("row")
+ADDITIVE_MASK = _AdditiveMask("additive_mask")

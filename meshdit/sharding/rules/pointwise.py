@@ -1,0 +1,66 @@
+"""Elementwise ops: a shard passes through; a pending sum passes only through ops that commute with a sum."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+import torch.fx as fx
+
+from ...ir.graph import shape_of
+from ...ir.op_classes import BINARY, SUM_PRESERVING, UNARY
+from ..placement import P, Partial, R, Shard
+from . import OpOnAxis, sharding_rule
+
+aten = torch.ops.aten
+
+
+@sharding_rule(*UNARY)
+def unary(op: OpOnAxis):
+    x = op.args["input"]
+    hx = op.placement(x)
+    if isinstance(hx, Partial) and op.node.target not in SUM_PRESERVING:
+        return {x: R}, R  # silu(a + b) is not silu(a) + silu(b): reduce first
+    return {x: hx}, hx
+
+
+@sharding_rule(*BINARY)
+def binary(op: OpOnAxis):
+    node = op.node
+    out_rank = len(op.shape)
+    operands = [a for a in (op.args["input"], op.args["other"]) if isinstance(a, fx.Node)]
+    placements = [op.placement(a) for a in operands]
+    partial = [isinstance(p, Partial) for p in placements]
+    if any(partial):
+        if node.target in (aten.mul.Tensor, aten.div.Tensor) and sum(partial) == 1 and \
+                (node.target is aten.mul.Tensor or partial[0]):
+            return {a: (P if p else R) for a, p in zip(operands, partial)}, P  # scaling a pending sum
+        if node.target in (aten.add.Tensor, aten.sub.Tensor) and all(partial):
+            return {a: P for a in operands}, P  # a sum of pending sums: still one reduction later
+        if op.plan.residual == "sharded" and op.axis == op.plan.tp_axis and \
+                node.target in (aten.add.Tensor, aten.sub.Tensor):
+            # TT-DiT's layout: a row-parallel result is reduce-scattered into a hidden-dim-sharded residual
+            placements = [Shard(len(shape_of(a)) - 1) if p else h for a, p, h in zip(operands, partial, placements)]
+        else:
+            placements = [R if p else h for p, h in zip(partial, placements)]
+    out = R
+    for a, p in zip(operands, placements):
+        if isinstance(p, Shard):
+            out = Shard(p.dim + out_rank - len(shape_of(a)))  # broadcasting aligns dims from the right
+            break
+    reqs = {}
+    for a in operands:
+        if isinstance(out, Shard):
+            od = out.dim - (out_rank - len(shape_of(a)))
+            # an operand broadcast along the sharded dim (size 1 there) is read whole by every device
+            reqs[a] = Shard(od) if od >= 0 and shape_of(a)[od] == op.shape[out.dim] else R
+        else:
+            reqs[a] = R
+    return reqs, out
+
+
+@sharding_rule(operator.getitem)
+def getitem(op: OpOnAxis):
+    """One output of a multi-output op (attention): the placement its producer gave that output."""
+    x = op.args["input"]
+    return {x: op.placement(x)}, op.plan.layout(x)[op.args["index"]][op.axis]
