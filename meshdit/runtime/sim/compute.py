@@ -1,0 +1,192 @@
+"""Compute ops: linear / matmul, layer and RMS norm (whole, and the distributed pre/post all-gather halves),
+unary and binary eltwise ops, reductions, softmax, typecast.
+
+Each runs per device on that device's shard in float32 and rounds its output to the output data format (tensor._map),
+so a bfloat16 program loses what the hardware loses at each op's output. Keyword names follow ttnn's; configs are
+accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .registry import public_op, sim_op
+from .tensor import TILE, _f, _map, float32
+
+
+@sim_op("linear")
+def linear(input_tensor_a, input_tensor_b, *, bias=None, transpose_a=False, transpose_b=False, memory_config=None,
+           dtype=None, program_config=None, activation=None, compute_kernel_config=None, core_grid=None, **_):
+    def fn(a, b, c=None):
+        a = a.transpose(-1, -2) if transpose_a else a
+        b = b.transpose(-1, -2) if transpose_b else b
+        y = torch.matmul(_f(a), _f(b))
+        if c is not None:
+            y = y + _f(c)
+        if activation is not None:
+            y = {"gelu": F.gelu, "silu": F.silu, "relu": F.relu}[activation](y)
+        return y
+
+    inputs = (input_tensor_a, input_tensor_b) + ((bias,) if bias is not None else ())
+    return _map(fn, *inputs, dtype=dtype)
+
+
+@sim_op("matmul")
+def matmul(input_tensor_a, input_tensor_b, **kwargs):
+    return public_op("linear")(input_tensor_a, input_tensor_b, **kwargs)
+
+
+def _norm(kind):
+    def op(input_tensor, *, epsilon=1e-12, weight=None, bias=None, residual_input_tensor=None, memory_config=None,
+           program_config=None, compute_kernel_config=None, **_):
+        def fn(x, w=None, b=None, r=None):
+            x = _f(x) + (_f(r) if r is not None else 0)
+            if kind == "layer":
+                y = F.layer_norm(x, x.shape[-1:], eps=epsilon)
+            else:
+                y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + epsilon)
+            if w is not None:
+                y = y * _f(w).reshape(-1)
+            if b is not None:
+                y = y + _f(b).reshape(-1)
+            return y
+
+        extras = [t for t in (weight, bias, residual_input_tensor)]
+        names = [t is not None for t in extras]
+        inputs = [input_tensor] + [t for t in extras if t is not None]
+
+        def call(x, *rest):
+            it = iter(rest)
+            w, b, r = (next(it) if present else None for present in names)
+            return fn(x, w, b, r)
+
+        return _map(call, *inputs)
+
+    return op
+
+
+layer_norm = sim_op("layer_norm")(_norm("layer"))
+rms_norm = sim_op("rms_norm")(_norm("rms"))
+
+
+def _pre_all_gather(kind):
+    """Per-row partial statistics of this device's slice of the hidden dim, one tile (32 columns) per statistic:
+    sum(x) at column 0 and sum(x^2) at column 32 (layer norm), or sum(x^2) at column 0 (RMS norm)."""
+    def op(input_tensor, *, dtype=None, compute_kernel_config=None, memory_config=None, **_):
+        def fn(x):
+            x = _f(x)
+            stats = torch.zeros(x.shape[:-1] + (2 * TILE if kind == "layer" else TILE,))
+            if kind == "layer":
+                stats[..., 0], stats[..., TILE] = x.sum(-1), (x * x).sum(-1)
+            else:
+                stats[..., 0] = (x * x).sum(-1)
+            return stats
+
+        return _map(fn, input_tensor, dtype=dtype or float32)
+
+    return op
+
+
+def _post_all_gather(kind):
+    """Normalise this device's slice with statistics gathered from every device on the axis."""
+    def op(input_tensor, stats, *, epsilon=1e-12, weight=None, bias=None, memory_config=None,
+           compute_kernel_config=None, program_config=None, dtype=None, **_):
+        width = 2 * TILE if kind == "layer" else TILE  # one device's statistics, as _pre_all_gather lays them out
+
+        def fn(x, st, w=None, b=None):
+            x = _f(x)
+            st = _f(st).reshape(st.shape[:-1] + (st.shape[-1] // width, width))
+            count = x.shape[-1] * st.shape[-2]
+            if kind == "layer":
+                mean = st[..., 0].sum(-1, keepdim=True) / count
+                var = st[..., TILE].sum(-1, keepdim=True) / count - mean * mean
+                y = (x - mean) * torch.rsqrt(var + epsilon)
+            else:
+                y = x * torch.rsqrt(st[..., 0].sum(-1, keepdim=True) / count + epsilon)
+            if w is not None:
+                y = y * _f(w).reshape(-1)
+            if b is not None:
+                y = y + _f(b).reshape(-1)
+            return y
+
+        extras = [t for t in (weight, bias) if t is not None]
+
+        def call(x, st, *rest):
+            it = iter(rest)
+            return fn(x, st, next(it) if weight is not None else None, next(it) if bias is not None else None)
+
+        return _map(call, input_tensor, stats, *extras, dtype=dtype)
+
+    return op
+
+
+layer_norm_pre_all_gather = sim_op("layer_norm_pre_all_gather")(_pre_all_gather("layer"))
+layer_norm_post_all_gather = sim_op("layer_norm_post_all_gather")(_post_all_gather("layer"))
+rms_norm_pre_all_gather = sim_op("rms_norm_pre_all_gather")(_pre_all_gather("rms"))
+rms_norm_post_all_gather = sim_op("rms_norm_post_all_gather")(_post_all_gather("rms"))
+
+
+@sim_op("gelu")
+def gelu(input_tensor, *, fast_and_approximate_mode=False, memory_config=None, **_):
+    approximate = "tanh" if fast_and_approximate_mode else "none"
+    return _map(lambda x: F.gelu(_f(x), approximate=approximate), input_tensor)
+
+
+def _unary(fn):
+    def op(input_tensor, *, memory_config=None, **_):
+        return _map(lambda x: fn(_f(x)), input_tensor)
+
+    return op
+
+
+silu = sim_op("silu")(_unary(F.silu))
+relu = sim_op("relu")(_unary(F.relu))
+neg = sim_op("neg")(_unary(torch.neg))
+exp = sim_op("exp")(_unary(torch.exp))
+sin = sim_op("sin")(_unary(torch.sin))
+cos = sim_op("cos")(_unary(torch.cos))
+tanh = sim_op("tanh")(_unary(torch.tanh))
+sigmoid = sim_op("sigmoid")(_unary(torch.sigmoid))
+rsqrt = sim_op("rsqrt")(_unary(torch.rsqrt))
+sqrt = sim_op("sqrt")(_unary(torch.sqrt))
+reciprocal = sim_op("reciprocal")(_unary(torch.reciprocal))
+abs = sim_op("abs")(_unary(torch.abs))  # noqa: A001 - ttnn's name
+
+
+def _binary(fn):
+    def op(input_tensor_a, input_tensor_b, *, dtype=None, memory_config=None, **_):
+        return _map(lambda a, b: fn(_f(a), _f(b)), input_tensor_a, input_tensor_b, dtype=dtype)
+
+    return op
+
+
+# ttnn's short spellings are the same op; a trace names the op as the program called it
+add = sim_op("add")(_binary(torch.add))
+subtract = sim_op("subtract", "sub")(_binary(torch.sub))
+multiply = sim_op("multiply", "mul")(_binary(torch.mul))
+divide = sim_op("divide", "div")(_binary(torch.div))
+
+
+def _reduction(fn):
+    def op(input_tensor, dim=None, keepdim=False, *, memory_config=None, **_):
+        dims = dim if dim is not None else list(range(len(input_tensor.shape)))
+        return _map(lambda x: fn(_f(x), dim=dims, keepdim=keepdim), input_tensor)
+
+    return op
+
+
+mean = sim_op("mean")(_reduction(torch.mean))
+sum = sim_op("sum")(_reduction(torch.sum))  # noqa: A001 - ttnn's name
+
+
+@sim_op("softmax")
+def softmax(input_tensor, dim=-1, *, memory_config=None, compute_kernel_config=None, numeric_stable=True):
+    return _map(lambda x: torch.softmax(_f(x), dim=dim), input_tensor)
+
+
+@sim_op("typecast")
+def typecast(input_tensor, dtype, *, memory_config=None, **_):
+    if dtype.name in ("int32", "uint32"):
+        return _map(lambda x: x.to(torch.int64), input_tensor, dtype=dtype)
+    return _map(lambda x: x.to(torch.float32), input_tensor, dtype=dtype)
