@@ -20,7 +20,6 @@ import warnings
 
 import meshdit
 from meshdit import conformance, model_zoo
-from meshdit.sharding.mesh_config import MeshConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tables import measure_and_record  # noqa: E402
@@ -36,11 +35,7 @@ CASES = [("sd35-large", "2x4", "bf16"), ("sd35-large", "2x4", "bfp8"), ("sd35-la
 
 
 def measure(name: str, mesh_key: str, weight_dtype: str) -> dict:
-    entry = model_zoo.entry(name)
-    if mesh_key in entry.parallel:
-        mesh = MeshConfig.from_tuples(tuple(int(d) for d in mesh_key.split("x")), entry.parallel[mesh_key])
-    else:
-        mesh = MeshConfig.parse(mesh_key)
+    mesh = model_zoo.seed_mesh(name, mesh_key)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = meshdit.lower(model_zoo.build(name, device="meta"), mesh,

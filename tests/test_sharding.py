@@ -16,6 +16,7 @@ import meshdit.runtime.sim as sim
 from conftest import tiny_model
 from meshdit import MeshConfig, model_zoo
 from meshdit.errors import ConfigError
+from meshdit.ir import ops as mdops
 from meshdit.model_zoo import _position_ids
 from meshdit.sharding import AttentionStrategy
 from meshdit.sharding.placement import MeshAxes, seq_local
@@ -459,3 +460,72 @@ def test_seed_config_gathers_write_persistent_buffers(pcc_log):
     gathers = [op for op in program.ir.ops if op.fn == "ttnn.experimental.all_gather_async"]
     assert gathers and all(op.kwargs["persistent_output_tensor"].text in program.ir.buffers for op in gathers)
     assert len({op.kwargs["persistent_output_tensor"].text for op in gathers}) < len(gathers)  # shared by liveness
+
+
+# --- which stream is sequence-sharded, widths tp does not divide, ops without a sharding rule -------------------------
+def test_image_stream_is_sharded_even_when_the_prompt_is_longer(pcc_log):
+    """A 256 x 256 Flux image has fewer image tokens (256) than T5 prompt tokens (512): the image stream is still the
+    one sequence parallelism shards, because its tokens come from the latent input, not because it is longer."""
+    inputs = model_zoo.example_inputs("flux-tiny")
+    inputs["hidden_states"] = _randn(1, 16, 16)  # 16 image tokens (a 4 x 4 latent grid) against 32 prompt tokens
+    inputs["img_ids"] = _position_ids(16, False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(tiny_model("flux-tiny"), "1x2 sp2@1", inputs,
+                                static_inputs=model_zoo.entry("flux-tiny").static_inputs)
+    result = program.pcc_report()[0]
+    pcc_log("flux-tiny", "1x2 sp2@1 16 image < 32 prompt tokens", result)
+    assert result.pcc >= 0.9999
+    placements = {i.name: i.placements for i in program.ir.inputs}
+    assert placements["hidden_states"] == (None, 1)  # image tokens uploaded sharded on the sp axis
+    assert placements["encoder_hidden_states"] == (None, None)  # prompt tokens replicated
+    joint = [n for n in program.graph.op_nodes() if n.target is mdops.joint_sdpa]
+    assert joint and all(n.args[0].meta["val"].shape[2] == 16 and n.args[3].meta["val"].shape[2] == 32 for n in joint)
+
+
+@pytest.mark.parametrize("mesh", ["1x4 tp4@1", "2x4 sp2@0 tp4@1"])
+def test_linear_widths_tp_does_not_divide_are_padded(mesh, pcc_log):
+    """Mochi's SwiGLU width int(8 * d / 3): d = 64 gives 170 (prompt stream: 106), which tp 4 does not divide.
+    The hidden units are zero-padded (zero rows in the up and gate projections, zero columns in the down
+    projection): exact."""
+    from diffusers import MochiTransformer3DModel
+
+    config = dict(model_zoo.entry("mochi-tiny").config, num_attention_heads=4, attention_head_dim=16,
+                  pooled_projection_dim=40)
+    model = model_zoo.randomize_(MochiTransformer3DModel(**config).eval())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model, mesh, model_zoo.example_inputs("mochi-tiny"))
+    assert any("hidden width 170 padded to" in note for note in program.graph.notes)
+    assert any("hidden width 106 padded to" in note for note in program.graph.notes)
+    result = program.pcc_report()[0]
+    pcc_log("mochi d=64", f"{mesh} SwiGLU 170/106 padded", result)
+    assert result.pcc >= 0.9999
+
+
+class _AttentionThenCumsum(torch.nn.Module):
+    """Self-attention over sequence-sharded tokens, then an op with no sharding rule (cumsum over the tokens)."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.out = torch.nn.Linear(32, 96), torch.nn.Linear(32, 32)
+
+    def forward(self, x):
+        q, k, v = self.qkv(x).reshape(1, 64, 3, 1, 32).permute(2, 0, 3, 1, 4)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v).reshape(1, 64, 32)
+        return self.out(torch.cumsum(y, dim=1))
+
+
+def test_an_op_without_a_sharding_rule_is_gathered_and_named():
+    """Never replicated silently: it runs on gathered inputs, and the plan names it; strict=True refuses it."""
+    model, x = _AttentionThenCumsum().eval(), torch.randn(1, 64, 32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model, "1x2 sp2@1", {"x": x})
+    assert "aten.cumsum.default" in program.graph.sharding.unruled
+    assert "no sharding rule (inputs gathered, run whole): aten.cumsum.default x1" in program.plan()
+    gathered = [op for op in program.ir.ops if op.fn == "ttnn.experimental.all_gather_async"]
+    assert gathered and program.coverage()["host"] == {"aten.cumsum.default": 1}
+    assert program.pcc_report()[0].pcc >= 0.9999
+    with pytest.raises(meshdit.errors.UnsupportedOpError, match=r"no sharding rule for aten.cumsum.default .*strict"):
+        meshdit.lower(model, "1x2 sp2@1", {"x": x}, strict=True)

@@ -27,8 +27,11 @@ from .ops import ATTENTION, joint_sdpa
 aten = torch.ops.aten
 
 
-def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: set | None = None) -> dict:
-    """{origin node: its token dim} for the token dim `dim` of `node` (see the module docstring)."""
+def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: set | None = None,
+                  through_slices: bool = False) -> dict:
+    """{origin node: its token dim} for the token dim `dim` of `node` (see the module docstring). A slice of the
+    token dim keeps a subset of the same tokens: with `through_slices` the walk goes on through it (to tell where
+    tokens come from); without, the slice is the origin (where sequence parallelism shards)."""
     origins = {} if origins is None else origins
     seen = set() if seen is None else seen
     stack = [(node, dim)]
@@ -68,7 +71,7 @@ def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: se
                     od = t - (len(shape) - len(shape_of(operand)))
                     if od >= 0 and shape_of(operand)[od] == shape[t]:  # broadcast operands carry no tokens
                         stack.append((operand, od))
-        elif target is aten.slice.Tensor and node.args[1] % len(shape) != t:
+        elif target is aten.slice.Tensor and (through_slices or node.args[1] % len(shape) != t):
             stack.append((node.args[0], t))
         elif target is aten.cat.default and (node.args[1] if len(node.args) > 1 else 0) % len(shape) != t:
             stack.extend((part, t) for part in node.args[0])
@@ -121,4 +124,4 @@ class StreamOracle:
         when the graph has no latent input to tell by."""
         if self.latent is None:
             return None
-        return any(origin in self.from_latent for origin in token_origins(node, dim))
+        return any(origin in self.from_latent for origin in token_origins(node, dim, through_slices=True))

@@ -122,6 +122,17 @@ ENTRIES.update({
 })
 
 
+def seed_mesh(name: str, mesh: str):
+    """The MeshConfig for a mesh string: a bare mesh shape ("2x4") names the entry's seed parallel config for it;
+    anything else is parsed as a mesh config ("2x4 sp4@1 ulysses2@0")."""
+    from ..sharding.mesh_config import MeshConfig
+
+    parallel = entry(name).parallel
+    if mesh in parallel:
+        return MeshConfig.from_tuples(tuple(int(d) for d in mesh.split("x")), parallel[mesh])
+    return MeshConfig.parse(mesh)
+
+
 def names() -> list:
     return sorted(ENTRIES)
 

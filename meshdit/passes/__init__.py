@@ -4,8 +4,8 @@
 
 Order: specialise (concrete shapes, folded constants, data-dependent values) -> drop no-ops -> canonicalise ->
 merge common subexpressions (shared position tables) -> fuse RMSNorm -> keep concatenated token streams apart
-(push cats down to attention) -> joint attention -> split its outputs back into streams -> annotate structure
-(linear, MLP, adaLN, attention).
+(push cats down to attention) -> joint attention -> split its outputs back into streams -> orient each joint
+attention (its main stream is the one from the latent input) -> annotate structure (linear, MLP, adaLN, attention).
 `verify` (tests use it) runs the graph in torch after every pass and checks it still matches the first one.
 """
 
@@ -20,7 +20,7 @@ from .canonicalize import canonicalize
 from .cleanup import drop_noops
 from .cse import eliminate_common_subexpressions
 from ..ir.graph import ModelGraph
-from .patterns import annotate, fuse_joint_attention, fuse_rms_norm
+from .patterns import annotate, fuse_joint_attention, fuse_rms_norm, orient_joint_attention
 from .specialize import specialize
 from .streams import sink_concats
 
@@ -32,6 +32,7 @@ PIPELINE = (
     ("sink_concats", sink_concats),
     ("fuse_joint_attention", fuse_joint_attention),
     ("split_joint_outputs", sink_concats),
+    ("orient_joint_attention", orient_joint_attention),
     ("cse_streams", eliminate_common_subexpressions),
     ("annotate", annotate),
 )

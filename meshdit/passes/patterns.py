@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 
+from ..errors import node_location
 from ..ir import ops
 from ..ir.graph import ModelGraph, calls, emit, finalize, is_const, replace_node
+from ..ir.tokens import StreamOracle
 
 aten = torch.ops.aten
 
@@ -116,7 +118,7 @@ def fuse_joint_attention(mg: ModelGraph) -> int:
         sizes = [[p.meta["val"].shape[2] for p in c] for c in cats]
         if not (sizes[0] == sizes[1] == sizes[2]):
             continue
-        # The longer stream (image/video tokens) is the main one, the shorter (prompt) the joint one.
+        # A first guess (the longer stream); orient_joint_attention decides structurally once the streams are apart.
         main = 0 if sizes[0][0] >= sizes[0][1] else 1
         joint = 1 - main
         args = [c[main] for c in cats] + [c[joint] for c in cats]
@@ -130,6 +132,31 @@ def fuse_joint_attention(mg: ModelGraph) -> int:
         fused += 1
     finalize(mg)
     return fused
+
+
+def orient_joint_attention(mg: ModelGraph) -> int:
+    """Make each joint attention's main stream the one whose tokens come from the latent input (ir/tokens.py), not
+    the longer one: a 256 x 256 Flux image has 256 image tokens against 512 prompt tokens. Swaps the streams of a
+    joint attention that has them the other way round (its value does not change: joint_first keeps the model's
+    concatenation order); returns how many were swapped. Without a latent input to tell by, the guess stays and the
+    plan says so."""
+    oracle = StreamOracle(mg)
+    swapped = 0
+    for node in calls(mg.gm.graph, ops.joint_sdpa):
+        main, joint = oracle.is_main(node.args[0], 2), oracle.is_main(node.args[3], 2)
+        if main is None or main == joint:
+            mg.notes.append(f"joint attention at {node_location(node)}: neither stream alone comes from the latent "
+                            "input; the longer one is taken as the image/video stream")
+            continue
+        if main:
+            continue
+        node.args = tuple(node.args[3:6]) + tuple(node.args[:3])
+        node.kwargs = {**node.kwargs, "joint_first": not node.kwargs.get("joint_first", False)}
+        node.meta["val"] = tuple(reversed(node.meta["val"]))
+        for user in list(node.users):
+            user.args = (node, 1 - user.args[1])
+        swapped += 1
+    return swapped
 
 
 # --- annotations ------------------------------------------------------------------------------------------------

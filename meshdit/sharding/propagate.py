@@ -24,12 +24,13 @@ from .rules import OpOnAxis, rule_for
 
 
 class Propagator:
-    def __init__(self, mg, plan, origins: dict, strict: bool = False):
+    def __init__(self, mg, plan, origins: dict, strict: bool = False, input_layouts: dict | None = None):
         self.mg = mg
         self.graph = mg.gm.graph
         self.plan = plan
         self.origins = origins  # node -> token dim to shard over the sequence axes
         self.strict = strict
+        self.input_layouts = input_layouts or {}  # graph input name -> the layout it is uploaded in
         self.axes = [a for a, size in enumerate(plan.mesh_axes.shape) if size > 1]
         self.converted: dict = {}  # (node, axis, placement) -> node holding that value in that placement
 
@@ -41,7 +42,7 @@ class Propagator:
         seq_axes = self.plan.seq_axes
         for node in list(self.graph.nodes):
             if node.op == "placeholder":
-                layout = list(default)
+                layout = list(self.input_layouts.get(node.name, default))
                 if node in self.origins and seq_axes:
                     # uploaded sharded over the outer sequence axis; partition_origin cuts the inner one on device
                     layout[seq_axes[0]] = Shard(self.origins[node])
@@ -69,11 +70,16 @@ class Propagator:
         per_axis_reqs = {n: [R] * size for n in inputs}
         multi = isinstance(node.meta.get("val"), (tuple, list))
         outs = [[R] * size for _ in node.meta["val"]] if multi else [R] * size
-        for axis in self.axes:
+        # Sequence axes first: a dim sharded over a sequence axis holds whole tiles of a padded sequence, which no
+        # other axis may cut again; where a rule would, that axis runs the op on its inputs gathered instead.
+        for axis in sorted(self.axes, key=lambda a: a not in self.plan.seq_axes):
             if rule is None:  # no rule: whole inputs, whole output
                 continue
             have = {n: (self.layout(n) or (R,) * size)[axis] for n in inputs}
             reqs, out = rule(OpOnAxis.of(node, axis, have, self.plan, decision))
+            if axis not in self.plan.seq_axes and _cuts_a_token_dim(out, outs, self.plan.seq_axes, multi):
+                have = {n: (R if isinstance(h, Shard) else h) for n, h in have.items()}
+                reqs, out = rule(OpOnAxis.of(node, axis, have, self.plan, decision))
             for n in inputs:
                 per_axis_reqs[n][axis] = reqs.get(n, R)
             if multi:
@@ -176,3 +182,12 @@ class Propagator:
                 self.converted[key] = self.collective(fn, (node,) + extra, node, axis, want)
         return self.converted[key]
 
+
+
+def _cuts_a_token_dim(out, outs, seq_axes, multi) -> bool:
+    """Whether an output placement shards a dim that a sequence axis already shards."""
+    pairs = zip(out, outs) if multi else [(out, outs)]
+    for placement, layout in pairs:
+        if isinstance(placement, Shard) and any(layout[a] == placement for a in seq_axes):
+            return True
+    return False

@@ -30,6 +30,8 @@ def linear(op: OpOnAxis):
                 reqs[bias] = Shard(0)
             return reqs, Shard(len(op.shape) - 1)
         if role == "row":  # each device holds a slice of the input features: its product is a summand
+            if bias is not None:  # every device would add it: the tp step moves it after the reduction first
+                raise ValueError(f"row-parallel linear {op.node.name} still has its bias (tp.detach_row_bias)")
             return {x: Shard(last), w: Shard(1)}, P
     hx = op.placement(x)
     keep = hx if isinstance(hx, Shard) and hx.dim != last else R

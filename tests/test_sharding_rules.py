@@ -1,0 +1,333 @@
+"""Each registered sharding rule on its own, as torch.distributed.tensor tests its op strategies: a graph of one op,
+inputs arriving with random placements on a small simulated mesh, and the sharded program must equal the op on
+whole tensors. Propagation inserts whatever collectives the rule asks for, lowering emits the ttnn calls, and the
+simulated mesh moves real data, so a wrong rule (a shard passed through an op that mixes that dim, a pending sum
+through a nonlinearity, a wrong output dim) shows as a wrong number here, without a whole model.
+
+The 2x2 mesh has a sequence axis (0: shards are zero-padded to whole tiles per device, as sp does) and a tp axis
+(1: shards divide exactly); roles of linears and the attention strategy are drawn too.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import pytest
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from meshdit.ir.graph import ConstantSpec, ModelGraph, emit, finalize
+from meshdit.ir.ops import joint_sdpa
+from meshdit.lowering import emit_source, lower_graph
+from meshdit.runtime import Program
+from meshdit.sharding import MeshConfig
+from meshdit.sharding.placement import MeshAxes, R, Shard
+from meshdit.sharding.plan import ShardingPlan
+from meshdit.sharding.propagate import Propagator
+from meshdit.sharding.rules import RULES
+
+aten = torch.ops.aten
+SEQ, TP = 0, 1
+MESH = MeshConfig.parse("2x2 sp2@0 tp2@1")
+
+POSITIVE = {aten.rsqrt.default, aten.sqrt.default, aten.reciprocal.default}
+
+
+# --- a graph of one op ------------------------------------------------------------------------------------------
+class Const:
+    """A constant operand (a weight the program owns) of a sample."""
+
+    def __init__(self, value):
+        self.value = value
+
+
+def run_single_op(target, args: list, kwargs: dict, layouts: dict, roles: str | None = None,
+                  ulysses: bool = False) -> list:
+    """The outputs of `target(*args, **kwargs)` lowered on the 2x2 mesh, with the tensor args uploaded in `layouts`
+    (arg index -> layout); tensors are inputs, Const values constants."""
+    graph, inputs, constants, values = fx.Graph(), {}, {}, {}
+
+    def placeholder(value, index, kind):
+        name = f"{kind}{index}"
+        node = graph.placeholder(name)
+        node.meta.update(kind=kind, key=name, val=torch.empty(value.shape, dtype=value.dtype, device="meta"))
+        if kind == "input":
+            inputs[name], values[name] = node.meta["val"], value
+        else:
+            constants[name] = ConstantSpec(name, tuple(value.shape), value.dtype, None, value)
+        return node
+
+    def leaf(value, index):
+        if isinstance(value, Const):
+            return placeholder(value.value, index, "const")
+        if isinstance(value, torch.Tensor):
+            return placeholder(value, index, "input")
+        if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):
+            return [placeholder(v, f"{index}_{k}", "input") for k, v in enumerate(value)]
+        return value
+
+    node_args = [leaf(a, i) for i, a in enumerate(args)]
+    node_kwargs = {k: leaf(v, k) for k, v in kwargs.items()}
+    out = emit(graph, target, tuple(node_args), node_kwargs)
+    multi = isinstance(out.meta["val"], (tuple, list))
+    outputs = [emit(graph, operator.getitem, (out, i)) for i in range(len(out.meta["val"]))] if multi else [out]
+    graph.output(tuple(outputs))
+    recipe = fx.GraphModule(torch.nn.Module(), fx.Graph())
+    recipe.graph.output(())
+    mg = ModelGraph(fx.GraphModule(torch.nn.Module(), graph), inputs, constants, recipe, [], [], {},
+                    pytree.tree_flatten(tuple(outputs))[1], "single_op", False)
+    plan = ShardingPlan(MESH, MeshAxes((2, 2), (SEQ,)), SEQ, TP, SEQ if ulysses else None)
+    if roles is not None and target is aten.linear.default:
+        plan.linear_roles[out.name] = roles
+    input_layouts = {}
+    for index, layout in layouts.items():
+        arg = node_args[index]
+        for node in (arg if isinstance(arg, list) else [arg]):
+            input_layouts[node.name] = layout
+    Propagator(mg, plan, {}, input_layouts=input_layouts).run()
+    finalize(mg)
+    mg.sharding = plan
+    ir = lower_graph(mg, MESH, "float32", allow_host_fallback=False)
+    program = Program(ir, emit_source(ir), mg)
+    return program.run_flat({k: v for k, v in values.items()})
+
+
+def check(target, args, kwargs=None, layouts=None, **options):
+    kwargs = kwargs or {}
+    plain = [a.value if isinstance(a, Const) else a for a in args]
+    expected = target(*plain, **{k: (v.value if isinstance(v, Const) else v) for k, v in kwargs.items()})
+    expected = list(expected) if isinstance(expected, (tuple, list)) else [expected]
+    got = run_single_op(target, args, kwargs, layouts or {}, **options)
+    assert len(got) == len(expected)
+    for e, g in zip(expected, got):
+        assert tuple(g.shape) == tuple(e.shape)
+        assert torch.allclose(g.float(), e.float(), rtol=1e-4, atol=1e-4), (target, layouts, (g - e).abs().max())
+
+
+# --- drawing shapes and placements --------------------------------------------------------------------------------
+@st.composite
+def shapes(draw, min_rank=2, max_rank=4):
+    """Dims of 2, 4 or 6 (every size divides by the tp axis; 6 does not fill a tile, so sequence shards pad)."""
+    rank = draw(st.integers(min_rank, max_rank))
+    return [draw(st.sampled_from([2, 4, 6])) for _ in range(rank)]
+
+
+@st.composite
+def layout_for(draw, shape):
+    """A random placement per mesh axis: replicated or sharded on a dim. The tp axis never shards the tile-row dim
+    (-2) of a tensor, whose pieces would not be whole 32-row tiles (the sequence axis pads them to whole tiles)."""
+    rank = len(shape)
+    seq = draw(st.sampled_from([R] + [Shard(d) for d in range(rank)]))
+    tp_dims = [d for d in range(rank) if d != rank - 2 and shape[d] % 2 == 0 and (seq == R or seq.dim != d)]
+    tp = draw(st.sampled_from([R] + [Shard(d) for d in tp_dims]))
+    return (seq, tp)
+
+
+def randn(shape, positive=False):
+    x = torch.randn(shape)
+    return x.abs() + 0.5 if positive else x
+
+
+SETTINGS = settings(max_examples=int(__import__("os").environ.get("RULE_EXAMPLES", 6)), deadline=None, suppress_health_check=list(HealthCheck))
+
+
+# --- one sample strategy per registered op -----------------------------------------------------------------------
+SAMPLES: dict = {}
+
+
+def sample(*targets):
+    def register(fn):
+        for t in targets:
+            SAMPLES[t] = fn
+        return fn
+
+    return register
+
+
+UNARY_OPS = [aten.neg.default, aten.exp.default, aten.silu.default, aten.gelu.default, aten.sin.default,
+             aten.cos.default, aten.tanh.default, aten.rsqrt.default, aten.sqrt.default, aten.sigmoid.default,
+             aten.relu.default, aten.abs.default, aten.reciprocal.default, aten.to.dtype]
+
+
+@sample(*UNARY_OPS)
+def _unary(draw, target):
+    shape = draw(shapes())
+    extra = (torch.float32,) if target is aten.to.dtype else ()
+    return [randn(shape, target in POSITIVE), *extra], {}, {0: draw(layout_for(shape))}
+
+
+@sample(aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor)
+def _binary(draw, target):
+    shape = draw(shapes())
+    kind = draw(st.sampled_from(["same", "broadcast", "scalar"]))
+    a = randn(shape)
+    if kind == "scalar":
+        return [a, 1.5], {}, {0: draw(layout_for(shape))}
+    other = list(shape)
+    if kind == "broadcast":  # fewer dims, and a unit dim
+        other = other[draw(st.integers(0, len(shape) - 1)):]
+        other[draw(st.integers(0, len(other) - 1))] = 1
+    b = randn(other, positive=target is aten.div.Tensor)
+    return [a, b], {}, {0: draw(layout_for(shape)), 1: draw(layout_for(other))}
+
+
+@sample(aten.reshape.default)
+def _reshape(draw, target):
+    shape = draw(shapes(3, 4))
+    d = draw(st.integers(0, len(shape) - 2))
+    merged = shape[:d] + [shape[d] * shape[d + 1]] + shape[d + 2:]
+    out = draw(st.sampled_from([merged, shape[:d] + [1] + shape[d:], [shape[0], math.prod(shape[1:])]]))
+    return [randn(shape), out], {}, {0: draw(layout_for(shape))}
+
+
+@sample(aten.permute.default)
+def _permute(draw, target):
+    shape = draw(shapes())
+    return [randn(shape), draw(st.permutations(range(len(shape))))], {}, {0: draw(layout_for(shape))}
+
+
+@sample(aten.slice.Tensor)
+def _slice(draw, target):
+    shape = draw(shapes())
+    dim = draw(st.integers(0, len(shape) - 1))
+    start = draw(st.integers(0, shape[dim] - 1))
+    end = draw(st.integers(start + 1, shape[dim]))
+    return [randn(shape), dim, start, end], {}, {0: draw(layout_for(shape))}
+
+
+@sample(aten.cat.default)
+def _cat(draw, target):
+    shape = draw(shapes())
+    dim = draw(st.integers(0, len(shape) - 1))
+    parts = [list(shape) for _ in range(draw(st.integers(2, 3)))]
+    for p in parts[1:]:
+        p[dim] = draw(st.sampled_from([2, 4]))
+    layout = draw(layout_for(shape))
+    return [[randn(p) for p in parts], dim], {}, {0: layout}
+
+
+@sample(aten.constant_pad_nd.default)
+def _pad(draw, target):
+    shape = draw(shapes())
+    pad = [draw(st.sampled_from([0, 0, 1, 2])) for _ in range(2 * draw(st.integers(1, len(shape))))]
+    return [randn(shape), pad, 0.0], {}, {0: draw(layout_for(shape))}
+
+
+@sample(aten.expand.default)
+def _expand(draw, target):
+    shape = draw(shapes())
+    small = list(shape)
+    small[draw(st.integers(0, len(shape) - 1))] = 1
+    out = [draw(st.sampled_from([2, 4]))] + list(shape) if draw(st.booleans()) else list(shape)
+    return [randn(small), out], {}, {0: draw(layout_for(small))}
+
+
+@sample(aten.mean.dim, aten.sum.dim_IntList)
+def _reduce(draw, target):
+    shape = draw(shapes())
+    dims = sorted(draw(st.sets(st.integers(0, len(shape) - 1), min_size=1, max_size=2)))
+    return [randn(shape), dims, draw(st.booleans())], {}, {0: draw(layout_for(shape))}
+
+
+@sample(aten.softmax.int, aten._softmax.default)
+def _softmax(draw, target):
+    shape = draw(shapes())
+    dim = draw(st.integers(0, len(shape) - 1))
+    extra = (False,) if target is aten._softmax.default else ()
+    return [randn(shape), dim, *extra], {}, {0: draw(layout_for(shape))}
+
+
+@sample(aten.linear.default)
+def _linear(draw, target):
+    shape = draw(shapes(2, 3))
+    out_features = draw(st.sampled_from([4, 8]))
+    role = draw(st.sampled_from(["col", "row", "rep"]))
+    # a row-parallel bias is added after the reduction by the tp step, before the rule sees the linear
+    bias = Const(randn([out_features])) if role != "row" and draw(st.booleans()) else None
+    args = [randn(shape), Const(randn([out_features, shape[-1]])), bias]
+    return args, {}, {0: draw(layout_for(shape))}, {"roles": role}
+
+
+@sample(aten.layer_norm.default, aten.rms_norm.default)
+def _norm(draw, target):
+    shape = draw(shapes())
+    width = shape[-1]
+    weight = Const(randn([width]))
+    # rows with some spread: a distributed norm (over the tp-sharded hidden dim) computes the variance in one pass,
+    # E[x^2] - E[x]^2, as ttnn's kernels do, which loses digits on rows that are nearly constant
+    x = 0.1 * randn(shape) + torch.arange(width, dtype=torch.float32)
+    if target is aten.layer_norm.default:
+        args = [x, [width], weight, Const(randn([width])), 1e-5]
+    else:
+        args = [x, [width], weight, 1e-6]
+    return args, {}, {0: draw(layout_for(shape))}
+
+
+@sample(aten.matmul.default, aten.bmm.default, aten.mm.default)
+def _matmul(draw, target):
+    batch = [] if target is aten.mm.default else [draw(st.sampled_from([2, 4]))]
+    m, k, n = (draw(st.sampled_from([2, 4, 6])) for _ in range(3))
+    a, b = batch + [m, k], batch + [k, n]
+    return [randn(a), randn(b)], {}, {0: draw(layout_for(a)), 1: draw(layout_for(b))}
+
+
+def _attention_layouts(draw, rank4, count):
+    """Heads sharded on tp, or the main stream's tokens on the sequence axis, or anything."""
+    choice = draw(st.sampled_from(["heads", "tokens", "random"]))
+    if choice == "heads":
+        return {i: (R, Shard(1)) for i in range(count)}
+    if choice == "tokens":
+        return {i: (Shard(2), R) for i in range(3)}
+    return {i: draw(layout_for(rank4)) for i in range(count)}
+
+
+@sample(aten.scaled_dot_product_attention.default)
+def _sdpa(draw, target):
+    shape = [1, 4, draw(st.sampled_from([6, 40, 64])), 32]
+    layouts = _attention_layouts(draw, shape, 3)
+    return [randn(shape) for _ in range(3)], {}, layouts, {"ulysses": draw(st.booleans())}
+
+
+@sample(joint_sdpa, operator.getitem)
+def _joint(draw, target):
+    shape = [1, 4, draw(st.sampled_from([6, 40, 64])), 32]
+    joint = [1, 4, draw(st.sampled_from([6, 32])), 32]
+    layouts = _attention_layouts(draw, shape, 6)
+    args = [randn(shape) for _ in range(3)] + [randn(joint) for _ in range(3)]
+    return args, {"scale": 0.25, "joint_first": draw(st.booleans())}, layouts, {"ulysses": draw(st.booleans())}
+
+
+def test_every_sharding_rule_has_a_sample():
+    """A rule added without a sample here fails this test: every rule is checked on its own."""
+    assert set(RULES) <= set(SAMPLES), sorted(map(str, set(RULES) - set(SAMPLES)))
+
+
+@pytest.mark.parametrize("target", sorted(RULES, key=str), ids=str)
+def test_sharded_op_equals_unsharded(target):
+    @SETTINGS
+    @given(st.data())
+    def run(data):
+        drawn = SAMPLES[target](data.draw, target if target is not operator.getitem else joint_sdpa)
+        args, kwargs, layouts = drawn[:3]
+        options = drawn[3] if len(drawn) > 3 else {}
+        check(target if target is not operator.getitem else joint_sdpa, args, kwargs, layouts, **options)
+
+    run()
+
+
+def test_a_wrong_rule_is_caught(monkeypatch):
+    """Fault visibility: a softmax rule that lets a shard of the softmax dim through must fail the check."""
+    from meshdit.sharding.rules import reductions
+
+    def wrong(op):
+        x = op.args["input"]
+        return {x: op.placement(x)}, op.placement(x)
+
+    monkeypatch.setitem(RULES, aten.softmax.int, wrong)
+    with pytest.raises(AssertionError):
+        check(aten.softmax.int, [randn([2, 4, 6]), -1], {}, {0: (R, Shard(2))})
+    assert reductions.reduction is not wrong
