@@ -5,6 +5,21 @@ from __future__ import annotations
 import os
 import re
 
+def lower_full_size(name: str, mesh_key: str, weight_dtype: str = "bfp8"):
+    """A full-size zoo model planned on meta (no weights) in a seed config ("2x4") or a mesh config, bf16."""
+    import warnings
+
+    import meshdit
+    from meshdit import model_zoo
+
+    mesh = model_zoo.seed_mesh(name, mesh_key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return meshdit.lower(model_zoo.build(name, device="meta"), mesh,
+                             model_zoo.example_inputs(name, device="meta", batch=mesh.cfg.factor),
+                             dtype="bf16", weight_dtype=weight_dtype, static_inputs=model_zoo.static_inputs(name))
+
+
 TARGET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "BENCHMARKS.md")
 
 

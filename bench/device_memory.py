@@ -16,13 +16,11 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 
-import meshdit
 from meshdit import conformance, model_zoo
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tables import measure_and_record  # noqa: E402
+from bench_tables import lower_full_size, measure_and_record  # noqa: E402
 
 GIB = 1024 ** 3
 # (model, mesh, weight dtype): the seeds' configs (a mesh shape names the seed's parallel config); SD3.5 also with
@@ -35,12 +33,8 @@ CASES = [("sd35-large", "2x4", "bf16"), ("sd35-large", "2x4", "bfp8"), ("sd35-la
 
 
 def measure(name: str, mesh_key: str, weight_dtype: str) -> dict:
+    program = lower_full_size(name, mesh_key, weight_dtype)
     mesh = model_zoo.seed_mesh(name, mesh_key)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = meshdit.lower(model_zoo.build(name, device="meta"), mesh,
-                                model_zoo.example_inputs(name, device="meta", batch=mesh.cfg.factor),
-                                dtype="bf16", weight_dtype=weight_dtype, static_inputs=model_zoo.static_inputs(name))
     with tempfile.TemporaryDirectory() as directory:
         program.save_program(directory)
         start = time.perf_counter()

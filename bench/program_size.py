@@ -13,14 +13,11 @@ from __future__ import annotations
 import os
 import re
 import sys
-import warnings
-
-import meshdit
 from meshdit import model_zoo
 from meshdit.lowering import emit_source
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_tables import measure_and_record  # noqa: E402
+from bench_tables import lower_full_size, measure_and_record  # noqa: E402
 
 CASES = [("sd35-large", "2x4"), ("sd35-large", "4x8"), ("flux1-dev", "2x4"), ("flux1-dev", "4x8"),
          ("mochi1", "2x4"), ("mochi1", "4x8")]
@@ -33,12 +30,8 @@ def function_lines(source: str) -> dict:
 
 
 def measure(name: str, mesh_key: str) -> dict:
+    program = lower_full_size(name, mesh_key)
     mesh = model_zoo.seed_mesh(name, mesh_key)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = meshdit.lower(model_zoo.build(name, device="meta"), mesh,
-                                model_zoo.example_inputs(name, device="meta", batch=mesh.cfg.factor),
-                                dtype="bf16", weight_dtype="bfp8", static_inputs=model_zoo.static_inputs(name))
     flat, structured = emit_source(program.ir, blocks=False), program.source
     functions = function_lines(structured)
     kinds = program.ir.blocks

@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .program_ir import Op, ProgramIR, Ref, WeightRef, refs_in
+from .program_ir import Op, ProgramIR, Ref, WeightRef, leaves, refs_in
 
 
 @dataclass
@@ -186,21 +186,7 @@ def _hoist_shared(ir: ProgramIR, path: str, readers: dict) -> None:
 
 
 def _weights_in(op: Op) -> list:
-    out = []
-
-    def visit(value):
-        if isinstance(value, WeightRef):
-            out.append(value.name)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                visit(v)
-        elif isinstance(value, dict):
-            for v in value.values():
-                visit(v)
-
-    visit(op.args)
-    visit(op.kwargs)
-    return out
+    return [leaf.name for leaf in leaves((op.args, op.kwargs)) if isinstance(leaf, WeightRef)]
 
 
 # --- local form -------------------------------------------------------------------------------------------------

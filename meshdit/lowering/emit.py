@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from .. import __version__
-from .program_ir import CclSemaphores, Code, ProgramIR, Ref, WeightRef, refs_in
+from .program_ir import CclSemaphores, Code, ProgramIR, Ref, WeightRef, leaves, refs_in
 
 HEADER = '''\
 """{title}
@@ -207,7 +207,7 @@ def _block_function(ir: ProgramIR, kind) -> str:
     doc = (f'"""{cls + ": " if cls else ""}{_ranges(kind.instances)} ({len(kind.instances)} '
            f'instance{"s" if len(kind.instances) > 1 else ""}). `w` holds one instance\'s weights, by their names '
            'inside it."""')
-    uses_ccl = any(isinstance(v, CclSemaphores) for op in kind.ops for v in _values(op))
+    uses_ccl = any(isinstance(v, CclSemaphores) for op in kind.ops for v in leaves((op.args, op.kwargs)))
     return _function(f"{kind.name}(device, w, cfg{''.join(', ' + p for p in kind.params)})", doc, statements, outputs,
                      ret, uses_ccl)
 
@@ -244,24 +244,6 @@ def _function(signature: str, doc: str | None, statements: list, outputs: list, 
             lines.append(f"    del {', '.join(dead)}")
     lines.append(f"    {ret}")
     return "\n".join(lines)
-
-
-def _values(op) -> list:
-    out = []
-
-    def visit(value):
-        if isinstance(value, (list, tuple)):
-            for v in value:
-                visit(v)
-        elif isinstance(value, dict):
-            for v in value.values():
-                visit(v)
-        else:
-            out.append(value)
-
-    visit(op.args)
-    visit(op.kwargs)
-    return out
 
 
 def _ranges(paths: list) -> str:

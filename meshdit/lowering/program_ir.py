@@ -77,15 +77,18 @@ class CclSemaphores:
     axis: int
 
 
+def leaves(value) -> list:
+    """The values inside an op argument (lists, tuples and dicts opened), in order."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in leaves(v)]
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in leaves(v)]
+    return [value]
+
+
 def refs_in(value) -> list:
     """Names of the tensors an op argument refers to (Refs, also inside lists, tuples and dicts)."""
-    if isinstance(value, Ref):
-        return [value.name]
-    if isinstance(value, (list, tuple)):
-        return [name for v in value for name in refs_in(v)]
-    if isinstance(value, dict):
-        return [name for v in value.values() for name in refs_in(v)]
-    return []
+    return [leaf.name for leaf in leaves(value) if isinstance(leaf, Ref)]
 
 
 def last_uses(ops: list, outputs: list) -> dict:

@@ -15,21 +15,10 @@ lowering/rules/, attention in lowering/attention/ (one module per strategy), col
 from __future__ import annotations
 
 from ..ir.graph import normalized_args
+from ..ir.registry import Registry
 
-LOWERINGS: dict = {}
-
-
-def lowering(*targets):
-    """Register a function as the lowering rule of `targets`."""
-
-    def register(fn):
-        for target in targets:
-            if target in LOWERINGS:
-                raise ValueError(f"{target} has two lowering rules: {LOWERINGS[target].__name__} and {fn.__name__}")
-            LOWERINGS[target] = fn
-        return fn
-
-    return register
+LOWERINGS = Registry("lowering rule")
+lowering = LOWERINGS.register  # @lowering(*ops)
 
 
 def lower_node(b, node):

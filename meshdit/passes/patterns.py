@@ -23,15 +23,13 @@ import torch.fx as fx
 from ..errors import node_location
 from ..ir import ops
 from ..ir.graph import ModelGraph, calls, emit, finalize, is_const, replace_node
+from ..ir.op_classes import ACTIVATIONS, LAYOUT, NORMS
 from ..ir.tokens import StreamOracle
 
 aten = torch.ops.aten
 
-ACTIVATIONS = {aten.gelu.default: "gelu", aten.silu.default: "silu", aten.relu.default: "relu",
-               aten.tanh.default: "tanh"}
 # Ops that move or reshape data without mixing values across tokens; patterns look through them.
-PASS_THROUGH = {aten.reshape.default, aten.permute.default, aten.to.dtype, aten.rms_norm.default,
-                aten.layer_norm.default}
+PASS_THROUGH = LAYOUT | NORMS
 
 
 @dataclass
@@ -245,8 +243,7 @@ def annotate(mg: ModelGraph) -> list:
             normed = mul.args[side]
             if not (isinstance(scale, fx.Node) and scale.target is aten.add.Tensor and 1 in scale.args[1:]):
                 continue
-            if not (isinstance(normed, fx.Node) and normed.target in (aten.layer_norm.default,
-                                                                      aten.rms_norm.default)):
+            if not (isinstance(normed, fx.Node) and normed.target in NORMS):
                 continue
             roles = {"norm": normed.name, "scale": scale.name, "mul": mul.name}
             if len(mul.users) == 1 and next(iter(mul.users)).target is aten.add.Tensor:

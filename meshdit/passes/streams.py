@@ -16,14 +16,10 @@ import torch.fx as fx
 
 from .fold import fold_constants
 from ..ir.graph import ModelGraph, calls, emit, finalize, replace_node, reshape_dim_map, shape_of
+from ..ir.op_classes import BINARY, ROW_WISE, UNARY
 
 aten = torch.ops.aten
 
-UNARY = {aten.neg.default, aten.exp.default, aten.silu.default, aten.gelu.default, aten.sin.default,
-         aten.cos.default, aten.tanh.default, aten.rsqrt.default, aten.sqrt.default, aten.sigmoid.default,
-         aten.relu.default, aten.to.dtype, aten.abs.default, aten.reciprocal.default}
-BINARY = {aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor}
-LAST_DIM_OPS = {aten.linear.default, aten.rms_norm.default, aten.layer_norm.default}
 
 
 def _parts(cat: fx.Node):
@@ -88,7 +84,7 @@ def _push(graph, cat: fx.Node, user: fx.Node):
         return emit(graph, aten.cat.default, (new, e), like=user)
     elif target in UNARY and user.args[0] is cat:
         new = [emit(graph, target, (p,) + tuple(user.args[1:]), dict(user.kwargs), like=user) for p in parts]
-    elif target in LAST_DIM_OPS and user.args[0] is cat and d != rank - 1:
+    elif target in ROW_WISE and user.args[0] is cat and d != rank - 1:
         new = [emit(graph, target, (p,) + tuple(user.args[1:]), dict(user.kwargs), like=user) for p in parts]
     elif target is aten.constant_pad_nd.default:
         pad = list(user.args[1])

@@ -21,22 +21,11 @@ from dataclasses import dataclass
 import torch.fx as fx
 
 from ...ir.graph import normalized_args, shape_of
+from ...ir.registry import Registry
 from ..placement import R
 
-RULES: dict = {}
-
-
-def sharding_rule(*targets):
-    """Register a function as the sharding rule of `targets` (canonical ops)."""
-
-    def register(fn):
-        for target in targets:
-            if target in RULES:
-                raise ValueError(f"{target} has two sharding rules: {RULES[target].__name__} and {fn.__name__}")
-            RULES[target] = fn
-        return fn
-
-    return register
+RULES = Registry("sharding rule")
+sharding_rule = RULES.register  # @sharding_rule(*canonical ops)
 
 
 def rule_for(target):
