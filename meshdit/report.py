@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 
+from .lowering.blocks import instance_of
 from .lowering.program_ir import COLLECTIVE_OPS, ProgramIR, refs_in
 from .ir.graph import ModelGraph
 
@@ -56,13 +57,6 @@ def peak_activation_bytes(ir: ProgramIR) -> int:
 
 def collective_table(ir: ProgramIR) -> list:
     """Lines: the collectives of the first instance of each repeated block, then totals for the program."""
-    def block_of(module: str) -> str:
-        parts = module.split(".")
-        for i, part in enumerate(parts):
-            if part.isdigit():
-                return ".".join(parts[: i + 1])
-        return "(outside blocks)"
-
     per_block: dict = collections.OrderedDict()
     totals: dict = collections.Counter()
     total_bytes: dict = collections.Counter()
@@ -72,7 +66,7 @@ def collective_table(ir: ProgramIR) -> list:
         if op.fn.endswith("ring_joint_scaled_dot_product_attention"):
             nbytes = 2 * ir.buffers[op.kwargs["persistent_output_buffer_k"].text].nbytes  # K and V of the whole ring pass through every device
         key = (COLLECTIVE_OPS[op.fn], axis)
-        per_block.setdefault(block_of(op.module), []).append((key, nbytes, op.module))
+        per_block.setdefault(instance_of(op.module) or "(outside blocks)", []).append((key, nbytes, op.module))
         totals[key] += 1
         total_bytes[key] += nbytes
     lines = []

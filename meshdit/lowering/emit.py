@@ -163,20 +163,21 @@ def emit_source(ir: ProgramIR, blocks: bool = True) -> str:
                          weights=_table(weights), static=_table(ir.static_inputs), configs=configs, buffers=buffers)
     calls = {call.start: call for call in ir.calls} if blocks else {}
     functions = [_block_function(ir, kind) for kind in ir.blocks.values()] if blocks else []
-    statements, index = [], 0
+    statements, shell_ops, index = [], [], 0
     while index < len(ir.ops):
         call = calls.get(index)
         if call is None:
             op = ir.ops[index]
             statements.append(_Statement(_call(op), op.outputs, _reads(op), op.module, op.where))
+            shell_ops.append(op)
             index += 1
         else:
             statements.append(_call_statement(ir, call))
             index = call.end
     forward = _function(f"forward(device, w, cfg, {', '.join(i.name for i in ir.inputs)})", None, statements,
                         refs_in(ir.outputs), f"return ({', '.join(outputs)}{',' if len(outputs) == 1 else ''})",
-                        "CCL" in ir.configs)
-    return head + "".join(functions) + forward + "\n" + MAIN
+                        _uses_ccl(shell_ops))
+    return head + "".join(functions) + forward + MAIN
 
 
 class _Statement:
@@ -205,11 +206,14 @@ def _block_function(ir: ProgramIR, kind) -> str:
     ret = "return " + (", ".join(outputs) if outputs else "None")
     cls = ir.module_classes.get(kind.instances[0], "")
     doc = (f'"""{cls + ": " if cls else ""}{_ranges(kind.instances)} ({len(kind.instances)} '
-           f'instance{"s" if len(kind.instances) > 1 else ""}). `w` holds one instance\'s weights, by their names '
-           'inside it."""')
-    uses_ccl = any(isinstance(v, CclSemaphores) for op in kind.ops for v in leaves((op.args, op.kwargs)))
+           f'instance{"s" if len(kind.instances) > 1 else ""}).\n\n    `w` holds one instance\'s weights, by their '
+           'names inside it."""')
     return _function(f"{kind.name}(device, w, cfg{''.join(', ' + p for p in kind.params)})", doc, statements, outputs,
-                     ret, uses_ccl)
+                     ret, _uses_ccl(kind.ops))
+
+
+def _uses_ccl(ops) -> bool:
+    return any(isinstance(v, CclSemaphores) for op in ops for v in leaves((op.args, op.kwargs)))
 
 
 def _function(signature: str, doc: str | None, statements: list, outputs: list, ret: str, uses_ccl: bool) -> str:
@@ -243,7 +247,7 @@ def _function(signature: str, doc: str | None, statements: list, outputs: list, 
         if dead:
             lines.append(f"    del {', '.join(dead)}")
     lines.append(f"    {ret}")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def _ranges(paths: list) -> str:

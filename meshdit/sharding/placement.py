@@ -107,7 +107,3 @@ class MeshAxes:
         whose first N tokens are the real ones; an inner-axis gather of a nested shard gives a padded piece as is."""
         gathered = piece[dim] * self.shape[axis]
         return gathered, (whole[dim] if whole[dim] != gathered else None)
-
-
-def layout_str(layout) -> str:
-    return "(" + ", ".join(str(p) for p in layout) + ")"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ...ir.graph import is_const
+from ...ir.tiles import TILE
 from ..builder import TTNN_DTYPE, Builder
 from ..ccl import all_gather_async
 from ..program_ir import Code
@@ -59,7 +60,7 @@ def _norm(b: Builder, fn: str, x, weight, bias, eps):
     # Hidden dim sharded over `axis`: local statistics (one tile per statistic: sum(x) and sum(x^2) for a layer
     # norm, sum(x^2) for an RMS norm), all-gathered over the axis (the statistics only, not the tensor), applied.
     local = list(b.local(x))
-    width = 64 if fn == "ttnn.layer_norm" else 32
+    width = (2 if fn == "ttnn.layer_norm" else 1) * TILE
     stats_shape = local[:-1] + [width]
     stats = b.call(f"{fn}_pre_all_gather", (b.arg(x),), {"dtype": Code("ttnn.float32"),
                                                           "compute_kernel_config": b.config("NORM_CONFIG")},
