@@ -105,3 +105,34 @@ def test_zoo_loads_checkpoints_from_file_and_diffusers_folder(tmp_path):
     with pytest.raises(KeyError, match="does not fit"):
         save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
         model_zoo.from_checkpoint("sd3-tiny", str(tmp_path / "bad.safetensors"))
+
+
+def test_program_owns_its_weights_from_lowering_on():
+    """Weights belong to the program from lower() on, not from its first call: a module changed between lowering and
+    the first call (its parameters modified in place) must not reach the program."""
+    model = model_zoo.build("sd3-tiny")
+    program = _lower(model, "sd3-tiny")
+    untouched = _lower(model_zoo.build("sd3-tiny"), "sd3-tiny")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.0).add_(1.0)  # before the program's first call
+    results = program.pcc_report()
+    assert results and all(r.pcc >= 0.9999 for r in results), [str(r) for r in results]
+    assert torch.equal(program(**tiny_inputs("sd3-tiny"))[0], untouched(**tiny_inputs("sd3-tiny"))[0])
+
+
+def test_meta_planned_program_owns_its_weights_from_load_weights_on():
+    """A meta-planned program takes its copy of the weights in load_weights: changing the state dict it was given
+    afterwards does not reach it."""
+    real = model_zoo.build("sd3-tiny")
+    reference = real(**tiny_inputs("sd3-tiny"), return_dict=False)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model_zoo.build("sd3-tiny", device="meta"), "1x1",
+                                model_zoo.example_inputs("sd3-tiny", device="meta"))
+    state_dict = real.state_dict()  # the module's own tensors
+    program.load_weights(state_dict)
+    with torch.no_grad():
+        for value in state_dict.values():
+            value.mul_(0.0).add_(1.0)  # before the program's first call
+    assert pcc(reference, program(**tiny_inputs("sd3-tiny"))[0]) >= 0.9999

@@ -48,7 +48,15 @@ class PCCResult:
 
 
 def _weight_array(value: torch.Tensor, transform: str) -> np.ndarray:
-    value = value.detach()
+    """The host array of one program weight, prepared for upload and owned by the program.
+
+    The constants of a ModelGraph are the module's (or the given state dict's) own tensors, not copies: this is
+    where the program takes its copy. Transforms that make a new tensor (a transpose made contiguous, a cast, the
+    additive mask) already are one; an identity or row weight would be a numpy view of the module's parameter, so
+    a module changed after lower() would change the program. Those are copied here, and only those, so a huge
+    model's weights are not copied twice."""
+    source = value.detach()
+    value = source
     if transform == "transpose":
         value = value.transpose(-1, -2)
     elif transform == "row":
@@ -57,9 +65,10 @@ def _weight_array(value: torch.Tensor, transform: str) -> np.ndarray:
         value = torch.zeros(value.shape).masked_fill(~value.bool(), float("-inf"))
     elif transform != "identity":
         raise ValueError(f"unknown weight transform {transform}")
-    if value.is_floating_point():
-        return np.ascontiguousarray(value.to(torch.float32).numpy())
-    return np.ascontiguousarray(value.to(torch.int32).numpy())
+    value = value.to(torch.float32 if value.is_floating_point() else torch.int32).contiguous()
+    if value.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+        value = value.clone()  # still the module's storage (a view of it): the program keeps its own copy
+    return value.numpy()
 
 
 class Program:
