@@ -68,7 +68,8 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     (TT-DiT's: reduce-scatter into a hidden-sharded residual, distributed norms, all-gather before column-parallel
     linears). allow_host_fallback: run ops without a TT-NN lowering on host (counted in the coverage report) instead of
     raising UnsupportedOpError. check: compute the torch golden on the example inputs (when weights are real) so
-    `program.pcc_report()` can compare.
+    `program.pcc_report()` can compare. A return_dict in example_inputs is accepted; the module is always captured
+    with return_dict=False and the program returns its tuple (return_dict=True is not honoured yet).
     """
     from .lowering import emit_source, lower_graph
     from .passes import run_passes
@@ -103,9 +104,9 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     program = Program(ir, source, graph, plan_text(graph, ir, timings, str(mesh)))
     if check and not captured.on_meta:
         inputs = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in example_inputs.items()}
-        with torch.no_grad():
-            expected = model(**example_inputs, **({"return_dict": False} if "return_dict" in
-                                                  captured.example_inputs else {}))
+        with torch.no_grad():  # the golden has the captured output structure: return_dict=False, as captured
+            expected = model(**{**example_inputs, **({"return_dict": False} if "return_dict" in
+                                                     captured.example_inputs else {})})
         program.golden = (inputs, [t.detach().clone() for t in pytree.tree_leaves(expected)])
     return program
 

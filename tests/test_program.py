@@ -18,11 +18,11 @@ from meshdit.runtime.pcc import pcc
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _lower(model, name, **kwargs):
+def _lower(model, name, example_inputs=None, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return meshdit.lower(model, "1x1", tiny_inputs(name), static_inputs=model_zoo.entry(name).static_inputs,
-                             **kwargs)
+        return meshdit.lower(model, "1x1", tiny_inputs(name) if example_inputs is None else example_inputs,
+                             static_inputs=model_zoo.entry(name).static_inputs, **kwargs)
 
 
 def test_called_like_the_module_and_returns_the_same_structure():
@@ -136,3 +136,21 @@ def test_meta_planned_program_owns_its_weights_from_load_weights_on():
         for value in state_dict.values():
             value.mul_(0.0).add_(1.0)  # before the program's first call
     assert pcc(reference, program(**tiny_inputs("sd3-tiny"))[0]) >= 0.9999
+
+
+def test_return_dict_in_example_inputs():
+    """Users pass return_dict=False to diffusers modules, and may pass it to lower() and to the program. Capture always
+    exports with return_dict=False: a return_dict=True at lower() changes nothing the program computes or returns."""
+    from meshdit.capture import capture
+
+    model, inputs = model_zoo.build("sd3-tiny"), tiny_inputs("sd3-tiny")
+    expected = model(**inputs, return_dict=False)
+    program = _lower(model, "sd3-tiny", example_inputs={**inputs, "return_dict": False})
+    assert all(r.pcc >= 0.9999 for r in program.pcc_report())
+    out = program(**inputs, return_dict=False)
+    assert isinstance(out, tuple) and len(out) == 1 and pcc(expected[0], out[0]) >= 0.9999
+    assert capture(model, {**inputs, "return_dict": True}).example_inputs["return_dict"] is False
+    asked_for_dict = _lower(model, "sd3-tiny", example_inputs={**inputs, "return_dict": True})
+    assert asked_for_dict.graph.out_spec == program.graph.out_spec
+    assert torch.equal(asked_for_dict(**inputs)[0], program(**inputs)[0])
+    assert all(r.pcc >= 0.9999 for r in asked_for_dict.pcc_report())

@@ -132,7 +132,11 @@ class Program:
         does on hardware: the first traced call runs the forward once, captures it per cfg branch on persistent
         input tensors and replays it; later traced calls copy their inputs into those tensors and replay. Untraced
         calls (the default) run op by op and may be mixed with traced ones. close() releases the traces; new
-        weights (load_weights) make the next traced call capture again."""
+        weights (load_weights) make the next traced call capture again.
+
+        The program returns what the module returns with return_dict=False (its plain tuple), which is how it was
+        captured. A return_dict keyword is accepted and not honoured yet: return_dict=True, here or at lower(),
+        still gives the tuple, not the module's output dataclass."""
         flat = self.run_flat(kwargs, backend, trace)
         return pytree.tree_unflatten(flat, self.graph.out_spec)
 
@@ -151,7 +155,7 @@ class Program:
         return [torch.from_numpy(np.array(o)) if isinstance(o, np.ndarray) else o for o in outputs]
 
     def _check_inputs(self, kwargs: dict) -> dict:
-        kwargs = {k: v for k, v in kwargs.items() if k != "return_dict"}
+        kwargs = {k: v for k, v in kwargs.items() if k != "return_dict"}  # output structure only (see __call__)
         expected = {i.name: i for i in self.ir.inputs}
         missing = sorted(set(expected) - set(kwargs))
         unknown = sorted(set(kwargs) - set(expected) - set(self.static_inputs))
