@@ -69,7 +69,9 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     linears). allow_host_fallback: run ops without a TT-NN lowering on host (counted in the coverage report) instead of
     raising UnsupportedOpError. check: compute the torch golden on the example inputs (when weights are real) so
     `program.pcc_report()` can compare. A return_dict in example_inputs is accepted; the module is always captured
-    with return_dict=False and the program returns its tuple (return_dict=True is not honoured yet).
+    with return_dict=False and the program returns its tuple (return_dict=True is not honoured yet). Non-tensor
+    arguments in example_inputs (bools, ints, e.g. num_frames=2) are baked into the program: a call must give the
+    same value or omit the argument, else SpecializationError.
     """
     from .lowering import emit_source, lower_graph
     from .passes import run_passes
@@ -101,7 +103,10 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     ir = lower_graph(graph, mesh, act, weights, allow_host_fallback, batched)
     source = emit_source(ir)
     timings["lowering"] = time.perf_counter() - t0
-    program = Program(ir, source, graph, plan_text(graph, ir, timings, str(mesh)))
+    # non-tensor arguments (bools, ints, None, ...) are specialised by export: the program checks calls against them
+    specialized = {k: v for k, v in captured.example_inputs.items() if k != "return_dict" and
+                   not any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(v))}
+    program = Program(ir, source, graph, plan_text(graph, ir, timings, str(mesh)), specialized)
     if check and not captured.on_meta:
         inputs = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in example_inputs.items()}
         with torch.no_grad():  # the golden has the captured output structure: return_dict=False, as captured

@@ -154,3 +154,34 @@ def test_return_dict_in_example_inputs():
     assert asked_for_dict.graph.out_spec == program.graph.out_spec
     assert torch.equal(asked_for_dict(**inputs)[0], program(**inputs)[0])
     assert all(r.pcc >= 0.9999 for r in asked_for_dict.pcc_report())
+
+
+class _Repeated(torch.nn.Module):
+    """A forward whose bool and int arguments change the computation (as enable_temporal_attentions, num_frames)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(32, 32)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(32, 32, generator=torch.Generator().manual_seed(0)) / 8)
+            self.linear.bias.copy_(torch.randn(32, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, x, scale_twice: bool = False, repeats: int = 1):
+        for _ in range(repeats):
+            x = self.linear(x)
+        return x * 4.0 if scale_twice else x * 2.0
+
+
+def test_non_tensor_arguments_are_specialised():
+    """Bools and ints given at lower() are baked in: the same values (or the argument omitted) are accepted at call
+    time, a different value is refused by name."""
+    model, x = _Repeated().eval(), torch.randn(2, 32, 32, generator=torch.Generator().manual_seed(2))
+    program = meshdit.lower(model, "1x1", {"x": x, "scale_twice": True, "repeats": 2})
+    assert all(r.pcc >= 0.9999 for r in program.pcc_report())
+    expected = model(x, scale_twice=True, repeats=2)
+    assert pcc(expected, program(x=x, scale_twice=True, repeats=2)) >= 0.9999
+    assert pcc(expected, program(x=x)) >= 0.9999  # omitted: the values it was lowered with
+    with pytest.raises(SpecializationError, match="'repeats'.* lowered with 2.* given 3.*lower again"):
+        program(x=x, scale_twice=True, repeats=3)
+    with pytest.raises(SpecializationError, match="'scale_twice'.* lowered with True.* given False.*lower again"):
+        program(x=x, scale_twice=False)

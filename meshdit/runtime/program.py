@@ -13,6 +13,7 @@ from `load_weights(state_dict or safetensors path)`.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import types
@@ -71,8 +72,27 @@ def _weight_array(value: torch.Tensor, transform: str) -> np.ndarray:
     return value.numpy()
 
 
+def _same_argument(lowered, given) -> bool:
+    """Whether a non-tensor argument equals the value a program was lowered with: same type (an int and a float
+    of equal value count as the same number; a bool is not a number here) and equal."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if type(lowered) is not type(given) and not (number(lowered) and number(given)):
+        return False
+    try:
+        return bool(lowered == given)
+    except Exception:  # values without a plain equality: not provably the same
+        return False
+
+
+def _describe(value) -> str:
+    return f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else repr(value)
+
+
 class Program:
-    def __init__(self, ir: ProgramIR, source: str, graph: ModelGraph, plan_text: str = ""):
+    def __init__(self, ir: ProgramIR, source: str, graph: ModelGraph, plan_text: str = "",
+                 specialized_args: dict | None = None):
         self.ir = ir
         self.source = source
         self.graph = graph  # kept for load_weights (the constant recipe) and for reports
@@ -87,6 +107,9 @@ class Program:
         self.cache_dir = None
         self._weights_digest = None  # the cache key's hash of self.weights, computed once per set of weights
         self.static_inputs = {k: v.clone() for k, v in graph.static_inputs.items()}
+        # non-tensor arguments given at lowering (bools, ints, None, ...): export bakes them into the graph, so a call
+        # must give the same value or omit the argument (name -> value)
+        self.specialized_args = copy.deepcopy(dict(specialized_args or {}))
         if not graph.on_meta:
             self._prepare_weights()
 
@@ -158,10 +181,18 @@ class Program:
         kwargs = {k: v for k, v in kwargs.items() if k != "return_dict"}  # output structure only (see __call__)
         expected = {i.name: i for i in self.ir.inputs}
         missing = sorted(set(expected) - set(kwargs))
-        unknown = sorted(set(kwargs) - set(expected) - set(self.static_inputs))
+        unknown = sorted(set(kwargs) - set(expected) - set(self.static_inputs) - set(self.specialized_args))
         if missing or unknown:
-            raise InputMismatchError(f"program inputs are {sorted(expected)} (static: {sorted(self.static_inputs)}); "
+            raise InputMismatchError(f"program inputs are {sorted(expected)} (static: {sorted(self.static_inputs)}; "
+                                     f"non-tensor, as lowered: {sorted(self.specialized_args)}); "
                                      f"missing {missing}, unexpected {unknown}")
+        for name, lowered in self.specialized_args.items():
+            if name in kwargs and not _same_argument(lowered, kwargs[name]):
+                raise SpecializationError(
+                    f"argument '{name}' is specialised: the program was lowered with {_describe(lowered)} but is "
+                    f"given {_describe(kwargs[name])} (non-tensor arguments are baked into the program at lowering); "
+                    f"lower again with {name}={_describe(kwargs[name])}"
+                )
         for name, baked in self.static_inputs.items():
             if name in kwargs and not torch.equal(torch.as_tensor(kwargs[name]).cpu(), baked):
                 raise SpecializationError(
