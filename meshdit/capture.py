@@ -3,8 +3,9 @@
     captured = capture(module, example_inputs)
 
 `example_inputs` is the dict of keyword arguments the module's forward takes. `return_dict=False` is set when the
-forward accepts it (also over a return_dict=True the user passed), so diffusers models return a plain tuple. A module built on the `meta` device (with meta example
-inputs) captures without allocating any weight, which is how full-size models are planned.
+forward accepts it (also over a return_dict=True the user passed), so diffusers models return a plain tuple. A module
+built on the `meta` device (with meta example inputs) captures without allocating any weight, which is how full-size
+models are planned.
 """
 
 from __future__ import annotations
