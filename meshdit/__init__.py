@@ -58,6 +58,21 @@ def _cfg_branch_inputs(example_inputs: dict, mesh: MeshConfig, static_inputs) ->
     return branch, tuple(batched)
 
 
+def _check_static_branches(graph, example_inputs: dict, batched: tuple, mesh: MeshConfig) -> None:
+    """A static input (baked into the program, e.g. a prompt mask a data-dependent op reads) that cfg splits by
+    batch is baked in once for both branches: the branches must agree on it."""
+    for name in graph.static_inputs:
+        if name not in batched:
+            continue
+        shares = example_inputs[name].chunk(mesh.cfg.factor)
+        if not all(torch.equal(share, shares[0]) for share in shares[1:]):
+            raise ConfigError(
+                f"mesh {mesh}: input '{name}' is static (baked into the program: a data-dependent op reads it) and "
+                f"differs between the cfg branches; one program holds one value. Run cfg outside the mesh (drop "
+                f"cfg{mesh.cfg.factor} from the mesh config and call the program once per branch), or make the "
+                "branches agree")
+
+
 def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None = None, *, dtype="fp32",
           weight_dtype=None, static_inputs=(), allow_host_fallback=True, check=True, residual="replicated",
           strict=False):
@@ -70,7 +85,10 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     linears). allow_host_fallback: run ops without a TT-NN lowering on host (counted in the coverage report) instead of
     raising UnsupportedOpError. strict: an op with no sharding rule is an error (UnsupportedOpError) instead of
     running on gathered inputs (counted in the plan). check: compute the torch golden on the example inputs (when
-    weights are real) so `program.pcc_report()` can compare.
+    weights are real) so `program.pcc_report()` can compare. A return_dict in example_inputs is accepted; the module
+    is always captured with return_dict=False and the program returns its tuple (return_dict=True is not honoured
+    yet). Non-tensor arguments in example_inputs (bools, ints, e.g. num_frames=2) are baked into the program: a call
+    must give the same value or omit the argument, else SpecializationError.
     """
     from .lowering import emit_source, lower_graph
     from .passes import run_passes
@@ -94,6 +112,7 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     t0 = time.perf_counter()
     graph = run_passes(captured, static_inputs)
     timings["passes"] = time.perf_counter() - t0
+    _check_static_branches(graph, example_inputs, batched, mesh)
     if mesh.num_devices > 1:
         t0 = time.perf_counter()
         shard_graph(graph, mesh, residual, strict)
@@ -102,12 +121,15 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     ir = lower_graph(graph, mesh, act, weights, allow_host_fallback, batched)
     source = emit_source(ir)
     timings["lowering"] = time.perf_counter() - t0
-    program = Program(ir, source, graph, plan_text(graph, ir, timings, str(mesh)))
+    # non-tensor arguments (bools, ints, None, ...) are specialised by export: the program checks calls against them
+    specialized = {k: v for k, v in captured.example_inputs.items() if k != "return_dict" and
+                   not any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(v))}
+    program = Program(ir, source, graph, plan_text(graph, ir, timings, str(mesh)), specialized)
     if check and not captured.on_meta:
         inputs = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in example_inputs.items()}
-        with torch.no_grad():
-            expected = model(**example_inputs, **({"return_dict": False} if "return_dict" in
-                                                  captured.example_inputs else {}))
+        with torch.no_grad():  # the golden has the captured output structure: return_dict=False, as captured
+            expected = model(**{**example_inputs, **({"return_dict": False} if "return_dict" in
+                                                     captured.example_inputs else {})})
         program.golden = (inputs, [t.detach().clone() for t in pytree.tree_leaves(expected)])
     return program
 

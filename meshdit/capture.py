@@ -2,9 +2,10 @@
 
     captured = capture(module, example_inputs)
 
-`example_inputs` is the dict of keyword arguments the module's forward takes. `return_dict=False` is added when the
-forward accepts it, so diffusers models return a plain tuple. A module built on the `meta` device (with meta example
-inputs) captures without allocating any weight, which is how full-size models are planned.
+`example_inputs` is the dict of keyword arguments the module's forward takes. `return_dict=False` is set when the
+forward accepts it (also over a return_dict=True the user passed), so diffusers models return a plain tuple. A module
+built on the `meta` device (with meta example inputs) captures without allocating any weight, which is how full-size
+models are planned.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class CapturedModel:
     """What capture hands to the passes: the exported program plus what it was captured from."""
 
     exported: torch.export.ExportedProgram
-    example_inputs: dict  # keyword -> value, exactly as passed to forward (return_dict included)
+    example_inputs: dict  # keyword -> value, exactly as passed to forward (return_dict=False included)
     model_name: str  # class name, for reports only; no stage branches on it
     on_meta: bool  # weights are meta tensors: plan only, load real weights later
     seconds: float
@@ -56,12 +57,14 @@ def _meta_safe_autocast():
 
 
 def _with_return_dict(module: torch.nn.Module, example_inputs: dict) -> dict:
+    """The inputs with return_dict=False when forward takes it, whatever the user passed: the graph always returns
+    the module's plain tuple (a return_dict=True given at lower() does not change what is captured)."""
     inputs = dict(example_inputs)
     try:
         params = inspect.signature(module.forward).parameters
     except (TypeError, ValueError):
         params = {}
-    if "return_dict" in params and "return_dict" not in inputs:
+    if "return_dict" in params:
         inputs["return_dict"] = False
     return inputs
 

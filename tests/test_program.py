@@ -18,11 +18,11 @@ from meshdit.runtime.pcc import pcc
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _lower(model, name, **kwargs):
+def _lower(model, name, example_inputs=None, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return meshdit.lower(model, "1x1", tiny_inputs(name), static_inputs=model_zoo.entry(name).static_inputs,
-                             **kwargs)
+        return meshdit.lower(model, "1x1", tiny_inputs(name) if example_inputs is None else example_inputs,
+                             static_inputs=model_zoo.entry(name).static_inputs, **kwargs)
 
 
 def test_called_like_the_module_and_returns_the_same_structure():
@@ -105,3 +105,83 @@ def test_zoo_loads_checkpoints_from_file_and_diffusers_folder(tmp_path):
     with pytest.raises(KeyError, match="does not fit"):
         save_file({"x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
         model_zoo.from_checkpoint("sd3-tiny", str(tmp_path / "bad.safetensors"))
+
+
+def test_program_owns_its_weights_from_lowering_on():
+    """Weights belong to the program from lower() on, not from its first call: a module changed between lowering and
+    the first call (its parameters modified in place) must not reach the program."""
+    model = model_zoo.build("sd3-tiny")
+    program = _lower(model, "sd3-tiny")
+    untouched = _lower(model_zoo.build("sd3-tiny"), "sd3-tiny")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.0).add_(1.0)  # before the program's first call
+    results = program.pcc_report()
+    assert results and all(r.pcc >= 0.9999 for r in results), [str(r) for r in results]
+    assert torch.equal(program(**tiny_inputs("sd3-tiny"))[0], untouched(**tiny_inputs("sd3-tiny"))[0])
+
+
+def test_meta_planned_program_owns_its_weights_from_load_weights_on():
+    """A meta-planned program takes its copy of the weights in load_weights: changing the state dict it was given
+    afterwards does not reach it."""
+    real = model_zoo.build("sd3-tiny")
+    reference = real(**tiny_inputs("sd3-tiny"), return_dict=False)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model_zoo.build("sd3-tiny", device="meta"), "1x1",
+                                model_zoo.example_inputs("sd3-tiny", device="meta"))
+    state_dict = real.state_dict()  # the module's own tensors
+    program.load_weights(state_dict)
+    with torch.no_grad():
+        for value in state_dict.values():
+            value.mul_(0.0).add_(1.0)  # before the program's first call
+    assert pcc(reference, program(**tiny_inputs("sd3-tiny"))[0]) >= 0.9999
+
+
+def test_return_dict_in_example_inputs():
+    """Users pass return_dict=False to diffusers modules, and may pass it to lower() and to the program. Capture always
+    exports with return_dict=False: a return_dict=True at lower() changes nothing the program computes or returns."""
+    from meshdit.capture import capture
+
+    model, inputs = model_zoo.build("sd3-tiny"), tiny_inputs("sd3-tiny")
+    expected = model(**inputs, return_dict=False)
+    program = _lower(model, "sd3-tiny", example_inputs={**inputs, "return_dict": False})
+    assert all(r.pcc >= 0.9999 for r in program.pcc_report())
+    out = program(**inputs, return_dict=False)
+    assert isinstance(out, tuple) and len(out) == 1 and pcc(expected[0], out[0]) >= 0.9999
+    assert capture(model, {**inputs, "return_dict": True}).example_inputs["return_dict"] is False
+    asked_for_dict = _lower(model, "sd3-tiny", example_inputs={**inputs, "return_dict": True})
+    assert asked_for_dict.graph.out_spec == program.graph.out_spec
+    assert torch.equal(asked_for_dict(**inputs)[0], program(**inputs)[0])
+    assert all(r.pcc >= 0.9999 for r in asked_for_dict.pcc_report())
+
+
+class _Repeated(torch.nn.Module):
+    """A forward whose bool and int arguments change the computation (as enable_temporal_attentions, num_frames)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(32, 32)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.randn(32, 32, generator=torch.Generator().manual_seed(0)) / 8)
+            self.linear.bias.copy_(torch.randn(32, generator=torch.Generator().manual_seed(1)))
+
+    def forward(self, x, scale_twice: bool = False, repeats: int = 1):
+        for _ in range(repeats):
+            x = self.linear(x)
+        return x * 4.0 if scale_twice else x * 2.0
+
+
+def test_non_tensor_arguments_are_specialised():
+    """Bools and ints given at lower() are baked in: the same values (or the argument omitted) are accepted at call
+    time, a different value is refused by name."""
+    model, x = _Repeated().eval(), torch.randn(2, 32, 32, generator=torch.Generator().manual_seed(2))
+    program = meshdit.lower(model, "1x1", {"x": x, "scale_twice": True, "repeats": 2})
+    assert all(r.pcc >= 0.9999 for r in program.pcc_report())
+    expected = model(x, scale_twice=True, repeats=2)
+    assert pcc(expected, program(x=x, scale_twice=True, repeats=2)) >= 0.9999
+    assert pcc(expected, program(x=x)) >= 0.9999  # omitted: the values it was lowered with
+    with pytest.raises(SpecializationError, match="'repeats'.* lowered with 2.* given 3.*lower again"):
+        program(x=x, scale_twice=True, repeats=3)
+    with pytest.raises(SpecializationError, match="'scale_twice'.* lowered with True.* given False.*lower again"):
+        program(x=x, scale_twice=False)

@@ -95,7 +95,9 @@ class ModelGraph:
 def _checked(value: torch.Tensor, spec: ConstantSpec) -> torch.Tensor:
     if tuple(value.shape) != tuple(spec.shape):
         raise ValueError(f"constant {spec.name}: expected shape {tuple(spec.shape)}, got {tuple(value.shape)}")
-    return value.detach().to(spec.dtype).clone()
+    # no copy here: the program copies what it keeps when it prepares its host weights (runtime.program
+    # _weight_array), so a huge model's weights are not copied twice on the way
+    return value.detach().to(spec.dtype)
 
 
 # --- rewriting helpers shared by the passes -----------------------------------------------------------------------

@@ -35,12 +35,18 @@ class WeightTransform:
         return value
 
     def prepare(self, value: torch.Tensor) -> np.ndarray:
-        """The host array the device gets: a contiguous copy the program owns (float32, or int32 for integers),
-        never a view of the module's parameters, so changing the module later cannot change the program."""
-        value = self.values(value.detach())
-        dtype = np.float32 if value.is_floating_point() else np.int32
-        array = value.to(torch.float32 if value.is_floating_point() else torch.int32).cpu().numpy()
-        return np.array(array, dtype=dtype, order="C", copy=True)
+        """The host array the device gets: contiguous float32 (int32 for integers), owned by the program.
+
+        The constants of a ModelGraph are the module's (or the given state dict's) own tensors: this is where the
+        program takes its copy. A transform that makes a new tensor (a transpose made contiguous, a cast, a mask)
+        already is one; a weight that would still be a view of the module's storage is copied, so a module changed
+        after lower() cannot change the program, and a large model's weights are not copied twice."""
+        source = value.detach().cpu()
+        prepared = self.values(source)
+        prepared = prepared.to(torch.float32 if prepared.is_floating_point() else torch.int32).contiguous()
+        if prepared.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+            prepared = prepared.clone()
+        return prepared.numpy()
 
     def __str__(self):
         return self.name or "identity"

@@ -724,13 +724,33 @@ def _signature(inputs: dict, specs: dict) -> dict:
     return {name: (tuple(np.shape(inputs[name])), np.asarray(inputs[name]).dtype.kind) for name in specs}
 
 
-def pcc(expected: np.ndarray, actual: np.ndarray) -> float:
-    a, b = np.asarray(expected, np.float64).ravel(), np.asarray(actual, np.float64).ravel()
+def _float64(x) -> np.ndarray:
+    """A flat float64 copy of a numpy array or a torch tensor (any dtype, any device). Tensors are recognised by
+    duck typing: this module never imports torch (it runs beside saved programs where torch is not installed)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x, dtype=np.float64).ravel()
+
+
+def pcc(expected, actual) -> float:
+    """Pearson correlation (PCC) of two arrays or tensors of the same shape, in float64: the figure TT model tests
+    gate on, and meshdit's only PCC (meshdit.runtime.pcc re-exports it). Edge cases, decided once:
+      non-finite values (nan, inf) in either -> nan, even when both are identical (never a pass);
+      identical arrays -> 1.0, constant ones included;
+      a constant array against a different one -> nan: the correlation is undefined (zero variance), and nan fails
+      every threshold where 0.0 would read as a figure."""
+    if tuple(np.shape(expected)) != tuple(np.shape(actual)):
+        raise ValueError(f"PCC of arrays of different shapes: {tuple(np.shape(expected))} vs {tuple(np.shape(actual))}")
+    a, b = _float64(expected), _float64(actual)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
     if np.array_equal(a, b):
         return 1.0
-    if not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
+    a, b = a - a.mean(), b - b.mean()
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    if denom == 0:
         return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
+    return float(np.clip(a @ b / denom, -1.0, 1.0))
 
 
 def main(program, argv=None) -> list:

@@ -13,6 +13,7 @@ from `load_weights(state_dict or safetensors path)`.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import types
@@ -47,8 +48,26 @@ class PCCResult:
         return f"output {self.output} {list(self.shape)}: PCC {self.pcc:.6f} (threshold {self.threshold}) {verdict}"
 
 
+def _same_argument(lowered, given) -> bool:
+    """Whether a non-tensor argument equals the value a program was lowered with: same type (an int and a float
+    of equal value count as the same number; a bool is not a number here) and equal."""
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if type(lowered) is not type(given) and not (number(lowered) and number(given)):
+        return False
+    try:
+        return bool(lowered == given)
+    except Exception:  # values without a plain equality: not provably the same
+        return False
+
+
+def _describe(value) -> str:
+    return f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else repr(value)
+
 class Program:
-    def __init__(self, ir: ProgramIR, source: str, graph: ModelGraph, plan_text: str = ""):
+    def __init__(self, ir: ProgramIR, source: str, graph: ModelGraph, plan_text: str = "",
+                 specialized_args: dict | None = None):
         self.ir = ir
         self.source = source
         self.graph = graph  # kept for load_weights (the constant recipe) and for reports
@@ -63,6 +82,9 @@ class Program:
         self.cache_dir = None
         self._weights_digest = None  # the cache key's hash of self.weights, computed once per set of weights
         self.static_inputs = {k: v.clone() for k, v in graph.static_inputs.items()}
+        # non-tensor arguments given at lowering (bools, ints, None, ...): export bakes them into the graph, so a call
+        # must give the same value or omit the argument (name -> value)
+        self.specialized_args = copy.deepcopy(dict(specialized_args or {}))
         if not graph.on_meta:
             self._prepare_weights()
 
@@ -108,7 +130,11 @@ class Program:
         does on hardware: the first traced call runs the forward once, captures it per cfg branch on persistent
         input tensors and replays it; later traced calls copy their inputs into those tensors and replay. Untraced
         calls (the default) run op by op and may be mixed with traced ones. close() releases the traces; new
-        weights (load_weights) make the next traced call capture again."""
+        weights (load_weights) make the next traced call capture again.
+
+        The program returns what the module returns with return_dict=False (its plain tuple), which is how it was
+        captured. A return_dict keyword is accepted and not honoured yet: return_dict=True, here or at lower(),
+        still gives the tuple, not the module's output dataclass."""
         flat = self.run_flat(kwargs, backend, trace)
         return pytree.tree_unflatten(flat, self.graph.out_spec)
 
@@ -127,15 +153,29 @@ class Program:
         return [torch.from_numpy(np.array(o)) if isinstance(o, np.ndarray) else o for o in outputs]
 
     def _check_inputs(self, kwargs: dict) -> dict:
-        kwargs = {k: v for k, v in kwargs.items() if k != "return_dict"}
+        kwargs = {k: v for k, v in kwargs.items() if k != "return_dict"}  # output structure only (see __call__)
         expected = {i.name: i for i in self.ir.inputs}
         missing = sorted(set(expected) - set(kwargs))
-        unknown = sorted(set(kwargs) - set(expected) - set(self.static_inputs))
+        unknown = sorted(set(kwargs) - set(expected) - set(self.static_inputs) - set(self.specialized_args))
         if missing or unknown:
-            raise InputMismatchError(f"program inputs are {sorted(expected)} (static: {sorted(self.static_inputs)}); "
+            raise InputMismatchError(f"program inputs are {sorted(expected)} (static: {sorted(self.static_inputs)}; "
+                                     f"non-tensor, as lowered: {sorted(self.specialized_args)}); "
                                      f"missing {missing}, unexpected {unknown}")
+        for name, lowered in self.specialized_args.items():
+            if name in kwargs and not _same_argument(lowered, kwargs[name]):
+                raise SpecializationError(
+                    f"argument '{name}' is specialised: the program was lowered with {_describe(lowered)} but is "
+                    f"given {_describe(kwargs[name])} (non-tensor arguments are baked into the program at lowering); "
+                    f"lower again with {name}={_describe(kwargs[name])}"
+                )
         for name, baked in self.static_inputs.items():
-            if name in kwargs and not torch.equal(torch.as_tensor(kwargs[name]).cpu(), baked):
+            if name not in kwargs:
+                continue
+            value = torch.as_tensor(kwargs[name]).cpu()
+            # with cfg on the mesh each branch gets its share of the batch; a static input split with it is baked
+            # in once, for every branch
+            shares = value.chunk(self.ir.cfg_factor) if name in self.ir.batched_inputs else [value]
+            if not all(tuple(v.shape) == tuple(baked.shape) and torch.equal(v, baked) for v in shares):
                 raise SpecializationError(
                     f"input '{name}' differs from the value this program was specialised on (it is static: "
                     "a data-dependent op reads it, or it was listed in static_inputs); lower again with this value"
