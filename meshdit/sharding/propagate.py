@@ -76,8 +76,10 @@ class Propagator:
             if rule is None:  # no rule: whole inputs, whole output
                 continue
             have = {n: (self.layout(n) or (R,) * size)[axis] for n in inputs}
+            before = (decision.attention, decision.norm_axis)
             reqs, out = rule(OpOnAxis.of(node, axis, have, self.plan, decision))
             if axis not in self.plan.seq_axes and _cuts_a_token_dim(out, outs, self.plan.seq_axes, multi):
+                decision.attention, decision.norm_axis = before  # what the rule chose for this axis no longer holds
                 have = {n: (R if isinstance(h, Shard) else h) for n, h in have.items()}
                 reqs, out = rule(OpOnAxis.of(node, axis, have, self.plan, decision))
             for n in inputs:
