@@ -1,5 +1,6 @@
 """Full-size models capture and lower on the meta device without allocating weights (slow: tens of seconds)."""
 
+import functools
 import resource
 import time
 import warnings
@@ -8,6 +9,11 @@ import pytest
 
 import meshdit
 from meshdit import model_zoo
+
+
+@functools.lru_cache(maxsize=None)
+def meta_model(name: str):
+    return model_zoo.build(name, device="meta")
 
 
 @pytest.mark.slow
@@ -39,7 +45,7 @@ def test_sd35_large_sharded_plans(mesh_shape):
 
     mesh = MeshConfig.from_tuples(tuple(int(v) for v in mesh_shape.split("x")),
                                   model_zoo.entry("sd35-large").parallel[mesh_shape])
-    model = model_zoo.build("sd35-large", device="meta")
+    model = meta_model("sd35-large")  # one module for both configs: they share one export (conftest)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = meshdit.lower(model, mesh, model_zoo.example_inputs("sd35-large", device="meta", batch=2),
@@ -47,6 +53,8 @@ def test_sd35_large_sharded_plans(mesh_shape):
     plan = program.plan()
     print(f"\n{plan}")
     assert "transformer_blocks.0: 7 collectives" in plan
+    # one function per distinct block: the 37 joint blocks, and the last one (its prompt stream ends there)
+    assert sorted(len(kind.instances) for kind in program.ir.blocks.values()) == [1, 37]
     assert program.coverage()["device"]["ttnn.transformer.ring_joint_scaled_dot_product_attention"] == 38
     gib = program.ir.weight_bytes() / 2**30
     assert gib < 12  # bf16 weights per device fit one Wormhole chip's 12 GB DRAM with room for activations
