@@ -44,7 +44,7 @@ class ModelGraph:
     on_meta: bool
     notes: list = field(default_factory=list)  # decisions the passes took that a user should see in the plan
     patterns: list = field(default_factory=list)  # recognised structure (see passes/patterns.py)
-    sharding: object = None  # sharding.plan.ShardingSummary once placements are assigned
+    sharding: object = None  # sharding.plan.ShardingPlan once placements are assigned
 
     # --- inspection -------------------------------------------------------------------------------------------
     def op_nodes(self):
