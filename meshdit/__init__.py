@@ -35,10 +35,12 @@ def _dtype_name(value, what):
 
 
 def _cfg_branch_inputs(example_inputs: dict, mesh: MeshConfig, static_inputs) -> tuple:
-    """The inputs one cfg branch sees (its share of the batch) and the names of the inputs split by batch."""
+    """The inputs one cfg branch sees (its share of the batch, also inside structured arguments) and the key paths
+    of the tensors split by batch."""
     if mesh.cfg.factor == 1 or not example_inputs:
-        return example_inputs, ()
-    tensors = [v for v in example_inputs.values() if isinstance(v, torch.Tensor) and v.dim() > 0]
+        return example_inputs, set()
+    leaves = pytree.tree_flatten_with_path(example_inputs)[0]
+    tensors = [v for _, v in leaves if isinstance(v, torch.Tensor) and v.dim() > 0]
     batch = tensors[0].shape[0] if tensors else 0
     if batch % mesh.cfg.factor:
         raise ConfigError(
@@ -47,15 +49,16 @@ def _cfg_branch_inputs(example_inputs: dict, mesh: MeshConfig, static_inputs) ->
             f"(batch {mesh.cfg.factor} x n) or drop cfg from the mesh config"
         )
     share = batch // mesh.cfg.factor
-    branch, batched = {}, []
-    for name, value in example_inputs.items():
+    split = set()
+
+    def branch(path, value):
         if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch and \
-                name not in static_inputs:
-            branch[name] = value[:share]
-            batched.append(name)
-        else:
-            branch[name] = value
-    return branch, tuple(batched)
+                path[0].key not in static_inputs:
+            split.add(path)
+            return value[:share]
+        return value
+
+    return pytree.tree_map_with_path(branch, example_inputs), split
 
 
 def _check_static_branches(graph, example_inputs: dict, batched: tuple, mesh: MeshConfig) -> None:
@@ -64,7 +67,7 @@ def _check_static_branches(graph, example_inputs: dict, batched: tuple, mesh: Me
     for name in graph.static_inputs:
         if name not in batched:
             continue
-        shares = example_inputs[name].chunk(mesh.cfg.factor)
+        shares = graph.input_value(name, example_inputs).chunk(mesh.cfg.factor)
         if not all(torch.equal(share, shares[0]) for share in shares[1:]):
             raise ConfigError(
                 f"mesh {mesh}: input '{name}' is static (baked into the program: a data-dependent op reads it) and "
@@ -94,6 +97,7 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     from .passes import run_passes
     from .report import plan_text
     from .runtime import Program
+    from .runtime.program import skeleton
 
     from .sharding.plan import shard_graph
 
@@ -106,12 +110,13 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
         raise ConfigError("example_inputs is required: the dict of keyword arguments the module's forward takes")
     timings = {}
     static_inputs = static_inputs if static_inputs is not None else ()
-    capture_inputs, batched = _cfg_branch_inputs(example_inputs, mesh, static_inputs)
+    capture_inputs, split = _cfg_branch_inputs(example_inputs, mesh, static_inputs)
     captured = capture(model, capture_inputs)
     timings["capture"] = captured.seconds
     t0 = time.perf_counter()
     graph = run_passes(captured, static_inputs)
     timings["passes"] = time.perf_counter() - t0
+    batched = tuple(name for name, path in graph.input_paths.items() if path in split)
     _check_static_branches(graph, example_inputs, batched, mesh)
     if mesh.num_devices > 1:
         t0 = time.perf_counter()
@@ -121,12 +126,13 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     ir = lower_graph(graph, mesh, act, weights, allow_host_fallback, batched)
     source = emit_source(ir)
     timings["lowering"] = time.perf_counter() - t0
-    # non-tensor arguments (bools, ints, None, ...) are specialised by export: the program checks calls against them
-    specialized = {k: v for k, v in captured.example_inputs.items() if k != "return_dict" and
-                   not any(isinstance(leaf, torch.Tensor) for leaf in pytree.tree_leaves(v))}
+    # non-tensor arguments (bools, ints, None, shape lists, and the structure of dicts and lists of tensors) are
+    # specialised by export: the program checks calls against them
+    specialized = {k: skeleton(v) for k, v in captured.example_inputs.items()
+                   if k != "return_dict" and not isinstance(v, torch.Tensor)}
     program = Program(ir, source, graph, plan_text(graph, ir, timings, str(mesh)), specialized)
     if check and not captured.on_meta:
-        inputs = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in example_inputs.items()}
+        inputs = pytree.tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v, example_inputs)
         with torch.no_grad():  # the golden has the captured output structure: return_dict=False, as captured
             expected = model(**{**example_inputs, **({"return_dict": False} if "return_dict" in
                                                      captured.example_inputs else {})})

@@ -185,3 +185,48 @@ def test_non_tensor_arguments_are_specialised():
         program(x=x, scale_twice=True, repeats=3)
     with pytest.raises(SpecializationError, match="'scale_twice'.* lowered with True.* given False.*lower again"):
         program(x=x, scale_twice=False)
+
+
+class StructuredInputs(torch.nn.Module):
+    """Inputs as diffusers models take them: a dict of conditioning (PixArt's added_cond_kwargs, with a None in it),
+    a tuple of rotary tables, a list of tensors, and a list of shape tuples (Qwen-Image's img_shapes)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(16, 16)
+
+    def forward(self, x, added_cond_kwargs=None, rotary=None, extra=None, img_shapes=None):
+        cos, sin = rotary
+        y = self.proj(x) * cos + x * sin + added_cond_kwargs["resolution"][:, None, :]
+        for t in extra:
+            y = y + t
+        return (y * img_shapes[0][1],)
+
+
+def _structured_inputs(scale=2):
+    g = torch.Generator().manual_seed(0)
+    return {"x": torch.randn(1, 8, 16, generator=g),
+            "added_cond_kwargs": {"resolution": torch.randn(1, 16, generator=g), "aspect_ratio": None},
+            "rotary": (torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)),
+            "extra": [torch.randn(1, 8, 16, generator=g), torch.randn(1, 8, 16, generator=g)],
+            "img_shapes": [(1, scale, 4)]}
+
+
+def test_structured_inputs_map_back_to_their_example_values(pcc_log):
+    """Dicts, tuples and lists of tensors are flattened by torch.export into one input per leaf; each is found again
+    in the example (and in every call) by its key path. Their structure and non-tensor values are specialised."""
+    model = StructuredInputs().eval()
+    program = meshdit.lower(model, "1x1", _structured_inputs())
+    assert {i.name for i in program.ir.inputs} == {"x", "added_cond_kwargs_resolution", "rotary_0", "rotary_1",
+                                                     "extra_0", "extra_1"}
+    result = program.pcc_report()[0]
+    pcc_log("structured", "1x1 dict/tuple/list inputs", result)
+    assert result.pcc >= 0.9999
+    other = _structured_inputs()
+    other["extra"][1] = torch.ones(1, 8, 16)  # new values, same structure: accepted
+    expected = model(**other)[0]
+    assert torch.allclose(program(**other)[0], expected, atol=1e-5)
+    with pytest.raises(SpecializationError, match="img_shapes"):
+        program(**_structured_inputs(scale=3))  # a different shape list: the program was specialised on 2
+    with pytest.raises(SpecializationError, match="extra"):
+        program(**{**_structured_inputs(), "extra": [torch.zeros(1, 8, 16)]})  # one tensor fewer

@@ -78,8 +78,10 @@ def run_single_op(target, args: list, kwargs: dict, layouts: dict, roles: str | 
     graph.output(tuple(outputs))
     recipe = fx.GraphModule(torch.nn.Module(), fx.Graph())
     recipe.graph.output(())
-    mg = ModelGraph(fx.GraphModule(torch.nn.Module(), graph), inputs, constants, recipe, [], [], {},
-                    pytree.tree_flatten(tuple(outputs))[1], "single_op", False)
+    mg = ModelGraph(gm=fx.GraphModule(torch.nn.Module(), graph), inputs=inputs, constants=constants, recipe=recipe,
+                    recipe_inputs=[], recipe_outputs=[], static_inputs={},
+                    input_paths={name: (pytree.MappingKey(name),) for name in inputs},
+                    out_spec=pytree.tree_flatten(tuple(outputs))[1], model_name="single_op", on_meta=False)
     plan = ShardingPlan(MESH, MeshAxes((2, 2), (SEQ,)), SEQ, TP, SEQ if ulysses else None)
     if roles is not None and target is aten.linear.default:
         plan.linear_roles[out.name] = roles

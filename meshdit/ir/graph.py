@@ -39,6 +39,7 @@ class ModelGraph:
     recipe_inputs: list  # [(kind, key)] with kind in {"state", "static"}, one per recipe placeholder
     recipe_outputs: list  # constant names, one per recipe output
     static_inputs: dict  # name -> value baked into the program (checked on every call)
+    input_paths: dict  # input name (runtime or static) -> its key path in the module's keyword arguments
     out_spec: pytree.TreeSpec
     model_name: str
     on_meta: bool
@@ -80,13 +81,17 @@ class ModelGraph:
         return {n: c.value for n, c in self.constants.items()}
 
     # --- execution (torch, for verifying passes) ----------------------------------------------------------------
+    def input_value(self, name: str, kwargs: dict):
+        """The value of input `name` in the module's keyword arguments (a leaf of a structured argument too)."""
+        return pytree.key_get(kwargs, self.input_paths[name])
+
     def run(self, **inputs):
-        """Run the graph in torch on real inputs and constants; returns the module's output structure."""
+        """Run the graph in torch on the module's keyword inputs and its constants; returns its output structure."""
         consts = self.constant_values()
         args = []
         for node in self.placeholders():
             key = node.meta["key"]
-            args.append(inputs[key] if node.meta["kind"] == "input" else consts[key])
+            args.append(self.input_value(key, inputs) if node.meta["kind"] == "input" else consts[key])
         with torch.no_grad():
             flat = self.gm(*args)
         return pytree.tree_unflatten(list(flat), self.out_spec)

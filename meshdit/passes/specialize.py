@@ -330,6 +330,20 @@ def _user_input_names(ep) -> list:
     return [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
 
 
+def _user_inputs(ep, example_inputs: dict) -> dict:
+    """Exported input name -> (example value, key path in the keyword arguments).
+
+    torch.export flattens structured arguments (dicts such as PixArt's added_cond_kwargs, lists of tensors, tuples of
+    rotary tables, lists of shape tuples) into one input per leaf, named after its path (`added_cond_kwargs_
+    resolution`), in the order pytree flattens the keyword arguments; the same flattening gives each its value."""
+    names = _user_input_names(ep)
+    leaves = pytree.tree_flatten_with_path(((), example_inputs))[0]
+    if len(leaves) != len(names):
+        raise SpecializationError(f"torch.export flattened the inputs into {len(names)} leaves ({names}) but the "
+                                  f"example inputs have {len(leaves)}; pass every argument as a keyword")
+    return {name: (value, path[1:]) for name, (path, value) in zip(names, leaves)}
+
+
 def _static_ancestors(ep: torch.export.ExportedProgram) -> set:
     """Module inputs upstream of a data-dependent op: these must be static."""
     user = set(_user_input_names(ep))
@@ -358,11 +372,8 @@ def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
     example inputs are on meta)."""
     start = time.perf_counter()
     ep = captured.exported
-    user_values = {}
-    for name in _user_input_names(ep):
-        if name not in captured.example_inputs:
-            raise SpecializationError(f"exported input {name} has no example value")
-        user_values[name] = captured.example_inputs[name]
+    user_inputs = _user_inputs(ep, captured.example_inputs)
+    user_values = {name: value for name, (value, _) in user_inputs.items()}
     static_given = dict(static_inputs) if isinstance(static_inputs, dict) else {}
     unknown = sorted(set(static_inputs) - set(user_values))
     if unknown:
@@ -395,6 +406,8 @@ def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
         recipe_inputs=list(spec.recipe_inputs),
         recipe_outputs=[name for name, _ in spec.recipe_outputs],
         static_inputs=spec.static_values,
+        input_paths={name: path for name, (_, path) in user_inputs.items()
+                     if name in spec.inputs or name in spec.static_values},
         out_spec=ep.call_spec.out_spec,
         model_name=captured.model_name,
         on_meta=captured.on_meta,

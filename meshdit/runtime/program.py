@@ -62,6 +62,28 @@ def _same_argument(lowered, given) -> bool:
         return False
 
 
+class _Tensor:
+    """Stands for a tensor in a skeleton: any tensor matches any tensor (shapes are checked per input)."""
+
+    def __eq__(self, other):
+        return isinstance(other, _Tensor)
+
+    def __hash__(self):
+        return 0
+
+    def __repr__(self):
+        return "<tensor>"
+
+
+_TENSOR = _Tensor()
+
+
+def skeleton(value):
+    """A keyword argument with its tensors blanked: what export specialised on (its structure and its non-tensor
+    values: bools, ints, None, lists of shapes)."""
+    return pytree.tree_map(lambda leaf: _TENSOR if isinstance(leaf, torch.Tensor) else leaf, value)
+
+
 def _describe(value) -> str:
     return f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else repr(value)
 
@@ -153,25 +175,29 @@ class Program:
         return [torch.from_numpy(np.array(o)) if isinstance(o, np.ndarray) else o for o in outputs]
 
     def _check_inputs(self, kwargs: dict) -> dict:
+        """The host arrays of a call's inputs, by program input name (a structured argument's leaves by their
+        flattened names), after checking the call against what the program was lowered for."""
         kwargs = {k: v for k, v in kwargs.items() if k != "return_dict"}  # output structure only (see __call__)
         expected = {i.name: i for i in self.ir.inputs}
-        missing = sorted(set(expected) - set(kwargs))
-        unknown = sorted(set(kwargs) - set(expected) - set(self.static_inputs) - set(self.specialized_args))
+        paths = self.graph.input_paths
+        roots = {paths[name][0].key for name in list(expected) + list(self.static_inputs)}
+        missing = sorted({paths[name][0].key for name in expected} - set(kwargs))
+        unknown = sorted(set(kwargs) - roots - set(self.specialized_args))
         if missing or unknown:
-            raise InputMismatchError(f"program inputs are {sorted(expected)} (static: {sorted(self.static_inputs)}; "
-                                     f"non-tensor, as lowered: {sorted(self.specialized_args)}); "
-                                     f"missing {missing}, unexpected {unknown}")
+            raise InputMismatchError(f"program inputs are {sorted(roots - set(self.static_inputs))} (static: "
+                                     f"{sorted(self.static_inputs)}; non-tensor, as lowered: "
+                                     f"{sorted(self.specialized_args)}); missing {missing}, unexpected {unknown}")
         for name, lowered in self.specialized_args.items():
-            if name in kwargs and not _same_argument(lowered, kwargs[name]):
+            if name in kwargs and not _same_argument(lowered, skeleton(kwargs[name])):
                 raise SpecializationError(
                     f"argument '{name}' is specialised: the program was lowered with {_describe(lowered)} but is "
-                    f"given {_describe(kwargs[name])} (non-tensor arguments are baked into the program at lowering); "
-                    f"lower again with {name}={_describe(kwargs[name])}"
+                    f"given {_describe(skeleton(kwargs[name]))} (non-tensor arguments, and the structure of "
+                    f"structured ones, are baked into the program at lowering); lower again with this '{name}'"
                 )
         for name, baked in self.static_inputs.items():
-            if name not in kwargs:
+            if paths[name][0].key not in kwargs:
                 continue
-            value = torch.as_tensor(kwargs[name]).cpu()
+            value = torch.as_tensor(self.graph.input_value(name, kwargs)).cpu()
             # with cfg on the mesh each branch gets its share of the batch; a static input split with it is baked
             # in once, for every branch
             shares = value.chunk(self.ir.cfg_factor) if name in self.ir.batched_inputs else [value]
@@ -182,7 +208,7 @@ class Program:
                 )
         arrays = {}
         for name, spec in expected.items():
-            value = kwargs[name]
+            value = self.graph.input_value(name, kwargs)
             if not isinstance(value, torch.Tensor):
                 raise InputMismatchError(f"input '{name}' must be a torch.Tensor, got {type(value).__name__}")
             shape = list(spec.global_shape)
