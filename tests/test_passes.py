@@ -105,3 +105,36 @@ def test_streams_are_kept_apart_for_joint_attention():
     # no concatenation along the token dim survives between the joint attentions' outputs and the next block
     outputs = {u for n in joint for u in n.users}
     assert not any(u.target is aten.cat.default for o in outputs for u in o.users)
+
+
+class RegisterTokens(torch.nn.Module):
+    """Learned tokens moved to the input's device positionally, as AuraFlow's register tokens are
+    (`self.register_tokens.to(encoder_hidden_states.device, dtype)`): on meta that names the meta device."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens = torch.nn.Parameter(torch.randn(1, 4, 16))
+        self.proj = torch.nn.Linear(16, 16)
+
+    def forward(self, x):
+        tokens = self.tokens.to(x.device, torch.float32)
+        return self.proj(torch.cat([tokens.expand(x.shape[0], -1, -1), x], dim=1))
+
+
+def test_constants_moved_to_an_input_device_fold_on_real_and_meta_weights():
+    """Folding computes constants on host: a device the model names (here positionally) is the host's; planned on
+    meta, the same folding runs when the real weights arrive."""
+    import meshdit
+
+    real = RegisterTokens().eval()
+    x = torch.randn(1, 8, 16)
+    program = meshdit.lower(real, "1x1", {"x": x})
+    assert program.pcc_report()[0].pcc >= 0.9999
+    assert not any(n.target is aten.to.device for n in program.graph.op_nodes())
+    with torch.device("meta"):
+        planned = RegisterTokens().eval()
+    program = meshdit.lower(planned, "1x1", {"x": torch.empty(1, 8, 16, device="meta")})
+    program.load_weights(real.state_dict())
+    with torch.no_grad():
+        expected = real(x)
+    assert torch.allclose(program(x=x)[0], expected, atol=1e-5)

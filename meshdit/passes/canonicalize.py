@@ -7,7 +7,8 @@
     pow(x, 2), outer, repeat_interleave(int), rsub, pad        -> mul / reshape+mul / reshape+expand / neg+add /
                                                                   constant_pad_nd
     single-operand einsum that only permutes                   -> aten.permute
-    casts (to.dtype_layout, _to_copy, type_as)                 -> aten.to.dtype
+    casts (to.dtype_layout, to.device, _to_copy, type_as)      -> aten.to.dtype (where values live on the mesh is
+                                                                  the lowering's business, not the model's)
     index with a constant contiguous index                     -> aten.slice
     conv2d with stride == kernel, no padding (patchify)        -> reshape/permute + aten.linear
 Every rule keeps the value of the graph exactly (verified by tests that run the graph before and after).
@@ -281,6 +282,7 @@ RULES = {
     aten.einsum.default: _einsum,
     aten.to.dtype: _cast,
     aten.to.dtype_layout: _cast,
+    aten.to.device: _cast,
     aten._to_copy.default: _cast,
     aten.type_as.default: _cast,
     aten.index.Tensor: _index,

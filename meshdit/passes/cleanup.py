@@ -11,7 +11,7 @@ aten = torch.ops.aten
 
 _IDENTITY = {aten.contiguous.default, aten.clone.default, aten.alias.default, aten.detach.default,
              aten.lift_fresh_copy.default}
-_CASTS = {aten.to.dtype, aten._to_copy.default, aten.to.dtype_layout, aten.type_as.default}
+_CASTS = {aten.to.dtype, aten._to_copy.default, aten.to.dtype_layout, aten.to.device, aten.type_as.default}
 _ASSERTS = {aten._assert_tensor_metadata.default}
 
 

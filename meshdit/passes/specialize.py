@@ -209,8 +209,7 @@ class _Specializer:
                 "meshdit can only specialise data-dependent ops on static inputs. Pass the inputs it reads in "
                 "static_inputs=... (their values are then baked into the program)."
             )
-        meta_args, meta_kwargs = self._abstract(args, kwargs, "meta")
-        meta_kwargs = self._device(meta_kwargs, "meta")
+        meta_args, meta_kwargs = _on_device(*self._abstract(args, kwargs, "meta"), "meta")
         if not runtime:
             return self.fold(node, target, args, kwargs, meta_args, meta_kwargs)
         try:
@@ -222,8 +221,7 @@ class _Specializer:
         if not isinstance(meta, (torch.Tensor, list, tuple)):
             # A shape query (sym_size, numel) on a runtime tensor: shapes are concrete, so it is a literal.
             return Val("const", meta, meta)
-        new_args, new_kwargs = self._to_graph(args, kwargs, node)
-        new_kwargs = self._device(new_kwargs, None)
+        new_args, new_kwargs = _on_device(*self._to_graph(args, kwargs, node), None)
         new = self.graph.call_function(target, tuple(new_args), new_kwargs)
         new.name = self._unique(node.name)
         new.meta.update({k: node.meta[k] for k in ("stack_trace", "nn_module_stack") if k in node.meta})
@@ -235,8 +233,8 @@ class _Specializer:
         leaves = [v for v in pytree.tree_leaves((args, kwargs)) if _is_val(v)]
         real = None
         if all(v.value is not None or v.meta is None for v in leaves):
-            real_args, real_kwargs = self._abstract(args, kwargs, "value")
-            real = target(*real_args, **self._device(real_kwargs, "cpu"))
+            real_args, real_kwargs = _on_device(*self._abstract(args, kwargs, "value"), "cpu")
+            real = target(*real_args, **real_kwargs)
         if target in DATA_DEPENDENT:
             if real is None:
                 raise SpecializationError(
@@ -246,8 +244,8 @@ class _Specializer:
             meta = pytree.tree_map(_to_meta, real)
         else:
             meta = target(*meta_args, **meta_kwargs)
-        rargs, rkwargs = self._to_recipe(args, kwargs)
-        rnode = self.recipe.call_function(target, tuple(rargs), self._device(rkwargs, "cpu"))
+        rargs, rkwargs = _on_device(*self._to_recipe(args, kwargs), "cpu")
+        rnode = self.recipe.call_function(target, tuple(rargs), rkwargs)
         rnode.meta["val"] = meta
         if isinstance(meta, (int, float, bool, torch.SymInt)) or meta is None:
             return Val("const", meta, real if real is not None else meta, rnode)
@@ -314,16 +312,24 @@ class _Specializer:
 
         return pytree.tree_map(conv, args), pytree.tree_map(conv, kwargs)
 
-    @staticmethod
-    def _device(kwargs, device):
-        if "device" not in kwargs:
-            return kwargs
-        kwargs = dict(kwargs)
+
+
+def _on_device(args, kwargs, device: str | None):
+    """Arguments with every device they name (a `device=` keyword, or positional as in `x.to(other.device)`) made
+    `device`: meta for shape propagation, cpu for folding real values (a model planned on meta names the meta
+    device, whose tensors hold no data), and for the runtime graph None: the device keyword is dropped and a
+    positional one made cpu, since where values live on the mesh is the lowering's business."""
+    def convert(a):
+        return torch.device(device or "cpu") if isinstance(a, torch.device) else a
+
+    args = pytree.tree_map(convert, args)
+    kwargs = dict(kwargs)
+    if "device" in kwargs:
         if device is None:
             kwargs.pop("device")
         else:
             kwargs["device"] = torch.device(device)
-        return kwargs
+    return args, pytree.tree_map(convert, kwargs)
 
 
 def _user_input_names(ep) -> list:
