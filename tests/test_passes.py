@@ -138,3 +138,32 @@ def test_constants_moved_to_an_input_device_fold_on_real_and_meta_weights():
     with torch.no_grad():
         expected = real(x)
     assert torch.allclose(program(x=x)[0], expected, atol=1e-5)
+
+
+class ComplexRotary(torch.nn.Module):
+    """RoPE written with complex numbers, as diffusers' apply_rotary_emb(use_real=False) and Qwen-Image do:
+    a polar frequency table, view_as_complex of the query pairs, a complex product, view_as_real back."""
+
+    def __init__(self, dim=16, tokens=8):
+        super().__init__()
+        self.proj = torch.nn.Linear(dim, dim)
+        freqs = torch.outer(torch.arange(tokens, dtype=torch.float32), 1.0 / 10000 ** (torch.arange(0, dim, 2) / dim))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, x):
+        freqs_cis = torch.polar(torch.ones_like(self.freqs), self.freqs)  # [tokens, dim / 2], complex64
+        q = self.proj(x)  # [batch, tokens, dim]
+        rotated = torch.view_as_complex(q.float().reshape(*q.shape[:-1], -1, 2))
+        out = torch.view_as_real(rotated * freqs_cis).flatten(2)
+        return out * torch.view_as_real(freqs_cis.conj().resolve_conj()).flatten(1)[None]
+
+
+def test_complex_rope_becomes_real_pairs():
+    import meshdit
+
+    model, x = ComplexRotary().eval(), torch.randn(2, 8, 16)
+    program = meshdit.lower(model, "1x1", {"x": x}, allow_host_fallback=False)
+    assert not any(n.meta["val"].dtype.is_complex for n in program.graph.gm.graph.nodes
+                   if hasattr(n.meta.get("val"), "dtype"))
+    assert all(not c.dtype.is_complex for c in program.graph.constants.values())
+    assert program.pcc_report()[0].pcc >= 0.9999

@@ -3,6 +3,7 @@
     model_graph = run_passes(captured, static_inputs=())
 
 Order: specialise (concrete shapes, folded constants, data-dependent values) -> drop no-ops -> canonicalise ->
+complex values into real pairs ->
 merge common subexpressions (shared position tables) -> fuse RMSNorm -> keep concatenated token streams apart
 (push cats down to attention) -> joint attention -> split its outputs back into streams -> orient each joint
 attention (its main stream is the one from the latent input) -> annotate structure (linear, MLP, adaLN, attention).
@@ -17,6 +18,7 @@ import torch
 
 from ..capture import CapturedModel
 from .canonicalize import canonicalize
+from .complex import decompose_complex
 from .cleanup import drop_noops
 from .cse import eliminate_common_subexpressions
 from ..ir.graph import ModelGraph
@@ -27,6 +29,7 @@ from .streams import sink_concats
 PIPELINE = (
     ("drop_noops", drop_noops),
     ("canonicalize", canonicalize),
+    ("decompose_complex", decompose_complex),
     ("cse", eliminate_common_subexpressions),
     ("fuse_rms_norm", fuse_rms_norm),
     ("sink_concats", sink_concats),
