@@ -91,7 +91,7 @@ SIGNATURES = {
     "ttnn.rms_norm_post_all_gather": (("input_tensor", "stats"), (
         "epsilon", "weight", "bias", "memory_config", "compute_kernel_config", "program_config", "dtype",
         "use_2d_core_grid")),
-    "host_call": (("op_name", "args", "kwargs"), ()),
+    "host_call": (("op_name", "args", "kwargs", "dtypes"), ()),
 }
 for _name in ("neg", "exp", "sin", "cos", "tanh", "sigmoid", "rsqrt", "sqrt", "reciprocal", "abs", "relu"):
     SIGNATURES[f"ttnn.{_name}"] = _UNARY  # assumed: unary eltwise binding as ttnn.silu

@@ -65,20 +65,24 @@ def upload(array, dtype, layout, device, placements=None, device_shape=None):
     return rt.upload(ttnn, array, dtype, layout, device, placements, device_shape)
 
 
-def host_call(op_name, args, kwargs):
-    """Run one ATen op on host (torch) for an op the lowering does not map to the device yet."""
+def host_call(op_name, args, kwargs, dtypes=None):
+    """Run one ATen op on host (torch) for an op the lowering does not map to the device yet. dtypes: the torch
+    dtype each tensor argument has in the model, by position (bool masks live on device as uint32)."""
     import torch
 
     op = torch.ops.aten
     for part in op_name.split(".")[1:]:
         op = getattr(op, part)
     device = None
+    dtypes = iter(dtypes or [])
 
     def to_host(a):
         nonlocal device
         if isinstance(a, ttnn.Tensor):
             device = device or a.device()
-            return torch.from_numpy(rt.download(ttnn, a))
+            value = torch.from_numpy(rt.download(ttnn, a))
+            dtype = next(dtypes, None)
+            return value.to(getattr(torch, dtype)) if dtype else value
         if isinstance(a, (list, tuple)):
             return type(a)(to_host(x) for x in a)
         return a

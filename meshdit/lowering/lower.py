@@ -20,12 +20,13 @@ import warnings
 
 import torch
 import torch.fx as fx
+import torch.utils._pytree as pytree
 
 from ..errors import UnsupportedOpError, node_location
 from ..ir.graph import ModelGraph
 from ..ir.op_classes import BINARY, LAYOUT, SELECT, TRIG
 from ..sharding.mesh_config import MeshConfig
-from ..sharding.placement import MeshAxes, Shard
+from ..sharding.placement import MeshAxes, R, Shard
 from . import attention, ccl, rules  # noqa: F401  (registers their lowering rules)
 from .blocks import find_blocks
 from .buffers import assign_gather_buffers
@@ -62,10 +63,18 @@ def _host_fallback(b: Builder, node, allow: bool):
             f"no TT-NN lowering for {name} at {node_location(node)}; allow host fallback (allow_host_fallback=True) "
             "or register a rule (@lowering in meshdit/lowering/rules/)"
         )
+    sharded = [a.name for a in node.all_input_nodes if any(p != R for p in (b.decision(a).layout or ()))]
+    if sharded:  # host_call reads one device's piece of each input: a sharded one would give a wrong number
+        raise UnsupportedOpError(
+            f"{name} at {node_location(node)} has no TT-NN lowering here and would run on host, but its inputs "
+            f"{sharded} are sharded on the mesh; lower on one device, or add a lowering rule for this case")
     warnings.warn(f"meshdit: {name} at {node_location(node)} runs on host (no TT-NN lowering)", stacklevel=3)
     args = tuple(b.value_or_weight(a) if isinstance(a, fx.Node) else b.arg(a) for a in node.args)
     kwargs = {k: b.arg(v) for k, v in node.kwargs.items()}
-    return b.call("host_call", (name, list(args), kwargs))
+    # the model's dtype of each tensor argument, in the order host_call meets them: integers and booleans stay so
+    tensors = [a for a in pytree.tree_leaves((list(node.args), dict(node.kwargs))) if isinstance(a, fx.Node)]
+    dtypes = [str(a.meta["val"].dtype).replace("torch.", "") for a in tensors]
+    return b.call("host_call", (name, list(args), kwargs, dtypes))
 
 
 def lower_graph(mg: ModelGraph, mesh: MeshConfig | None = None, act_dtype="float32", weight_dtype=None,

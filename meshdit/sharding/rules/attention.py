@@ -30,7 +30,9 @@ def attention(op: OpOnAxis):
     main_have = [op.placement(t) for t in main]
     if all(h == HEADS for h in main_have) or (op.axis == op.plan.tp_axis and HEADS in main_have):
         return {**{t: HEADS for t in main + prompt}, **masks}, ((HEADS, HEADS) if joint else HEADS)
-    if op.on_sequence_axis and main_have[0] == TOKENS:
+    # the sequence-parallel kernels (ring, all-to-all) take neither a mask nor causal attention: gather instead
+    masked = mask is not None or (not joint and op.args.get("is_causal"))
+    if op.on_sequence_axis and main_have[0] == TOKENS and not masked:
         _add_sequence_axis(op)
         reqs = {**{t: TOKENS for t in main}, **{t: R for t in prompt}, **masks}
         return reqs, ((TOKENS, R) if joint else TOKENS)
