@@ -586,3 +586,35 @@ def test_a_static_input_split_by_cfg_is_baked_once_for_both_branches(pcc_log):
     inputs["encoder_attention_mask"][1, :] = True  # the second branch's prompt is longer
     with pytest.raises(ConfigError, match="'encoder_attention_mask' is static .* differs between the cfg branches"):
         meshdit.lower(tiny_model("mochi-tiny"), "1x2 cfg2@1", inputs)
+
+
+class _MaskedAttention(torch.nn.Module):
+    """Self-attention (2 heads) with a mask computed from an input (as Qwen-Image builds its prompt mask)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.out = (torch.nn.Linear(64, 64) for _ in range(4))
+
+    def forward(self, x, keep):
+        q, k, v = (proj(x).reshape(1, 64, 2, 32).permute(0, 2, 1, 3) for proj in (self.q, self.k, self.v))
+        mask = (keep > 0)[:, None, None, :]
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.out(y.permute(0, 2, 1, 3).reshape(1, 64, 64))
+
+
+def test_masked_attention_is_not_sequence_parallel_and_host_fallback_is_never_sharded():
+    """The ring and all-to-all kernels take no mask: a masked attention over sequence-sharded tokens gathers them
+    (here it then runs on host, on whole tensors, and is right). A host fallback never reads one device's piece of
+    a sharded value: with its heads split by tp it is refused, naming the node."""
+    model = _MaskedAttention().eval()
+    inputs = {"x": torch.randn(1, 64, 64), "keep": torch.ones(1, 64, dtype=torch.long)}
+    inputs["keep"][0, 50:] = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model, "1x2 sp2@1", inputs)
+    assert AttentionStrategy.RING not in program.graph.sharding.attention_counts()
+    assert program.pcc_report()[0].pcc >= 0.9999
+    with pytest.raises(meshdit.errors.UnsupportedOpError, match="would run on host, but its inputs .* are sharded"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            meshdit.lower(model, "1x2 tp2@1", inputs)
