@@ -87,8 +87,10 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     (TT-DiT's: reduce-scatter into a hidden-sharded residual, distributed norms, all-gather before column-parallel
     linears). allow_host_fallback: run ops without a TT-NN lowering on host (counted in the coverage report) instead of
     raising UnsupportedOpError. strict: an op with no sharding rule is an error (UnsupportedOpError) instead of
-    running on gathered inputs (counted in the plan). check: compute the torch golden on the example inputs (when
-    weights are real) so `program.pcc_report()` can compare. A return_dict in example_inputs is accepted; the module
+    running on gathered inputs (counted in the plan). check (when weights are real): True computes the torch golden
+    on the example inputs, runs the program once on the simulated mesh and raises NumericsError (PCC per output, the
+    first block and op that diverge) when an output is below the dtype's PCC threshold; "warn" warns instead;
+    "golden" only keeps the golden for `program.pcc_report()`; False does neither. A return_dict in example_inputs is accepted; the module
     is always captured with return_dict=False and the program returns its tuple (return_dict=True is not honoured
     yet). Non-tensor arguments in example_inputs (bools, ints, e.g. num_frames=2) are baked into the program: a call
     must give the same value or omit the argument, else SpecializationError.
@@ -137,6 +139,12 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
             expected = model(**{**example_inputs, **({"return_dict": False} if "return_dict" in
                                                      captured.example_inputs else {})})
         program.golden = (inputs, [t.detach().clone() for t in pytree.tree_leaves(expected)])
+        if check != "golden":
+            from .check import verify
+
+            t0 = time.perf_counter()
+            verify(program, "warn" if check == "warn" else "raise")
+            timings["check"] = time.perf_counter() - t0
     return program
 
 

@@ -29,6 +29,10 @@ class InputMismatchError(MeshditError):
     """A program was called with inputs that differ from those it was lowered for."""
 
 
+class NumericsError(MeshditError):
+    """A lowered program disagrees with its torch module on the example inputs (PCC below the dtype's threshold)."""
+
+
 def __getattr__(name):
     """TraceInputMismatchError (an InputMismatchError: a traced call's inputs differ in shape or dtype from those its
     trace was captured with) lives in the torch-free device runtime, which is copied beside saved programs; it is

@@ -177,6 +177,25 @@ def _binary(draw, target):
     return [a, b], {}, {0: draw(layout_for(shape)), 1: draw(layout_for(other))}
 
 
+@sample(aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar)
+def _where(draw, target):
+    """A boolean condition broadcast against the values (a token mask over hidden states, say)."""
+    shape = draw(shapes())
+    cond_shape = list(shape)
+    if draw(st.booleans()):
+        cond_shape[-1] = 1
+    cond = torch.rand(cond_shape) > 0.5
+    a, b = randn(shape), randn(shape)
+    scalar_self = target in (aten.where.ScalarSelf, aten.where.Scalar)
+    scalar_other = target in (aten.where.ScalarOther, aten.where.Scalar)
+    args = [cond, 0.25 if scalar_self else a, -2.0 if scalar_other else b]
+    layouts = {0: draw(layout_for(cond_shape))}
+    for i in (1, 2):
+        if not isinstance(args[i], float):
+            layouts[i] = draw(layout_for(shape))
+    return args, {}, layouts
+
+
 @sample(aten.reshape.default)
 def _reshape(draw, target):
     shape = draw(shapes(3, 4))

@@ -18,6 +18,8 @@ UNARY = frozenset({aten.neg.default, aten.exp.default, aten.silu.default, aten.g
                    aten.relu.default, aten.to.dtype, aten.abs.default, aten.reciprocal.default})
 # Elementwise over two broadcast operands.
 BINARY = frozenset({aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor})
+# Elementwise selection between two broadcast operands by a broadcast 0/1 condition (where(cond, a, b)).
+TERNARY = frozenset({aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar})
 # Unary ops that commute with a sum, f(a + b) = f(a) + f(b): a pending (partial) sum may pass through them.
 SUM_PRESERVING = frozenset({aten.neg.default, aten.to.dtype})
 # Activation functions, by the name the patterns report.

@@ -148,8 +148,12 @@ def _table(entries: dict) -> str:
     return "{\n" + "".join(f"    {k!r}: {v!r},\n" for k, v in entries.items()) + "}"
 
 
-def emit_source(ir: ProgramIR, blocks: bool = True) -> str:
-    """The whole program as Python source; blocks=False prints one flat forward (no block functions)."""
+def emit_source(ir: ProgramIR, blocks: bool = True, probes: bool = False) -> str:
+    """The whole program as Python source; blocks=False prints one flat forward (no block functions). probes=True
+    (implies flat) also records every device op's output, each device's piece, in the module's PROBES dict (a list
+    per tensor, one entry per forward call): meshdit.check compares them with the graph run in torch to find where a
+    program that disagrees with its golden first goes wrong."""
+    blocks = blocks and not probes
     title = f"{ir.model_name} lowered to TT-NN by meshdit"
     inputs = {i.name: [list(i.global_shape or i.spec.shape), i.spec.dtype, list(i.placements) or None,
                        list(i.spec.shape)]
@@ -172,7 +176,10 @@ def emit_source(ir: ProgramIR, blocks: bool = True) -> str:
         call = calls.get(index)
         if call is None:
             op = ir.ops[index]
-            statements.append(_Statement(_call(op), op.outputs, _reads(op), op.module, op.where))
+            text = _call(op)
+            if probes and not op.on_host:
+                text += "".join(f"\n    rt.probe(ttnn, PROBES, {o!r}, {o})" for o in op.outputs)
+            statements.append(_Statement(text, op.outputs, _reads(op), op.module, op.where))
             shell_ops.append(op)
             index += 1
         else:
@@ -181,7 +188,8 @@ def emit_source(ir: ProgramIR, blocks: bool = True) -> str:
     forward = _function(f"forward(device, w, cfg, {', '.join(i.name for i in ir.inputs)})", None, statements,
                         refs_in(ir.outputs), f"return ({', '.join(outputs)}{',' if len(outputs) == 1 else ''})",
                         _uses_ccl(shell_ops))
-    return head + "".join(functions) + forward + MAIN
+    return head + ("\nPROBES = {}  # tensor -> [each device's piece, per call]\n" if probes else "") + \
+        "".join(functions) + forward + MAIN
 
 
 class _Statement:

@@ -2,7 +2,8 @@
 
     model_graph = run_passes(captured, static_inputs=())
 
-Order: specialise (concrete shapes, folded constants, data-dependent values) -> drop no-ops -> canonicalise ->
+Order: specialise (concrete shapes, folded constants, data-dependent values) -> in-place writes into out-of-place
+values (before anything drops a node nobody reads) -> drop no-ops -> canonicalise ->
 complex values into real pairs ->
 merge common subexpressions (shared position tables) -> fuse RMSNorm -> keep concatenated token streams apart
 (push cats down to attention) -> joint attention -> split its outputs back into streams -> orient each joint
@@ -21,12 +22,14 @@ from .canonicalize import canonicalize
 from .complex import decompose_complex
 from .cleanup import drop_noops
 from .cse import eliminate_common_subexpressions
+from .mutations import functionalize_mutations
 from ..ir.graph import ModelGraph
 from .patterns import annotate, fuse_joint_attention, fuse_rms_norm, orient_joint_attention
 from .specialize import specialize
 from .streams import sink_concats
 
 PIPELINE = (
+    ("functionalize_mutations", functionalize_mutations),
     ("drop_noops", drop_noops),
     ("canonicalize", canonicalize),
     ("decompose_complex", decompose_complex),

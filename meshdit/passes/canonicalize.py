@@ -19,6 +19,7 @@ from __future__ import annotations
 import operator
 
 import torch
+import torch.fx as fx
 
 from .fold import fold_constants
 from ..ir.graph import ModelGraph, emit, finalize, is_const, replace_node, shape_of
@@ -253,6 +254,13 @@ def _patchify_conv(graph, node):
     return _permute(graph, out, [0, 3, 1, 2], node)
 
 
+def _masked_fill(graph, node):
+    """x.masked_fill(mask, v) -> where(mask, v, x)."""
+    x, mask, value = node.args[0], node.args[1], node.args[2]
+    target = aten.where.self if isinstance(value, fx.Node) else aten.where.ScalarSelf
+    return emit(graph, target, (mask, value, x), like=node)
+
+
 RULES = {
     aten.view.default: _as_reshape,
     aten._unsafe_view.default: _as_reshape,
@@ -287,6 +295,8 @@ RULES = {
     aten.type_as.default: _cast,
     aten.index.Tensor: _index,
     aten.conv2d.default: _patchify_conv,
+    aten.masked_fill.Scalar: _masked_fill,
+    aten.masked_fill.Tensor: _masked_fill,
 }
 
 def canonicalize(mg: ModelGraph) -> int:

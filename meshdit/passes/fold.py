@@ -13,6 +13,8 @@ import torch.utils._pytree as pytree
 
 from ..ir.graph import ConstantSpec, ModelGraph, finalize
 
+aten = torch.ops.aten
+
 
 def _recipe_node_for(mg: ModelGraph, placeholder: fx.Node) -> fx.Node:
     """The recipe node computing a constant placeholder of the runtime graph (created on demand)."""
@@ -46,7 +48,7 @@ def fold_constants(mg: ModelGraph) -> int:
         if node.op != "call_function":
             continue
         inputs = node.all_input_nodes
-        if not inputs or any(n.op != "placeholder" or n.meta["kind"] != "const" for n in inputs):
+        if (not inputs and node.target is not aten.full.default) or any(n.op != "placeholder" or n.meta["kind"] != "const" for n in inputs):
             continue
         if not isinstance(node.meta.get("val"), torch.Tensor):
             continue

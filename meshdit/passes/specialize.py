@@ -6,6 +6,8 @@ One walk over the exported graph evaluates each node abstractly. A value is
            whenever every leaf is real (always, unless weights are on meta);
   runtime: it depends on a runtime input; the node is copied into the new graph with a concrete meta value.
 
+Tensors made from another's shape only (empty_like, zeros_like, new_ones, full_like, ...) are constants; an empty
+one is zeros, so the program never reads uninitialised memory (the model overwrites what it reads).
 Data-dependent ops (nonzero, masked_select, item(), ...) get this documented treatment: the inputs they read
 must be static. Such inputs are found automatically (every module input upstream of a data-dependent op becomes
 static), their example value is baked into the program, and the program refuses, with a named error, a later
@@ -27,6 +29,7 @@ import torch.utils._pytree as pytree
 from ..capture import CapturedModel
 from ..errors import SpecializationError, node_location
 from .fold import prune_constants
+from .mutations import written_in_place
 from ..ir.graph import ConstantSpec, ModelGraph
 
 aten = torch.ops.aten
@@ -39,6 +42,17 @@ DATA_DEPENDENT = {
     aten.repeat_interleave.Tensor,
     aten.unique_consecutive.default,
     aten._unique2.default,
+}
+# Ops whose value depends only on their input's shape and dtype -> the value they fill with, from (args, kwargs)
+SHAPE_ONLY = {
+    aten.empty_like.default: lambda a, k: 0,
+    aten.zeros_like.default: lambda a, k: 0,
+    aten.ones_like.default: lambda a, k: 1,
+    aten.full_like.default: lambda a, k: a[1] if len(a) > 1 else k["fill_value"],
+    aten.new_empty.default: lambda a, k: 0,
+    aten.new_zeros.default: lambda a, k: 0,
+    aten.new_ones.default: lambda a, k: 1,
+    aten.new_full.default: lambda a, k: a[2] if len(a) > 2 else k["fill_value"],
 }
 # Ops evaluated for their assertion only; they produce no value the graph uses.
 ASSERTIONS = {
@@ -88,6 +102,7 @@ class _Specializer:
         self.static_names = static_names
         self.static_given = static_given  # real values given for static inputs (needed on meta)
         self.used_names: set = set()
+        self.written = written_in_place(captured.exported.graph)
 
     # --- naming ---------------------------------------------------------------------------------------------------
     def _unique(self, base: str) -> str:
@@ -200,7 +215,9 @@ class _Specializer:
             return Val("const", None, None)
 
         leaves = [v for v in pytree.tree_leaves((args, kwargs)) if _is_val(v)]
-        runtime = any(v.kind == "runtime" for v in leaves)
+        # a tensor written in place (and the views it is written through) stays in the graph even when constant:
+        # folding it would freeze its value before the write (passes/mutations.py turns the write out of place)
+        runtime = any(v.kind == "runtime" for v in leaves) or node in self.written
         if target is operator.getitem and _is_val(args[0]):
             return self.getitem(args[0], args[1], node)
         if runtime and target in DATA_DEPENDENT:
@@ -210,6 +227,20 @@ class _Specializer:
                 "static_inputs=... (their values are then baked into the program)."
             )
         meta_args, meta_kwargs = _on_device(*self._abstract(args, kwargs, "meta"), "meta")
+        if target in SHAPE_ONLY and not any(_is_val(a) for a in pytree.tree_leaves(args[1:])):
+            # its value depends on the input's shape and dtype only: a constant (an empty tensor is zeros, so a
+            # program never reads uninitialised memory where the model would)
+            meta = target(*meta_args, **meta_kwargs)
+            fill = SHAPE_ONLY[target](args, kwargs)
+            literal = ([int(d) for d in meta.shape], fill)
+            if node in self.written:  # filled in place later: a graph node, folded once the writes are out of place
+                new = self.graph.call_function(aten.full.default, literal, {"dtype": meta.dtype})
+                new.name = self._unique(node.name)
+                new.meta.update({k: node.meta[k] for k in ("stack_trace", "nn_module_stack") if k in node.meta})
+                new.meta["val"] = meta
+                return Val("runtime", meta, node=new)
+            return self.fold(node, aten.full.default, literal, {"dtype": meta.dtype}, literal,
+                             {"dtype": meta.dtype, "device": "meta"})
         if not runtime:
             return self.fold(node, target, args, kwargs, meta_args, meta_kwargs)
         try:

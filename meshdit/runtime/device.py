@@ -147,15 +147,30 @@ def _mesh_tensor(ttnn, array, dtype, layout, device, placements, device_shape, o
 def download(ttnn, tensor) -> np.ndarray:
     """Device tensor -> host numpy array, read from the first device (program outputs are replicated): float32 for
     floating tensors, int32 for integer ones (indices and labels must stay integers)."""
+    return device_pieces(ttnn, tensor, first_only=True)[0]
+
+
+def device_pieces(ttnn, tensor, first_only: bool = False) -> list:
+    """Every device's piece of a mesh tensor as host numpy arrays, in row-major mesh order (float32, or int32 for
+    integer tensors). Checking a program (meshdit.check) reads intermediate tensors this way."""
     integer = tensor.dtype in (ttnn.int32, ttnn.uint32)
     if not integer and tensor.dtype != ttnn.float32:
         tensor = ttnn.typecast(tensor, ttnn.float32)
-    host = ttnn.get_device_tensors(ttnn.from_device(tensor))[0]
-    shape = tuple(host.shape)
-    values = host.to_numpy()
-    if values.dtype == object:  # the mock backend returns a wrapped 0-d array and computes no values
-        values = np.zeros(shape)
-    return np.asarray(values, dtype=np.int32 if integer else np.float32).reshape(shape)
+    hosts = ttnn.get_device_tensors(ttnn.from_device(tensor))
+    arrays = []
+    for host in hosts[:1] if first_only else hosts:
+        shape = tuple(host.shape)
+        values = host.to_numpy()
+        if values.dtype == object:  # the mock backend returns a wrapped 0-d array and computes no values
+            values = np.zeros(shape)
+        arrays.append(np.asarray(values, dtype=np.int32 if integer else np.float32).reshape(shape))
+    return arrays
+
+
+def probe(ttnn, probes: dict, name: str, value) -> None:
+    """Record `value`'s pieces under `name` (programs emitted with probes call this after every device op)."""
+    if isinstance(value, ttnn.Tensor):
+        probes.setdefault(name, []).append(device_pieces(ttnn, value))
 
 
 # --- the program's view of a block's weights, and CCL semaphores -------------------------------------------------

@@ -87,6 +87,16 @@ def skeleton(value):
 def _describe(value) -> str:
     return f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else repr(value)
 
+def load_source(source: str, model_name: str) -> types.ModuleType:
+    """Emitted program source, executed as a Python module (not yet bound to a backend)."""
+    module = types.ModuleType("meshdit_program")
+    # a file name inside meshdit/runtime: the program's import of a saved runtime copy beside it then finds none and
+    # takes this package's device.py
+    module.__file__ = os.path.join(os.path.dirname(device.__file__), "<meshdit program>")
+    exec(compile(source, f"<meshdit program {model_name}>", "exec"), module.__dict__)
+    return module
+
+
 class Program:
     def __init__(self, ir: ProgramIR, source: str, graph: ModelGraph, plan_text: str = "",
                  specialized_args: dict | None = None):
@@ -96,6 +106,8 @@ class Program:
         self.plan_text = plan_text
         self.weights: dict | None = None  # name -> host numpy array, prepared for upload
         self.golden: tuple | None = None  # (inputs, flat outputs) of the torch module, when lowering had weights
+        self._sim_report = None  # pcc_report() on the simulated mesh, for the current weights
+        self.divergence: str | None = None  # where the program first disagrees with its golden (meshdit.check)
         self._module = None  # the emitted source, executed
         self._backend = None
         self._runner = None  # device.Runner: the open mesh, uploaded weights and configs
@@ -115,6 +127,7 @@ class Program:
         values = self.graph.constant_values()
         self.weights = {name: w.transform.prepare(values[w.constant]) for name, w in self.ir.weights.items()}
         self._weights_digest = None
+        self._sim_report = None
         if self._runner is not None:
             self._runner.weights = None  # uploaded again on the next call
 
@@ -138,11 +151,7 @@ class Program:
         """The emitted source, executed as a Python module bound to `backend` ("sim" or "ttnn")."""
         if self._module is None or self._backend != backend:
             self.close()
-            module = types.ModuleType("meshdit_program")
-            # a file name inside meshdit/runtime: the program's import of a saved runtime copy beside it then
-            # finds none and takes this package's device.py
-            module.__file__ = os.path.join(os.path.dirname(device.__file__), "<meshdit program>")
-            exec(compile(self.source, f"<meshdit program {self.ir.model_name}>", "exec"), module.__dict__)
+            module = load_source(self.source, self.ir.model_name)
             self._runner = device.Runner(module, backend)
             self._module, self._backend = module, backend
         return self._module
@@ -247,10 +256,20 @@ class Program:
         """PCC of every output against the torch module's outputs on the lowering's example inputs."""
         if self.golden is None:
             raise RuntimeError("no golden outputs: the program was lowered without real weights (check=False or meta)")
+        if backend == "sim" and self._sim_report is not None:
+            return list(self._sim_report)  # the simulation is deterministic: same weights, same inputs, same figures
         inputs, expected = self.golden
         actual = self.run_flat(inputs, backend)
-        threshold = PCC_THRESHOLDS[self.ir.weight_dtype if self.ir.weight_dtype == "bfloat8_b" else self.ir.act_dtype]
-        return [PCCResult(i, tuple(e.shape), pcc(e, a), threshold) for i, (e, a) in enumerate(zip(expected, actual))]
+        threshold = self.pcc_threshold
+        report = [PCCResult(i, tuple(e.shape), pcc(e, a), threshold) for i, (e, a) in enumerate(zip(expected, actual))]
+        if backend == "sim":
+            self._sim_report = report
+        return list(report)
+
+    @property
+    def pcc_threshold(self) -> float:
+        """The PCC this program must reach against its torch module: by weight dtype for bfp8, else activations."""
+        return PCC_THRESHOLDS[self.ir.weight_dtype if self.ir.weight_dtype == "bfloat8_b" else self.ir.act_dtype]
 
     # --- reports ----------------------------------------------------------------------------------------------
     def coverage(self) -> dict:

@@ -8,6 +8,7 @@ import torch.fx as fx
 from ..builder import TTNN_DTYPE, Builder
 from ..program_ir import Code
 from ..registry import lowering
+from ...ir.op_classes import TERNARY
 
 aten = torch.ops.aten
 
@@ -75,6 +76,17 @@ def _binary(fn: str):
 
 for _target, _fn in BINARY.items():
     lowering(_target)(_binary(_fn))
+
+
+@lowering(*TERNARY)
+def where(b: Builder, condition, input, other):
+    # ttnn.where reads a 0/1 predicate of the values' format: a boolean mask (uint32 on device) is cast first
+    predicate = b.value_or_weight(condition)
+    if isinstance(condition, fx.Node) and condition.meta["val"].dtype in (torch.bool, torch.uint8):
+        dtype = b.dtype_of(b.node.meta["val"].dtype)
+        predicate = b.call("ttnn.typecast", (predicate, Code(TTNN_DTYPE[dtype])),
+                           shapes=(b.local(condition), b.node.meta["val"].dtype))
+    return b.call("ttnn.where", (predicate, b.value_or_weight(input), b.value_or_weight(other)))
 
 
 @lowering(aten.to.dtype)

@@ -168,6 +168,18 @@ multiply = sim_op("multiply", "mul")(_binary(torch.mul))
 divide = sim_op("divide", "div")(_binary(torch.div))
 
 
+@sim_op("where")
+def where(predicate, true_value, false_value, *, memory_config=None, output_tensor=None, sub_core_grids=None):
+    """predicate 1 -> true_value, 0 -> false_value (tensors or numbers); ttnn's where takes TILE tensors only."""
+    for t in (predicate, true_value, false_value):
+        if hasattr(t, "layout") and t.layout.name != "TILE":
+            raise RuntimeError("TT_FATAL (simulated): where takes TILE layout tensors only")
+    values = next((t for t in (true_value, false_value) if hasattr(t, "shards")), predicate)
+    return _map(lambda p, t, f: torch.where(_f(p) != 0, _f(t) if isinstance(t, torch.Tensor) else t,
+                                            _f(f) if isinstance(f, torch.Tensor) else f).to(torch.float32),
+                predicate, true_value, false_value, dtype=values.dtype)
+
+
 def _reduction(fn):
     def op(input_tensor, dim=None, keepdim=False, *, memory_config=None, **_):
         dims = dim if dim is not None else list(range(len(input_tensor.shape)))

@@ -8,7 +8,7 @@ import torch
 import torch.fx as fx
 
 from ...ir.graph import shape_of
-from ...ir.op_classes import BINARY, SUM_PRESERVING, UNARY
+from ...ir.op_classes import BINARY, SUM_PRESERVING, TERNARY, UNARY
 from ..placement import P, Partial, R, Shard
 from . import OpOnAxis, sharding_rule
 
@@ -43,6 +43,22 @@ def binary(op: OpOnAxis):
             placements = [Shard(len(shape_of(a)) - 1) if p else h for a, p, h in zip(operands, partial, placements)]
         else:
             placements = [R if p else h for p, h in zip(partial, placements)]
+    return _broadcast(op, operands, placements)
+
+
+@sharding_rule(*TERNARY)
+def where(op: OpOnAxis):
+    """where(cond, a, b): elementwise over three broadcast operands; a pending sum is reduced first (a selection
+    of partial sums is not a partial sum of the selection when the operands differ in placement)."""
+    operands = [a for a in (op.args["condition"], op.args["input"], op.args["other"]) if isinstance(a, fx.Node)]
+    placements = [R if isinstance(op.placement(a), Partial) else op.placement(a) for a in operands]
+    return _broadcast(op, operands, placements)
+
+
+def _broadcast(op: OpOnAxis, operands: list, placements: list):
+    """Broadcast elementwise operands: the output is sharded as the first sharded operand; every operand that has
+    the sharded dim follows it, one broadcast along it is read whole."""
+    out_rank = len(op.shape)
     out = R
     for a, p in zip(operands, placements):
         if isinstance(p, Shard):
