@@ -117,6 +117,8 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     timings["capture"] = captured.seconds
     t0 = time.perf_counter()
     graph = run_passes(captured, static_inputs)
+    if captured.method != "torch.export":
+        graph.notes.append(f"captured by {captured.method}")
     timings["passes"] = time.perf_counter() - t0
     batched = tuple(name for name, path in graph.input_paths.items() if path in split)
     _check_static_branches(graph, example_inputs, batched, mesh)

@@ -13,9 +13,12 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
+import types
 from dataclasses import dataclass, field
 
 import torch
+import torch.fx.traceback as fx_traceback
+import torch.utils._pytree as pytree
 
 from .errors import CaptureError
 
@@ -31,6 +34,7 @@ class CapturedModel:
     seconds: float
     param_count: int
     timings: dict = field(default_factory=dict)
+    method: str = "torch.export"  # or the trace on example values torch.export's refusal fell back to
 
     @property
     def tensor_input_names(self) -> list[str]:
@@ -101,15 +105,34 @@ def capture(module: torch.nn.Module, example_inputs: dict) -> CapturedModel:
     was_training = module.training
     module.eval()  # inference graph: dropout becomes a no-op the passes can drop
     start = time.perf_counter()
+    method = "torch.export"
     try:
         with torch.no_grad(), (_meta_safe_autocast() if on_meta else contextlib.nullcontext()):
             exported = torch.export.export(module, (), inputs, strict=False)
     except Exception as exc:  # torch.export raises many types; report the first line with context
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CaptureError(
-            f"torch.export failed on {type(module).__name__}: {type(exc).__name__}: {first}. "
-            "Check that example_inputs match forward()'s arguments (names, shapes, dtypes, device)."
-        ) from exc
+        failure = f"torch.export failed on {type(module).__name__}: {type(exc).__name__}: {first}"
+        if on_meta:
+            module.train(was_training)
+            hint = (" (a data-dependent value: such a model is captured by tracing its real example inputs, which a "
+                    "model on meta does not have; lower it with real weights and inputs)" if _data_dependent(exc)
+                    else "")
+            raise CaptureError(f"{failure}{hint}. Check that example_inputs match forward()'s arguments (names, "
+                               "shapes, dtypes, device).") from exc
+        # torch.export traces symbolically and refuses what it cannot know while tracing (a guard on a mask's
+        # length, a SymInt used as a key, a tensor read with .numpy()). meshdit specialises on the example values
+        # anyway: trace the module on them, which fixes those values; the inputs they are read from become static
+        try:
+            with torch.no_grad():
+                exported = traced_program(module, inputs)
+        except Exception as trace_exc:  # noqa: BLE001 - both failures are reported
+            module.train(was_training)
+            second = str(trace_exc).strip().splitlines()[0] if str(trace_exc).strip() else ""
+            raise CaptureError(
+                f"{failure}; the trace on the example values failed too: {type(trace_exc).__name__}: {second}. "
+                "Check that example_inputs match forward()'s arguments (names, shapes, dtypes, device)."
+            ) from exc
+        method = f"trace on example values (torch.export: {type(exc).__name__}: {first[:120]})"
     finally:
         module.train(was_training)
     seconds = time.perf_counter() - start
@@ -121,4 +144,132 @@ def capture(module: torch.nn.Module, example_inputs: dict) -> CapturedModel:
         seconds=seconds,
         param_count=sum(p.numel() for p in module.parameters()),
         timings={"torch.export": seconds},
+        method=method,
     )
+
+
+# --- fallback: a trace on the example values ----------------------------------------------------------------------
+def _data_dependent(exc: BaseException) -> bool:
+    """torch.export refused a guard on a value it cannot know while tracing (a mask's sum used as a length)."""
+    text = f"{type(exc).__name__}: {exc}"
+    return "DataDependent" in text or "data-dependent" in text or "data dependent" in text
+
+
+@dataclass
+class _Named:
+    name: str
+
+
+@dataclass
+class _InputSpec:
+    kind: _Named  # PARAMETER | BUFFER | USER_INPUT, as torch.export's InputKind names them
+    arg: _Named  # the placeholder
+    target: str | None  # the state dict key of a parameter or buffer
+
+
+class TracedProgram:
+    """What the passes read of a torch.export ExportedProgram (graph, signature, state dict, output structure),
+    from a pre-dispatch ATen trace of the module on its real example inputs (make_fx in real mode).
+
+    Values the model computes from its inputs and uses as Python numbers (a length from `mask.sum().item()`, sizes
+    from `.tolist()`) are fixed at their example values. The trace keeps the ops that read them (`item`, `nonzero`,
+    ...), so specialisation finds the inputs upstream and makes them static: a call with a different value is
+    refused by name. Module paths (for block detection and reports) are recorded by forward hooks."""
+
+    def __init__(self, gm, input_specs: list, state_dict: dict, out_spec):
+        self.graph_module = gm
+        self.graph = gm.graph
+        self.graph_signature = types.SimpleNamespace(input_specs=input_specs)
+        self.state_dict = state_dict
+        self.constants: dict = {}
+        self.call_spec = types.SimpleNamespace(out_spec=out_spec)
+
+
+def traced_program(module: torch.nn.Module, inputs: dict) -> TracedProgram:
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    state = dict(module.named_parameters())
+    state.update(dict(module.named_buffers()))
+    keys = list(state)
+    leaves, in_spec = pytree.tree_flatten_with_path(((), inputs))
+    tensor_at = [i for i, (_, v) in enumerate(leaves) if isinstance(v, torch.Tensor)]
+    outputs: dict = {}
+
+    def run(*flat):
+        params = dict(zip(keys, flat[:len(keys)]))
+        values = [v for _, v in leaves]
+        for i, t in zip(tensor_at, flat[len(keys):]):
+            values[i] = t
+        args, kwargs = pytree.tree_unflatten(values, in_spec)
+        out = torch.func.functional_call(module, params, args, kwargs)
+        flat_out, outputs["spec"] = pytree.tree_flatten(out)
+        return flat_out
+
+    with _module_paths(module), fx_traceback.preserve_node_meta():
+        gm = make_fx(run, tracing_mode="real", pre_dispatch=True, record_stack_traces=True,
+                     _error_on_data_dependent_ops=False)(*state.values(), *(leaves[i][1] for i in tensor_at))
+    graph = gm.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    # tensors the forward makes from Python values (torch.tensor(...)) are attributes of the trace: constants
+    constants, constant_specs = {}, []
+    for node in [n for n in graph.nodes if n.op == "get_attr"]:
+        value = getattr(gm, node.target)
+        with graph.inserting_before(placeholders[0] if placeholders else None):
+            holder = graph.placeholder("c_" + node.target)
+        node.replace_all_uses_with(holder)
+        graph.erase_node(node)
+        constants[holder.name] = value.detach() if isinstance(value, torch.Tensor) else value
+        constant_specs.append(_InputSpec(_Named("CONSTANT_TENSOR"), _Named(holder.name), holder.name))
+    specs = []
+    for key, node in zip(keys, placeholders):
+        node._rename("p_" + key.replace(".", "_"))
+        kind = "BUFFER" if key in dict(module.named_buffers()) else "PARAMETER"
+        specs.append(_InputSpec(_Named(kind), _Named(node.name), key))
+    # every leaf of the keyword arguments is a user input, in flattening order, as torch.export lists them (a
+    # non-tensor leaf gets an unused placeholder: its value is baked into the trace)
+    traced = iter(placeholders[len(keys):])
+    anchor = placeholders[-1] if placeholders else None
+    for i, (path, _) in enumerate(leaves):
+        name = "_".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path[1:])
+        if i in tensor_at:
+            node = next(traced)
+        else:
+            with graph.inserting_after(anchor) if anchor is not None else graph.inserting_before():
+                node = graph.placeholder(name)
+        node._rename(name)
+        anchor = node
+        specs.append(_InputSpec(_Named("USER_INPUT"), _Named(node.name), None))
+    gm.recompile()
+    program = TracedProgram(gm, constant_specs + specs, {k: v.detach() for k, v in state.items()}, outputs["spec"])
+    program.constants = constants
+    return program
+
+
+@contextlib.contextmanager
+def _module_paths(module: torch.nn.Module):
+    """Record each op's enclosing module paths as torch.export does (node.meta['nn_module_stack'])."""
+    stack: list = []
+
+    def publish():
+        fx_traceback.current_meta["nn_module_stack"] = {path: (path, cls) for path, cls in stack}
+
+    def enter(path, cls):
+        def hook(mod, args, kwargs):
+            stack.append((path, cls))
+            publish()
+        return hook
+
+    def leave(mod, args, kwargs, out):
+        stack.pop()
+        publish()
+
+    handles = []
+    for path, sub in module.named_modules():
+        if path:
+            handles.append(sub.register_forward_pre_hook(enter(path, type(sub).__qualname__), with_kwargs=True))
+            handles.append(sub.register_forward_hook(leave, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

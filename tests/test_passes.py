@@ -167,3 +167,50 @@ def test_complex_rope_becomes_real_pairs():
                    if hasattr(n.meta.get("val"), "dtype"))
     assert all(not c.dtype.is_complex for c in program.graph.constants.values())
     assert program.pcc_report()[0].pcc >= 0.9999
+
+
+class _LengthFromMask(torch.nn.Module):
+    """Reads a length off a mask and slices with it: torch.export refuses the guard on `n` (data-dependent), as it
+    does for Lumina2, OmniGen, HiDream and HunyuanImage."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.out = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64)
+
+    def forward(self, hidden_states, mask, scale: float = 1.0):
+        n = int(mask.sum().item())
+        q = self.proj(hidden_states)[:, :n].unflatten(-1, (2, 32)).transpose(1, 2)
+        attended = torch.nn.functional.scaled_dot_product_attention(q, q, q).transpose(1, 2).flatten(2)
+        return (self.out(attended) * scale,)
+
+
+def test_a_data_dependent_guard_falls_back_to_a_trace_on_the_example_values(pcc_log):
+    import warnings
+
+    import meshdit
+
+    model = _LengthFromMask().eval()
+    mask = torch.zeros(1, 64, dtype=torch.long)
+    mask[:, :40] = 1
+    inputs = {"hidden_states": torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(0)), "mask": mask,
+              "scale": 2.0}
+    with pytest.raises(Exception, match="data-dependent|DataDependent"):
+        torch.export.export(model, (), inputs, strict=False)
+    captured = capture(model, inputs)
+    assert captured.method.startswith("trace on example values")
+    for mesh in ("1x1", "2x2 sp2@0 tp2@1"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = meshdit.lower(model, mesh, inputs)
+        assert "captured by trace on example values" in program.plan()
+        assert set(program.graph.static_inputs) == {"mask"}  # the length is read from it: its value is baked in
+        for result in program.pcc_report():
+            pcc_log("data-dependent length (traced)", mesh, result)
+            assert result.pcc >= 0.9999
+    other = mask.clone()
+    other[:, 40:48] = 1
+    with pytest.raises(SpecializationError, match="'mask' differs"):
+        program(**{**inputs, "mask": other})
+    meta_inputs = {k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
+    with pytest.raises(CaptureError, match="data-dependent value"):
+        capture(_LengthFromMask().to("meta"), meta_inputs)

@@ -589,31 +589,50 @@ def test_a_static_input_split_by_cfg_is_baked_once_for_both_branches(pcc_log):
 
 
 class _MaskedAttention(torch.nn.Module):
-    """Self-attention (2 heads) with a mask computed from an input (as Qwen-Image builds its prompt mask)."""
+    """Self-attention (2 heads) with a mask computed from an input (as Qwen-Image builds its prompt mask); with
+    per_head, the mask has a row per head (which tp cannot split with the heads yet)."""
 
-    def __init__(self):
+    def __init__(self, per_head=False):
         super().__init__()
+        self.per_head = per_head
         self.q, self.k, self.v, self.out = (torch.nn.Linear(64, 64) for _ in range(4))
 
     def forward(self, x, keep):
         q, k, v = (proj(x).reshape(1, 64, 2, 32).permute(0, 2, 1, 3) for proj in (self.q, self.k, self.v))
         mask = (keep > 0)[:, None, None, :]
+        if self.per_head:
+            mask = mask.expand(1, 2, 64, 64)
         y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.permute(0, 2, 1, 3).reshape(1, 64, 64))
 
 
-def test_masked_attention_is_not_sequence_parallel_and_host_fallback_is_never_sharded():
-    """The ring and all-to-all kernels take no mask: a masked attention over sequence-sharded tokens gathers them
-    (here it then runs on host, on whole tensors, and is right). A host fallback never reads one device's piece of
-    a sharded value: with its heads split by tp it is refused, naming the node."""
+@pytest.mark.parametrize("mesh", ["1x1", "1x2 sp2@1", "1x2 tp2@1"])
+def test_a_mask_computed_on_device_goes_to_the_sdpa_kernel(mesh, pcc_log):
+    """A boolean mask from an input becomes ttnn's additive [B, 1, Sq, Sk] mask on device (where, repeat, padding
+    to whole tiles); the ring and all-to-all kernels take no mask, so over sequence-sharded tokens the attention
+    gathers them and runs plain."""
     model = _MaskedAttention().eval()
+    inputs = {"x": torch.randn(1, 64, 64), "keep": torch.ones(1, 64, dtype=torch.long)}
+    inputs["keep"][0, 50:] = 0
+    program = meshdit.lower(model, mesh, inputs)
+    assert AttentionStrategy.RING not in (program.graph.sharding.attention_counts() if program.graph.sharding
+                                          else {})
+    result = program.pcc_report()[0]
+    pcc_log("masked attention", mesh, result)
+    assert result.pcc >= 0.9999
+    assert program.coverage()["host"] == {}
+    assert "attn_mask=" in program.source and "ttnn.where" in program.source
+
+
+def test_a_host_fallback_never_reads_one_devices_piece():
+    """A host fallback reads whole tensors: with its inputs split by tp it is refused, naming the node (a mask with a
+    row per head, which the sharded heads cannot take yet)."""
+    model = _MaskedAttention(per_head=True).eval()
     inputs = {"x": torch.randn(1, 64, 64), "keep": torch.ones(1, 64, dtype=torch.long)}
     inputs["keep"][0, 50:] = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = meshdit.lower(model, "1x2 sp2@1", inputs)
-    assert AttentionStrategy.RING not in program.graph.sharding.attention_counts()
-    assert program.pcc_report()[0].pcc >= 0.9999
+        assert meshdit.lower(model, "1x1", inputs).pcc_report()[0].pcc >= 0.9999
     with pytest.raises(meshdit.errors.UnsupportedOpError, match="would run on host, but its inputs .* are sharded"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshdit.ir.graph import ConstantSpec, ModelGraph, emit, finalize
+from meshdit.ir.op_classes import COMPARISON
 from meshdit.ir.ops import joint_sdpa
 from meshdit.lowering import emit_source, lower_graph
 from meshdit.runtime import Program
@@ -194,6 +195,18 @@ def _where(draw, target):
         if not isinstance(args[i], float):
             layouts[i] = draw(layout_for(shape))
     return args, {}, layouts
+
+
+@sample(*COMPARISON)
+def _compare(draw, target):
+    """Comparisons of broadcast operands (integer token ids against a scalar, float tensors against each other)."""
+    shape = draw(shapes())
+    if target in (aten.logical_and.default, aten.logical_or.default):
+        return [torch.rand(shape) > 0.5, torch.rand(shape[-1:]) > 0.5], {}, \
+            {0: draw(layout_for(shape)), 1: draw(layout_for(shape[-1:]))}
+    if str(target).endswith(".Scalar"):
+        return [torch.randint(0, 4, shape), 2], {}, {0: draw(layout_for(shape))}
+    return [randn(shape), randn(shape).round()], {}, {0: draw(layout_for(shape)), 1: draw(layout_for(shape))}
 
 
 @sample(aten.reshape.default)

@@ -36,6 +36,7 @@ SIGNATURES = {
     "ttnn.concat": (("tensors", "dim"), ("memory_config", "output_tensor", "groups", "sub_core_grids")),
     "ttnn.pad": (("input_tensor", "padding", "value"), ("use_multicore", "memory_config", "sub_core_grids")),
     "ttnn.repeat": (("input_tensor", "repeat_dims"), ("memory_config", "optional_output_tensor")),
+    **{f"ttnn.{name}": _BINARY for name in ("gt", "ge", "lt", "le", "eq", "ne", "logical_and", "logical_or")},  # assumed
     "ttnn.where": (("predicate", "true_value", "false_value"), ("memory_config", "output_tensor", "sub_core_grids")),
     "ttnn.typecast": (("input_tensor", "dtype"), ("memory_config", "output_tensor", "sub_core_grids")),
     "ttnn.mean": (("input_tensor", "dim", "keepdim"), ("memory_config", "compute_kernel_config")),  # assumed

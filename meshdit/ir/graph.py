@@ -134,7 +134,10 @@ def emit(graph: fx.Graph, target, args: tuple, kwargs: dict | None = None, like:
     """
     kwargs = kwargs or {}
     node = graph.call_function(target, tuple(args), kwargs)
-    node.meta["val"] = target(*meta_of(tuple(args)), **meta_of(kwargs))
+    meta_kwargs = meta_of(kwargs)
+    if not any(isinstance(a, fx.Node) for a in pytree.tree_leaves((args, kwargs))):
+        meta_kwargs["device"] = torch.device("meta")  # a factory (full, zeros): its meta value allocates nothing
+    node.meta["val"] = target(*meta_of(tuple(args)), **meta_kwargs)
     if like is not None:
         for key in ("stack_trace", "nn_module_stack"):
             if key in like.meta:

@@ -20,6 +20,10 @@ UNARY = frozenset({aten.neg.default, aten.exp.default, aten.silu.default, aten.g
 BINARY = frozenset({aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor})
 # Elementwise selection between two broadcast operands by a broadcast 0/1 condition (where(cond, a, b)).
 TERNARY = frozenset({aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar})
+# Elementwise comparisons and logical ops of two broadcast operands: a boolean result.
+COMPARISON = frozenset({aten.gt.Scalar, aten.gt.Tensor, aten.ge.Scalar, aten.ge.Tensor, aten.lt.Scalar,
+                        aten.lt.Tensor, aten.le.Scalar, aten.le.Tensor, aten.eq.Scalar, aten.eq.Tensor,
+                        aten.ne.Scalar, aten.ne.Tensor, aten.logical_and.default, aten.logical_or.default})
 # Unary ops that commute with a sum, f(a + b) = f(a) + f(b): a pending (partial) sum may pass through them.
 SUM_PRESERVING = frozenset({aten.neg.default, aten.to.dtype})
 # Activation functions, by the name the patterns report.

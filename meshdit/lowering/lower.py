@@ -31,7 +31,7 @@ from . import attention, ccl, rules  # noqa: F401  (registers their lowering rul
 from .blocks import find_blocks
 from .buffers import assign_gather_buffers
 from .builder import Builder
-from .program_ir import InputSpec, ProgramIR, Ref, TensorSpec
+from .program_ir import Code, InputSpec, ProgramIR, Ref, TensorSpec
 from .registry import lower_node
 
 aten = torch.ops.aten
@@ -70,7 +70,10 @@ def _host_fallback(b: Builder, node, allow: bool):
             f"{sharded} are sharded on the mesh; lower on one device, or add a lowering rule for this case")
     warnings.warn(f"meshdit: {name} at {node_location(node)} runs on host (no TT-NN lowering)", stacklevel=3)
     args = tuple(b.value_or_weight(a) if isinstance(a, fx.Node) else b.arg(a) for a in node.args)
-    kwargs = {k: b.arg(v) for k, v in node.kwargs.items()}
+    # torch values (a dtype, a layout) are spelled for host_call, which imports torch when it runs
+    kwargs = {k: Code(f"__import__('torch').{str(v).replace('torch.', '')}") if isinstance(v, (torch.dtype,
+              torch.layout, torch.memory_format)) else b.arg(v) for k, v in node.kwargs.items()
+              if k not in ("device", "pin_memory")}
     # the model's dtype of each tensor argument, in the order host_call meets them: integers and booleans stay so
     tensors = [a for a in pytree.tree_leaves((list(node.args), dict(node.kwargs))) if isinstance(a, fx.Node)]
     dtypes = [str(a.meta["val"].dtype).replace("torch.", "") for a in tensors]

@@ -28,7 +28,8 @@ aten = torch.ops.aten
 
 # Ops that act on a complex value's two parts alike (the other arguments are shapes, dims, indices).
 PART_WISE = {aten.reshape.default, aten.permute.default, aten.slice.Tensor, aten.expand.default,
-             aten.clone.default, aten.contiguous.default, aten.alias.default}
+             aten.clone.default, aten.contiguous.default, aten.alias.default, aten.gather.default,
+             aten.index_select.default, aten.index.Tensor, aten.repeat.default}
 CASTS = {aten.to.dtype, aten._to_copy.default, aten.to.dtype_layout}
 
 
@@ -83,6 +84,11 @@ def _pair_of(graph, node, pairs):
     target, args = node.target, node.args
     if node.op == "placeholder":  # a complex constant
         return _part(graph, node, 0, node), _part(graph, node, 1, node)
+    if target in (aten.full.default, aten.zeros.default):  # a complex table made in the forward (then filled)
+        value = complex(args[1]) if target is aten.full.default else 0j
+        real = _real_dtype(node)
+        return tuple(emit(graph, aten.full.default, (list(shape_of(node)), part), {"dtype": real}, like=node)
+                     for part in (value.real, value.imag))
     if target is aten.view_as_complex.default:
         x = args[0]
         shape = shape_of(x)[:-1]

@@ -14,6 +14,9 @@ import torch.utils._pytree as pytree
 from ..ir.graph import ConstantSpec, ModelGraph, finalize
 
 aten = torch.ops.aten
+# ops with no tensor inputs that are constants (made in the forward, often to be filled in place first)
+FACTORIES = {aten.full.default, aten.zeros.default, aten.ones.default, aten.arange.default, aten.arange.start,
+             aten.arange.start_step, aten.scalar_tensor.default}
 
 
 def _recipe_node_for(mg: ModelGraph, placeholder: fx.Node) -> fx.Node:
@@ -48,7 +51,7 @@ def fold_constants(mg: ModelGraph) -> int:
         if node.op != "call_function":
             continue
         inputs = node.all_input_nodes
-        if (not inputs and node.target is not aten.full.default) or any(n.op != "placeholder" or n.meta["kind"] != "const" for n in inputs):
+        if (not inputs and node.target not in FACTORIES) or any(n.op != "placeholder" or n.meta["kind"] != "const" for n in inputs):
             continue
         if not isinstance(node.meta.get("val"), torch.Tensor):
             continue

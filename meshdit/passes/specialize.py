@@ -220,6 +220,8 @@ class _Specializer:
         runtime = any(v.kind == "runtime" for v in leaves) or node in self.written
         if target is operator.getitem and _is_val(args[0]):
             return self.getitem(args[0], args[1], node)
+        if runtime and target is aten.index.Tensor and _is_val(args[0]) and args[0].kind == "runtime":
+            args = (args[0], self._bool_indices_as_positions(node, args[1]))
         if runtime and target in DATA_DEPENDENT:
             raise SpecializationError(
                 f"data-dependent op {name} at {node_location(node)} reads a value computed from runtime inputs; "
@@ -259,6 +261,22 @@ class _Specializer:
         new.meta["val"] = meta
         return Val("runtime", meta, node=new)
 
+    def _bool_indices_as_positions(self, node, indices):
+        """x[mask] with a constant boolean mask (a static prompt mask, say) selects a fixed set of positions: the
+        mask becomes one constant integer index per dim it covers (its nonzero positions), so the selection has a
+        known shape and canonicalisation can turn a contiguous run of positions into a slice."""
+        out = []
+        for index in indices:
+            if not (_is_val(index) and index.kind == "const" and isinstance(index.meta, torch.Tensor)
+                    and index.meta.dtype == torch.bool and index.value is not None):
+                out.append(index)
+                continue
+            positions = self.fold(node, aten.nonzero.default, (index,), {}, (index.meta,), {})
+            for dim in range(index.meta.dim()):
+                meta_args = (positions.meta, 1, dim)
+                out.append(self.fold(node, aten.select.int, (positions, 1, dim), {}, meta_args, {}))
+        return out
+
     def fold(self, node, target, args, kwargs, meta_args, meta_kwargs):
         """Evaluate a node whose inputs are all const: meta always, real when every leaf is real."""
         leaves = [v for v in pytree.tree_leaves((args, kwargs)) if _is_val(v)]
@@ -272,6 +290,10 @@ class _Specializer:
                     f"data-dependent op at {node_location(node)} needs real values, but its inputs are weights on "
                     "meta; lower with real weights"
                 )
+            meta = pytree.tree_map(_to_meta, real)
+        elif real is not None and isinstance(real, torch.Tensor) and not _data_dependent_shape(target, args):
+            meta = target(*meta_args, **meta_kwargs)
+        elif real is not None:  # indexing by a boolean mask: its shape is known from the real value only
             meta = pytree.tree_map(_to_meta, real)
         else:
             meta = target(*meta_args, **meta_kwargs)
@@ -381,6 +403,22 @@ def _user_inputs(ep, example_inputs: dict) -> dict:
     return {name: (value, path[1:]) for name, (path, value) in zip(names, leaves)}
 
 
+def _data_dependent_shape(target, args) -> bool:
+    """Indexing by a boolean mask (an abstract value): the output shape depends on the mask's values."""
+    return target is aten.index.Tensor and len(args) > 1 and any(
+        _is_val(i) and isinstance(i.meta, torch.Tensor) and i.meta.dtype == torch.bool for i in args[1])
+
+
+def _data_dependent(node: fx.Node) -> bool:
+    """An op whose output shape depends on values: the DATA_DEPENDENT ops, and indexing by a boolean mask."""
+    if node.target in DATA_DEPENDENT:
+        return True
+    if node.target is aten.index.Tensor and len(node.args) > 1:
+        return any(isinstance(i, fx.Node) and getattr(i.meta.get("val"), "dtype", None) == torch.bool
+                   for i in node.args[1])
+    return False
+
+
 def _static_ancestors(ep: torch.export.ExportedProgram) -> set:
     """Module inputs upstream of a data-dependent op: these must be static."""
     user = set(_user_input_names(ep))
@@ -389,7 +427,7 @@ def _static_ancestors(ep: torch.export.ExportedProgram) -> set:
         if not isinstance(graph_module, fx.GraphModule):
             continue
         for node in graph_module.graph.nodes:
-            if node.op == "call_function" and node.target in DATA_DEPENDENT:
+            if node.op == "call_function" and _data_dependent(node):
                 stack, seen = [node], set()
                 while stack:
                     cur = stack.pop()

@@ -1,29 +1,35 @@
 """Plain attention: one stream, the whole sequence on every device (heads may be split by tp).
 
     ttnn.transformer.scaled_dot_product_attention(q, k, v, attn_mask=..., is_causal=...)   [B, H, N, D] each
+
+A mask (constant or computed on device) is given as ttnn takes it (attention/mask.py); its q/k/v token counts are
+then padded to whole tiles and the output cut back.
 """
 
 from __future__ import annotations
 
-import torch
-
-from ...ir.graph import is_const
 from ..builder import Builder
-from ..weights import ADDITIVE_MASK, IDENTITY
 from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs
+from .mask import device_mask
 
 
 def lower(b: Builder, call: AttentionCall, plan):
     kwargs = {"is_causal": bool(call.causal)}
-    if call.mask is not None:
-        if not is_const(call.mask):
-            return None  # a mask computed on device: not lowered yet (runs on host)
-        kwargs["attn_mask"] = b.weight(call.mask, ADDITIVE_MASK if call.mask.meta["val"].dtype == torch.bool
-                                       else IDENTITY)
     values, scale, head_dim = pad_head_dim(b, call, [b.arg(t) for t in call.main])
+    shapes = [head_padded(b.local(t), head_dim) for t in call.main]
+    out_shape = head_padded(b.local(call.node), head_dim)
+    tokens = out_shape[2]
+    if call.mask is not None:
+        masked = device_mask(b, call, shapes[0], shapes[1])
+        if masked is None:
+            return None
+        kwargs["attn_mask"], padded_q, padded_k = masked
+        values = [b.pad_dim(v, s, 2, n, call.dtype) for v, s, n in zip(values, shapes, (padded_q, padded_k, padded_k))]
+        out_shape = out_shape[:2] + [padded_q] + out_shape[3:]
     kwargs.update(scale_kwargs(b, scale))
-    if head_dim is None:
+    if head_dim is None and out_shape[2] == tokens:
         return b.call("ttnn.transformer.scaled_dot_product_attention", tuple(values), kwargs), None
-    shape = head_padded(b.local(call.node), head_dim)
-    out = b.call("ttnn.transformer.scaled_dot_product_attention", tuple(values), kwargs, shapes=(shape, call.dtype))
-    return b.slice_dim(out, shape, -1, head_dim, call.dtype), None
+    out = b.call("ttnn.transformer.scaled_dot_product_attention", tuple(values), kwargs, shapes=(out_shape, call.dtype))
+    out = b.slice_dim(out, out_shape, 2, tokens, call.dtype)
+    out_shape = out_shape[:2] + [tokens] + out_shape[3:]
+    return (b.slice_dim(out, out_shape, -1, head_dim, call.dtype) if head_dim is not None else out), None

@@ -8,7 +8,7 @@ import torch.fx as fx
 from ..builder import TTNN_DTYPE, Builder
 from ..program_ir import Code
 from ..registry import lowering
-from ...ir.op_classes import TERNARY
+from ...ir.op_classes import COMPARISON, TERNARY
 
 aten = torch.ops.aten
 
@@ -87,6 +87,28 @@ def where(b: Builder, condition, input, other):
         predicate = b.call("ttnn.typecast", (predicate, Code(TTNN_DTYPE[dtype])),
                            shapes=(b.local(condition), b.node.meta["val"].dtype))
     return b.call("ttnn.where", (predicate, b.value_or_weight(input), b.value_or_weight(other)))
+
+
+COMPARE = {"gt": "ttnn.gt", "ge": "ttnn.ge", "lt": "ttnn.lt", "le": "ttnn.le", "eq": "ttnn.eq", "ne": "ttnn.ne",
+           "logical_and": "ttnn.logical_and", "logical_or": "ttnn.logical_or"}
+
+
+@lowering(*COMPARISON)
+def compare(b: Builder, input, other):
+    """A comparison gives 1/0 in its operands' format, cast to the device's boolean (uint32). Operands are compared
+    in float32: integers (ids, mask values) are exact there up to 2**24, and bfloat16 holds them only up to 256."""
+    def operand(a):
+        if not isinstance(a, fx.Node):
+            return float(a)
+        value = b.value_or_weight(a)
+        if b.dtype_of(a.meta["val"].dtype, a) != "float32":
+            value = b.call("ttnn.typecast", (value, Code("ttnn.float32")), shapes=(b.local(a), torch.float32),
+                           dtype="float32")
+        return value
+
+    fn = COMPARE[b.node.target._schema.name.split("::")[1]]
+    result = b.call(fn, (operand(input), operand(other)), shapes=(b.local(b.node), torch.float32), dtype="float32")
+    return b.call("ttnn.typecast", (result, Code("ttnn.uint32")))
 
 
 @lowering(aten.to.dtype)

@@ -28,8 +28,29 @@ def _attention(q, k, v, mask=None, scale=None, causal=False):
 def _scaled_dot_product_attention(input_tensor_q, input_tensor_k, input_tensor_v, *, attn_mask=None,
                                   is_causal=True, scale=None, memory_config=None, program_config=None,
                                   compute_kernel_config=None, **_):
+    if attn_mask is not None:
+        _check_mask(attn_mask, input_tensor_q, input_tensor_k, program_config)
     inputs = (input_tensor_q, input_tensor_k, input_tensor_v) + ((attn_mask,) if attn_mask is not None else ())
     return _map(lambda q, k, v, m=None: _attention(q, k, v, m, scale, is_causal), *inputs)
+
+
+def _check_mask(mask, q, k, program_config):
+    """What ttnn's SDPA validates of a mask: tilized, [batch, 1 or heads, q tokens, k tokens] exactly (no broadcast
+    over tokens), and both sequence lengths whole q/k chunks (32 without a program config)."""
+    ms, qs, ks = tuple(mask.shards[0].shape), tuple(q.shards[0].shape), tuple(k.shards[0].shape)
+    q_chunk = getattr(program_config, "q_chunk_size", 32) if program_config is not None else 32
+    k_chunk = getattr(program_config, "k_chunk_size", 32) if program_config is not None else 32
+    problems = []
+    if mask.layout.name != "TILE":
+        problems.append("When mask is provided to SDPA, it must be tilized")
+    if len(ms) != 4 or ms[0] != qs[0] or ms[1] not in (1, qs[1]) or ms[2] != qs[2] or ms[3] != ks[2]:
+        problems.append(f"mask shape {list(ms)} must be [{qs[0]}, 1 or {qs[1]}, {qs[2]}, {ks[2]}] (Q {list(qs)}, "
+                        f"K {list(ks)})")
+    if qs[2] % q_chunk or ks[2] % k_chunk:
+        problems.append(f"If mask is provided, Q and K sequence lengths ({qs[2]}, {ks[2]}) must be divisible by "
+                        f"q_chunk_size {q_chunk} and k_chunk_size {k_chunk}")
+    if problems:
+        raise RuntimeError("TT_FATAL (simulated) @ sdpa_device_operation: " + "; ".join(problems))
 
 
 @sim_op("transformer.joint_scaled_dot_product_attention")

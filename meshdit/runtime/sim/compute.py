@@ -168,6 +168,23 @@ multiply = sim_op("multiply", "mul")(_binary(torch.mul))
 divide = sim_op("divide", "div")(_binary(torch.div))
 
 
+def _comparison(fn):
+    def op(input_tensor_a, input_tensor_b, *, dtype=None, memory_config=None, **_):
+        return _map(lambda a, b: fn(_f(a), _f(b)).to(torch.float32), input_tensor_a, input_tensor_b, dtype=dtype)
+
+    return op
+
+
+gt = sim_op("gt")(_comparison(torch.gt))
+ge = sim_op("ge")(_comparison(torch.ge))
+lt = sim_op("lt")(_comparison(torch.lt))
+le = sim_op("le")(_comparison(torch.le))
+eq = sim_op("eq")(_comparison(torch.eq))
+ne = sim_op("ne")(_comparison(torch.ne))
+logical_and = sim_op("logical_and")(_comparison(lambda a, b: (a != 0) & (b != 0)))
+logical_or = sim_op("logical_or")(_comparison(lambda a, b: (a != 0) | (b != 0)))
+
+
 @sim_op("where")
 def where(predicate, true_value, false_value, *, memory_config=None, output_tensor=None, sub_core_grids=None):
     """predicate 1 -> true_value, 0 -> false_value (tensors or numbers); ttnn's where takes TILE tensors only."""

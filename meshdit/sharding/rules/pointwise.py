@@ -8,7 +8,7 @@ import torch
 import torch.fx as fx
 
 from ...ir.graph import shape_of
-from ...ir.op_classes import BINARY, SUM_PRESERVING, TERNARY, UNARY
+from ...ir.op_classes import BINARY, COMPARISON, SUM_PRESERVING, TERNARY, UNARY
 from ..placement import P, Partial, R, Shard
 from . import OpOnAxis, sharding_rule
 
@@ -46,11 +46,12 @@ def binary(op: OpOnAxis):
     return _broadcast(op, operands, placements)
 
 
-@sharding_rule(*TERNARY)
-def where(op: OpOnAxis):
-    """where(cond, a, b): elementwise over three broadcast operands; a pending sum is reduced first (a selection
-    of partial sums is not a partial sum of the selection when the operands differ in placement)."""
-    operands = [a for a in (op.args["condition"], op.args["input"], op.args["other"]) if isinstance(a, fx.Node)]
+@sharding_rule(*TERNARY, *COMPARISON)
+def select_or_compare(op: OpOnAxis):
+    """where(cond, a, b), a > b, a == b, ...: elementwise over broadcast operands; a pending sum is reduced first
+    (neither a selection nor a comparison of partial sums is a partial sum)."""
+    names = ("condition", "input", "other") if op.node.target in TERNARY else ("input", "other")
+    operands = [a for a in (op.args[n] for n in names) if isinstance(a, fx.Node)]
     placements = [R if isinstance(op.placement(a), Partial) else op.placement(a) for a in operands]
     return _broadcast(op, operands, placements)
 
