@@ -140,7 +140,8 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
         with torch.no_grad():  # the golden has the captured output structure: return_dict=False, as captured
             expected = model(**{**example_inputs, **({"return_dict": False} if "return_dict" in
                                                      captured.example_inputs else {})})
-        program.golden = (inputs, [t.detach().clone() for t in pytree.tree_leaves(expected)])
+        program.golden = (inputs, [t.detach().clone() if isinstance(t, torch.Tensor) else t
+                                   for t in pytree.tree_leaves(expected)])
         if check != "golden":
             from .check import verify
 

@@ -103,9 +103,10 @@ def localize(program) -> Divergence:
     # the graph in torch against the module: a capture or pass that changed the computation shows here, and then no
     # device op can be blamed
     _, golden = program.golden
-    graph_outputs = [torch.cat([v["output"][i] for v in values]) if ir.cfg_factor > 1 else values[0]["output"][i]
-                     for i in range(len(golden))]
-    graph_pcc = min((device.pcc(e.double().numpy(), a.double().numpy()) for e, a in zip(golden, graph_outputs)),
+    tensors = [i for i, e in enumerate(golden) if isinstance(e, torch.Tensor)]
+    graph_outputs = {i: torch.cat([v["output"][i] for v in values]) if ir.cfg_factor > 1 else values[0]["output"][i]
+                     for i in tensors}
+    graph_pcc = min((device.pcc(golden[i].double().numpy(), graph_outputs[i].double().numpy()) for i in tensors),
                     key=lambda f: f if f == f else -2.0, default=1.0)
 
     tensor_pcc: dict = {}
@@ -204,7 +205,7 @@ def _torch_values(graph, inputs: dict, ir, branch: int) -> dict:
 
     with torch.no_grad():
         outputs = Recorder(graph.gm).run(*args)
-    recorded["output"] = [v for v in pytree.tree_leaves(outputs) if isinstance(v, torch.Tensor)]
+    recorded["output"] = list(pytree.tree_leaves(outputs))
     return recorded
 
 

@@ -28,6 +28,8 @@ class InPlace(torch.nn.Module):
         table = torch.empty_like(q)
         table[..., 0::2] = torch.cos(q[..., 0::2])
         table[..., 1::2] = torch.sin(q[..., 1::2])
+        # every third channel from 1, the last group cut short (Cosmos3's interleaved multi-axis RoPE)
+        table[..., 1:62:3] = table[..., 1:62:3] * 2.0
         # in-place arithmetic on a view, masked_fill_, a masked write of one value
         q[:, :, :8].mul_(3.0)
         q.masked_fill_(mask[:, :, None], 0.25)

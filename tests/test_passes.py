@@ -214,3 +214,46 @@ def test_a_data_dependent_guard_falls_back_to_a_trace_on_the_example_values(pcc_
     meta_inputs = {k: (v.to("meta") if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()}
     with pytest.raises(CaptureError, match="data-dependent value"):
         capture(_LengthFromMask().to("meta"), meta_inputs)
+
+
+class _Einsums(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(16, 8))
+        self.freq = torch.nn.Parameter(torch.randn(4))
+
+    def forward(self, x, grid):
+        q = x.reshape(1, 2, 8, 8)
+        scores = torch.einsum("bhqd,bhkd->bhqk", q, q)  # attention scores: a batched matmul
+        projected = torch.einsum("bnd,de->bne", x, self.w)  # a linear written as einsum
+        table = torch.einsum("d,bthw->dbthw", self.freq, grid)  # an outer product (Helios's RoPE)
+        ids = torch.einsum("...n,d->...nd", grid, self.freq)  # ellipsis (Ernie-Image's RoPE)
+        rows, cols = torch.meshgrid(self.freq, x[0, :, 0], indexing="ij")
+        return scores.sum(-1), projected, table, torch.einsum("bij->bji", x), ids, rows * cols
+
+
+def test_einsum_and_meshgrid_become_canonical_ops():
+    inputs = {"x": torch.randn(1, 8, 16), "grid": torch.randn(1, 2, 3, 3)}
+    graph = run_passes(capture(_Einsums().eval(), inputs), verify_inputs=inputs)  # each pass keeps the value
+    targets = {n.target for n in graph.op_nodes()}
+    assert torch.ops.aten.einsum.default not in targets and torch.ops.aten.meshgrid.indexing not in targets
+    assert torch.ops.aten.matmul.default in targets
+
+
+class _Patchify(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.video = torch.nn.Conv3d(4, 16, kernel_size=(1, 2, 2), stride=(1, 2, 2))
+        self.audio = torch.nn.Conv1d(4, 16, kernel_size=2, stride=2)
+        self.depthwise = torch.nn.Conv2d(4, 4, kernel_size=3, padding=1, groups=4)  # not a patchify: left alone
+
+    def forward(self, video, audio):
+        return self.video(video), self.audio(audio), self.depthwise(video[:, :, 0])
+
+
+def test_patchify_convs_of_any_rank_become_linears():
+    inputs = {"video": torch.randn(1, 4, 2, 8, 8), "audio": torch.randn(1, 4, 16)}
+    graph = run_passes(capture(_Patchify().eval(), inputs), verify_inputs=inputs)
+    targets = [n.target for n in graph.op_nodes()]
+    assert torch.ops.aten.conv3d.default not in targets and torch.ops.aten.conv1d.default not in targets
+    assert targets.count(torch.ops.aten.linear.default) == 2 and torch.ops.aten.conv2d.default in targets

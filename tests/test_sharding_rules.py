@@ -260,6 +260,15 @@ def _expand(draw, target):
     return [randn(small), out], {}, {0: draw(layout_for(small))}
 
 
+@sample(aten.repeat.default)
+def _repeat(draw, target):
+    shape = draw(shapes(2, 3))
+    repeats = [draw(st.sampled_from([1, 2])) for _ in shape]
+    if draw(st.booleans()):
+        repeats = [2] + repeats  # a new leading dim
+    return [randn(shape), repeats], {}, {0: draw(layout_for(shape))}
+
+
 @sample(aten.mean.dim, aten.sum.dim_IntList)
 def _reduce(draw, target):
     shape = draw(shapes())

@@ -69,7 +69,7 @@ def _host_fallback(b: Builder, node, allow: bool):
             f"{name} at {node_location(node)} has no TT-NN lowering here and would run on host, but its inputs "
             f"{sharded} are sharded on the mesh; lower on one device, or add a lowering rule for this case")
     warnings.warn(f"meshdit: {name} at {node_location(node)} runs on host (no TT-NN lowering)", stacklevel=3)
-    args = tuple(b.value_or_weight(a) if isinstance(a, fx.Node) else b.arg(a) for a in node.args)
+    args = tuple(pytree.tree_map(lambda a: b.value_or_weight(a) if isinstance(a, fx.Node) else a, list(node.args)))
     # torch values (a dtype, a layout) are spelled for host_call, which imports torch when it runs
     kwargs = {k: Code(f"__import__('torch').{str(v).replace('torch.', '')}") if isinstance(v, (torch.dtype,
               torch.layout, torch.memory_format)) else b.arg(v) for k, v in node.kwargs.items()

@@ -16,6 +16,7 @@ Every rule keeps the value of the graph exactly (verified by tests that run the 
 
 from __future__ import annotations
 
+import math
 import operator
 
 import torch
@@ -190,13 +191,54 @@ def _pad(graph, node):
 
 
 def _einsum(graph, node):
+    """einsum as canonical ops: one operand -> permute; two -> an elementwise product of the operands laid out in the
+    output's index order (no index summed), or a matmul over the summed indices (batch indices kept)."""
     equation, operands = node.args[0], node.args[1]
-    if len(operands) != 1 or "->" not in equation:
+    if "->" not in equation or len(operands) not in (1, 2):
         return None
-    lhs, rhs = (s.strip() for s in equation.replace(" ", "").split("->"))
-    if "." in lhs or sorted(lhs) != sorted(rhs) or len(set(lhs)) != len(lhs):
+    inputs, rhs = equation.replace(" ", "").split("->")
+    subscripts = inputs.split(",")
+    if "..." in equation:  # name the ellipsis dims (right-aligned, as they broadcast)
+        spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in equation]
+        counts = [len(shape_of(x)) - (len(sub) - 3) if "..." in sub else 0 for sub, x in zip(subscripts, operands)]
+        width = max(counts)
+        names = "".join(spare[:width])
+        subscripts = [sub.replace("...", names[width - n:]) for sub, n in zip(subscripts, counts)]
+        rhs = rhs.replace("...", names)
+    if any(len(set(s)) != len(s) for s in subscripts + [rhs]):
+        return None  # a repeated index (a diagonal, a trace)
+    if len(operands) == 1:
+        if sorted(subscripts[0]) != sorted(rhs):
+            return None
+        return _permute(graph, operands[0], [subscripts[0].index(c) for c in rhs], node)
+    (sa, sb), (a, b) = subscripts, operands
+    summed = [c for c in sa if c in sb and c not in rhs]
+    if any(c not in sa + sb for c in rhs) or any(c not in rhs and c not in summed for c in sa + sb):
         return None
-    return _permute(graph, operands[0], [lhs.index(c) for c in rhs], node)
+    if not summed:  # an outer or broadcast product
+        return emit(graph, aten.mul.Tensor, (_in_order(graph, a, sa, rhs, node), _in_order(graph, b, sb, rhs, node)),
+                    like=node)
+    size = {c: n for s, x in ((sa, a), (sb, b)) for c, n in zip(s, shape_of(x))}
+    batch = [c for c in rhs if c in sa and c in sb]
+    free_a = [c for c in rhs if c in sa and c not in sb]
+    free_b = [c for c in rhs if c in sb and c not in sa]
+    prod = lambda cs: math.prod(size[c] for c in cs)  # noqa: E731
+    left = _permute(graph, a, [sa.index(c) for c in batch + free_a + summed], node)
+    left = _reshape(graph, left, [size[c] for c in batch] + [prod(free_a), prod(summed)], node)
+    right = _permute(graph, b, [sb.index(c) for c in batch + summed + free_b], node)
+    right = _reshape(graph, right, [size[c] for c in batch] + [prod(summed), prod(free_b)], node)
+    out = emit(graph, aten.matmul.default, (left, right), like=node)
+    order = batch + free_a + free_b
+    out = _reshape(graph, out, [size[c] for c in order], node)
+    return _permute(graph, out, [order.index(c) for c in rhs], node)
+
+
+def _in_order(graph, x, subscript, rhs, like):
+    """x (indexed by `subscript`) permuted to the order its indices have in `rhs`, with size-1 dims for the rest."""
+    present = [c for c in rhs if c in subscript]
+    x = _permute(graph, x, [subscript.index(c) for c in present], like)
+    sizes = dict(zip(present, [shape_of(x)[i] for i in range(len(present))]))
+    return _reshape(graph, x, [sizes.get(c, 1) for c in rhs], like)
 
 
 def _cast(graph, node):
@@ -230,28 +272,59 @@ def _index(graph, node, constants):
 
 
 def _patchify_conv(graph, node):
-    """conv2d whose stride equals its kernel, without padding, dilation or groups, is a linear over patches."""
+    """A conv (1d, 2d or 3d) whose stride equals its kernel, without padding, dilation or groups, is a linear over
+    patches: a patchify embedding (DiT's 2d, a video model's 3d over frames and pixels)."""
     x, weight = node.args[0], node.args[1]
     bias = node.args[2] if len(node.args) > 2 else None
-    stride = list(node.args[3]) if len(node.args) > 3 else [1, 1]
-    padding = list(node.args[4]) if len(node.args) > 4 else [0, 0]
-    dilation = list(node.args[5]) if len(node.args) > 5 else [1, 1]
+    kernel = shape_of(weight)[2:]
+    n = len(kernel)
+    stride = list(node.args[3]) if len(node.args) > 3 else [1] * n
+    padding = node.args[4] if len(node.args) > 4 else [0] * n
+    dilation = list(node.args[5]) if len(node.args) > 5 else [1] * n
     groups = node.args[6] if len(node.args) > 6 else 1
-    out_ch, in_ch, kh, kw = shape_of(weight)
-    if [kh, kw] != stride or any(padding) or dilation != [1, 1] or groups != 1:
+    stride = stride * n if len(stride) == 1 else stride
+    if isinstance(padding, str) or list(kernel) != stride or any(padding) or any(d != 1 for d in dilation) or \
+            groups != 1:
         return None
-    b, c, h, w = shape_of(x)
-    if h % kh or w % kw:
+    out_ch, in_ch = shape_of(weight)[:2]
+    b, c, *space = shape_of(x)
+    if any(size % k for size, k in zip(space, kernel)):
         return None
-    gh, gw = h // kh, w // kw
-    # [B, C, gh, kh, gw, kw] -> [B, gh, gw, C, kh, kw]: each patch flattened in the weight's (C, kh, kw) order.
-    patches = _reshape(graph, x, [b, c, gh, kh, gw, kw], node)
-    patches = _permute(graph, patches, [0, 2, 4, 1, 3, 5], node)
-    patches = _reshape(graph, patches, [b, gh * gw, c * kh * kw], node)
-    flat_weight = _reshape(graph, weight, [out_ch, in_ch * kh * kw], node)
+    grid = [size // k for size, k in zip(space, kernel)]
+    # [B, C, g1, k1, g2, k2, ...] -> [B, g1, g2, ..., C, k1, k2, ...]: each patch flattened in the weight's order
+    split = [b, c] + [d for g, k in zip(grid, kernel) for d in (g, k)]
+    patches = _reshape(graph, x, split, node)
+    patches = _permute(graph, patches, [0] + [2 + 2 * i for i in range(n)] + [1] + [3 + 2 * i for i in range(n)],
+                       node)
+    patches = _reshape(graph, patches, [b, math.prod(grid), c * math.prod(kernel)], node)
+    flat_weight = _reshape(graph, weight, [out_ch, in_ch * math.prod(kernel)], node)
     out = emit(graph, aten.linear.default, (patches, flat_weight, bias), like=node)
-    out = _reshape(graph, out, [b, gh, gw, out_ch], node)
-    return _permute(graph, out, [0, 3, 1, 2], node)
+    out = _reshape(graph, out, [b] + grid + [out_ch], node)
+    return _permute(graph, out, [0, n + 1] + list(range(1, n + 1)), node)
+
+
+def _meshgrid(graph, node):
+    """meshgrid(t1, ..., tn): output i is t_i laid along dim i and broadcast over the others ("xy" swaps the first
+    two dims, as numpy does)."""
+    tensors = list(node.args[0])
+    indexing = node.args[1] if len(node.args) > 1 else node.kwargs.get("indexing", "ij")
+    sizes = [shape_of(t)[0] if shape_of(t) else 1 for t in tensors]
+    order = list(range(len(tensors)))
+    if indexing == "xy" and len(tensors) > 1:
+        order[0], order[1] = 1, 0
+    shape = [sizes[i] for i in order]
+    for user in list(node.users):
+        if user.target is not operator.getitem:
+            return None
+    for user in list(node.users):
+        i = user.args[1]
+        dim = order.index(i)
+        view = [1] * len(tensors)
+        view[dim] = sizes[i]
+        with graph.inserting_before(user):
+            laid = _reshape(graph, tensors[i], view, node)
+            replace_node(user, emit(graph, aten.expand.default, (laid, shape), like=node))
+    return "erase"
 
 
 def _masked_fill(graph, node):
@@ -294,8 +367,12 @@ RULES = {
     aten._to_copy.default: _cast,
     aten.type_as.default: _cast,
     aten.index.Tensor: _index,
+    aten.conv1d.default: _patchify_conv,
     aten.conv2d.default: _patchify_conv,
+    aten.conv3d.default: _patchify_conv,
     aten.masked_fill.Scalar: _masked_fill,
+    aten.meshgrid.default: _meshgrid,
+    aten.meshgrid.indexing: _meshgrid,
     aten.masked_fill.Tensor: _masked_fill,
 }
 

@@ -237,13 +237,25 @@ def _scatter(graph: fx.Graph, view: fx.Node, value: fx.Node, like: fx.Node) -> f
         count = len(range(start, end, step))
         if step == 1:
             return _cat(graph, source, dim, start, start + count, value, like)
-        if n % step == 0 and start < step and count == n // step:
-            # every step-th element from `start`: split the dim into (n/step, step) and replace one column
-            split = list(shape[:dim]) + [n // step, step] + list(shape[dim + 1:])
-            grid = emit(graph, aten.reshape.default, (source, split), like=like)
-            column = emit(graph, aten.unsqueeze.default, (value, dim + 1), like=like)
-            written = _cat(graph, grid, dim + 1, start, start + 1, column, like)
-            return emit(graph, aten.reshape.default, (written, list(shape)), like=like)
+        if count == 0:
+            return source
+        # every step-th element from `start`: the groups of `step` elements it touches, split into (groups, step),
+        # with one column replaced (the source zero-padded at its end when the last group runs past it)
+        first = start - start % step
+        last = first + count * step
+        padded = source
+        if last > n:
+            pad = [0, 0] * (len(shape) - 1 - dim) + [0, last - n]
+            padded = emit(graph, aten.constant_pad_nd.default, (source, pad, 0.0), like=like)
+        region = padded if (first, last) == (0, shape_of(padded)[dim]) else \
+            emit(graph, aten.slice.Tensor, (padded, dim, first, last), like=like)
+        split = list(shape[:dim]) + [count, step] + list(shape[dim + 1:])
+        grid = emit(graph, aten.reshape.default, (region, split), like=like)
+        column = emit(graph, aten.unsqueeze.default, (value, dim + 1), like=like)
+        written = _cat(graph, grid, dim + 1, start % step, start % step + 1, column, like)
+        written = emit(graph, aten.reshape.default, (written, list(shape_of(region))), like=like)
+        whole = _cat(graph, padded, dim, first, last, written, like)
+        return whole if last <= n else emit(graph, aten.slice.Tensor, (whole, dim, 0, n), like=like)
     raise UnsupportedOpError(f"an in-place write at {node_location(like)} goes through {target} "
                              f"({node_location(view)}), which meshdit cannot write back through; write the update "
                              "out of place in the model")

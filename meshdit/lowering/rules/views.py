@@ -1,4 +1,4 @@
-"""Data movement: reshape, permute, slice, concat, pad, repeat (expand)."""
+"""Data movement: reshape, permute, slice, concat, pad, repeat (expand, repeat)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,13 @@ def expand(b: Builder, input, size, implicit=False):
     if any(i not in (1, o) for i, o in zip(in_shape, out_shape)):
         return None
     return b.call("ttnn.repeat", (src, [o // i if i != o else 1 for i, o in zip(in_shape, out_shape)]))
+
+
+@lowering(aten.repeat.default)
+def repeat(b: Builder, input, repeats):
+    """x.repeat(r) tiles x r times along each dim (leading dims added), as ttnn.repeat does."""
+    in_shape, src = list(b.local(input)), b.arg(input)
+    if len(in_shape) < len(repeats):
+        in_shape = [1] * (len(repeats) - len(in_shape)) + in_shape
+        src = b.call("ttnn.reshape", (src, in_shape), shapes=(in_shape, b.node.meta["val"].dtype))
+    return b.call("ttnn.repeat", (src, list(repeats)))

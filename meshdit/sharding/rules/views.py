@@ -1,4 +1,4 @@
-"""Data movement: reshape, permute, slice, cat, pad, expand. A shard follows its dim where the op keeps the dim
+"""Data movement: reshape, permute, slice, cat, pad, expand, repeat. A shard follows its dim where the op keeps the dim
 whole; where the op cuts, joins or re-splits the sharded dim, the input is gathered first."""
 
 from __future__ import annotations
@@ -101,5 +101,16 @@ def expand(op: OpOnAxis):
     hx = op.placement(x)
     shift = len(op.shape) - len(shape_of(x))
     if isinstance(hx, Shard) and shape_of(x)[hx.dim] == op.shape[hx.dim + shift]:
+        return {x: hx}, Shard(hx.dim + shift)
+    return {x: R}, R
+
+
+@sharding_rule(aten.repeat.default)
+def repeat(op: OpOnAxis):
+    """x.repeat(r): a dim repeated once keeps its shard; a repeated dim is tiled whole on every device."""
+    x = op.args["input"]
+    hx = op.placement(x)
+    shift = len(op.shape) - len(shape_of(x))
+    if isinstance(hx, Shard) and op.args["repeats"][hx.dim + shift] == 1:
         return {x: hx}, Shard(hx.dim + shift)
     return {x: R}, R
