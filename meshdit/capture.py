@@ -107,7 +107,8 @@ def capture(module: torch.nn.Module, example_inputs: dict) -> CapturedModel:
     start = time.perf_counter()
     method = "torch.export"
     try:
-        with torch.no_grad(), (_meta_safe_autocast() if on_meta else contextlib.nullcontext()):
+        with torch.no_grad(), (_meta_safe_autocast() if on_meta else contextlib.nullcontext()), \
+                _module_state_kept(module):
             exported = torch.export.export(module, (), inputs, strict=False)
     except Exception as exc:  # torch.export raises many types; report the first line with context
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -243,6 +244,34 @@ def traced_program(module: torch.nn.Module, inputs: dict) -> TracedProgram:
     program = TracedProgram(gm, constant_specs + specs, {k: v.detach() for k, v in state.items()}, outputs["spec"])
     program.constants = constants
     return program
+
+
+@contextlib.contextmanager
+def _module_state_kept(module: torch.nn.Module):
+    """Undo what tracing writes into the module's own attributes. Some models cache tables in forward (a RoPE cache
+    keyed by size); under torch.export those caches fill with fake tensors, and the module's next real call (the
+    golden, a fallback trace) then reads them and fails. Attributes (and the containers they hold, one level deep)
+    are restored as they were; attributes tracing added are removed."""
+    internal = ("_parameters", "_buffers", "_modules")
+    saved = []
+    for sub in module.modules():
+        saved.append((sub, {k: (v, dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else None)
+                            for k, v in vars(sub).items() if k not in internal}))
+    try:
+        yield
+    finally:
+        for sub, state in saved:
+            for key in [k for k in vars(sub) if k not in state and k not in internal]:
+                del sub.__dict__[key]
+            for key, (value, content) in state.items():
+                sub.__dict__[key] = value
+                if isinstance(value, dict) and (value.keys() != content.keys() or
+                                                any(value[k] is not content[k] for k in content)):
+                    value.clear()
+                    value.update(content)
+                elif isinstance(value, list) and (len(value) != len(content) or
+                                                  any(a is not b for a, b in zip(value, content))):
+                    value[:] = content
 
 
 @contextlib.contextmanager
