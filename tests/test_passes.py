@@ -257,3 +257,29 @@ def test_patchify_convs_of_any_rank_become_linears():
     targets = [n.target for n in graph.op_nodes()]
     assert torch.ops.aten.conv3d.default not in targets and torch.ops.aten.conv1d.default not in targets
     assert targets.count(torch.ops.aten.linear.default) == 2 and torch.ops.aten.conv2d.default in targets
+
+
+class _SpelledOtherwise(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.GroupNorm(2, 8)
+
+    def forward(self, x, keep):
+        mask = (keep > 0) & ~(keep > 2)
+        y = torch.concat([self.norm(x), x.narrow(1, 2, 3)], dim=1)
+        return torch.nn.functional.leaky_relu(y, 0.1).clamp(-1.0, 1.0), mask
+
+
+def test_group_norm_and_other_spellings_become_canonical_ops():
+    """group_norm becomes its reductions; concat, narrow, & and ~ on booleans the canonical spellings."""
+    inputs = {"x": torch.randn(1, 8, 4, 4), "keep": torch.tensor([[0, 1, 2, 3]])}
+    graph = run_passes(capture(_SpelledOtherwise().eval(), inputs), verify_inputs=inputs)
+    targets = {n.target for n in graph.op_nodes()}
+    aten = torch.ops.aten
+    assert not targets & {aten.group_norm.default, aten.concat.default, aten.narrow.default, aten.__and__.Tensor,
+                          aten.bitwise_not.default}
+    import meshdit
+
+    program = meshdit.lower(_SpelledOtherwise().eval(), "1x1", inputs)  # raises NumericsError on a wrong number
+    assert program.coverage()["host"] == {}
+    assert all(r.pcc >= 0.9999 for r in program.pcc_report())

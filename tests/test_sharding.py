@@ -449,6 +449,17 @@ def test_sequence_partition_needs_whole_tiles():
     assert sim.mesh_partition(sim.pad(x, [[0, 0], [0, 64], [0, 0]], 0.0), 1, cluster_axis=1).shape == (1, 32, 32)
 
 
+def test_column_partition_needs_whole_tiles_or_row_major():
+    """Real ttnn partitions a tiled tensor's columns only into whole 32-wide tiles ("width begin index aligned to
+    tiles", Flux.2 at tp2 was refused so); a row-major tensor cuts at any width, which is what lowering emits then."""
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 2))
+    x = sim.Tensor(torch.randn(1, 32, 48).numpy(), data_type=sim.float32, device=mesh, layout=sim.TILE_LAYOUT)
+    with pytest.raises(RuntimeError, match="width begin index aligned to tiles"):
+        sim.mesh_partition(x, 2, cluster_axis=1)
+    rows = sim.to_layout(x, sim.ROW_MAJOR_LAYOUT)
+    assert sim.to_layout(sim.mesh_partition(rows, 2, cluster_axis=1), sim.TILE_LAYOUT).shape == (1, 32, 24)
+
+
 def test_all_to_all_grows_in_dim_and_splits_out_dim():
     """ttnn's all_to_all_async_generic output is the input with in_dim x ring and out_dim / ring: ulysses gathers
     the tokens (in_dim 2) and splits the heads (out_dim 1)."""

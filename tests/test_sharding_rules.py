@@ -153,14 +153,16 @@ def sample(*targets):
 
 UNARY_OPS = [aten.neg.default, aten.exp.default, aten.silu.default, aten.gelu.default, aten.sin.default,
              aten.cos.default, aten.tanh.default, aten.rsqrt.default, aten.sqrt.default, aten.sigmoid.default,
-             aten.relu.default, aten.abs.default, aten.reciprocal.default, aten.to.dtype]
+             aten.relu.default, aten.abs.default, aten.reciprocal.default, aten.to.dtype, aten.leaky_relu.default,
+             aten.clamp.default, aten.logical_not.default]
+EXTRA_ARGS = {aten.to.dtype: (torch.float32,), aten.leaky_relu.default: (0.2,), aten.clamp.default: (-0.5, 0.5)}
 
 
 @sample(*UNARY_OPS)
 def _unary(draw, target):
     shape = draw(shapes())
-    extra = (torch.float32,) if target is aten.to.dtype else ()
-    return [randn(shape, target in POSITIVE), *extra], {}, {0: draw(layout_for(shape))}
+    x = torch.rand(shape) > 0.5 if target is aten.logical_not.default else randn(shape, target in POSITIVE)
+    return [x, *EXTRA_ARGS.get(target, ())], {}, {0: draw(layout_for(shape))}
 
 
 @sample(aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor)

@@ -37,6 +37,9 @@ SIGNATURES = {
     "ttnn.pad": (("input_tensor", "padding", "value"), ("use_multicore", "memory_config", "sub_core_grids")),
     "ttnn.repeat": (("input_tensor", "repeat_dims"), ("memory_config", "optional_output_tensor")),
     **{f"ttnn.{name}": _BINARY for name in ("gt", "ge", "lt", "le", "eq", "ne", "logical_and", "logical_or")},  # assumed
+    "ttnn.leaky_relu": (("input_tensor", "negative_slope"), ("memory_config", "output_tensor")),  # assumed
+    "ttnn.clamp": (("input_tensor", "min", "max"), ("memory_config", "output_tensor")),  # assumed
+    "ttnn.to_layout": (("tensor", "layout", "dtype", "memory_config", "sub_core_grids", "pad_value"), ()),
     "ttnn.where": (("predicate", "true_value", "false_value"), ("memory_config", "output_tensor", "sub_core_grids")),
     "ttnn.typecast": (("input_tensor", "dtype"), ("memory_config", "output_tensor", "sub_core_grids")),
     "ttnn.mean": (("input_tensor", "dim", "keepdim"), ("memory_config", "compute_kernel_config")),  # assumed

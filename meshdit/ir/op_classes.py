@@ -15,7 +15,8 @@ aten = torch.ops.aten
 # commutes with any cut of the tensor (token streams, shards).
 UNARY = frozenset({aten.neg.default, aten.exp.default, aten.silu.default, aten.gelu.default, aten.sin.default,
                    aten.cos.default, aten.tanh.default, aten.rsqrt.default, aten.sqrt.default, aten.sigmoid.default,
-                   aten.relu.default, aten.to.dtype, aten.abs.default, aten.reciprocal.default})
+                   aten.relu.default, aten.to.dtype, aten.abs.default, aten.reciprocal.default,
+                   aten.leaky_relu.default, aten.clamp.default, aten.logical_not.default})
 # Elementwise over two broadcast operands.
 BINARY = frozenset({aten.add.Tensor, aten.sub.Tensor, aten.mul.Tensor, aten.div.Tensor})
 # Elementwise selection between two broadcast operands by a broadcast 0/1 condition (where(cond, a, b)).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ..ir import ops as graph_ops
 from ..ir.graph import is_const
+from ..ir.tiles import TILE
 from .builder import Builder
 from .program_ir import Code
 from .registry import lowering
@@ -80,5 +81,15 @@ def all_reduce(b: Builder, x, axis):
 def mesh_partition(b: Builder, x, dim, axis):
     dim %= len(b.local(x))
     # [.., n, ..] on every device -> each device keeps its own [.., n / devices, ..]; no data moves
-    value = b.weight(x) if is_const(x) else b.arg(x)
-    return b.call("ttnn.mesh_partition", (_pad_for_cut(b, value, x, dim, axis), dim), {"cluster_axis": axis})
+    value = _pad_for_cut(b, b.weight(x) if is_const(x) else b.arg(x), x, dim, axis)
+    piece = b.local(b.node)
+    if dim == len(piece) - 1 and piece[dim] % TILE:
+        # ttnn partitions a tiled tensor's columns only into whole 32-wide tiles ("width begin index aligned to
+        # tiles"): untilize, partition, tilize again (a row-major tensor cuts at any width)
+        dtype = b.node.meta["val"].dtype
+        whole = list(b.arg_local(x))
+        whole[dim] = piece[dim] * b.mesh_shape[axis]
+        rows = b.call("ttnn.to_layout", (value, Code("ttnn.ROW_MAJOR_LAYOUT")), shapes=(whole, dtype))
+        cut = b.call("ttnn.mesh_partition", (rows, dim), {"cluster_axis": axis}, shapes=(piece, dtype))
+        return b.call("ttnn.to_layout", (cut, Code("ttnn.TILE_LAYOUT")))
+    return b.call("ttnn.mesh_partition", (value, dim), {"cluster_axis": axis})

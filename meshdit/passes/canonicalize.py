@@ -327,6 +327,45 @@ def _meshgrid(graph, node):
     return "erase"
 
 
+def _group_norm(graph, node):
+    """group_norm as the reductions it is: statistics over each group's channels and positions, then the affine per
+    channel (exact; the device needs no group-norm kernel or its sharded-input masks)."""
+    x, groups = node.args[0], node.args[1]
+    weight = node.args[2] if len(node.args) > 2 else None
+    bias = node.args[3] if len(node.args) > 3 else None
+    eps = node.args[4] if len(node.args) > 4 else 1e-5
+    shape = shape_of(x)
+    n, c, space = shape[0], shape[1], shape[2:]
+    grouped = _reshape(graph, x, [n, groups, (c // groups) * math.prod(space)], node)
+    mean = emit(graph, aten.mean.dim, (grouped, [-1], True), like=node)
+    centered = emit(graph, aten.sub.Tensor, (grouped, mean), like=node)
+    var = emit(graph, aten.mean.dim, (emit(graph, aten.mul.Tensor, (centered, centered), like=node), [-1], True),
+               like=node)
+    scale = emit(graph, aten.rsqrt.default, (emit(graph, aten.add.Tensor, (var, eps), like=node),), like=node)
+    y = _reshape(graph, emit(graph, aten.mul.Tensor, (centered, scale), like=node), shape, node)
+    per_channel = [c] + [1] * len(space)
+    if weight is not None:
+        y = emit(graph, aten.mul.Tensor, (y, _reshape(graph, weight, per_channel, node)), like=node)
+    if bias is not None:
+        y = emit(graph, aten.add.Tensor, (y, _reshape(graph, bias, per_channel, node)), like=node)
+    return y
+
+
+def _narrow(graph, node):
+    x, dim, start, length = node.args
+    return emit(graph, aten.slice.Tensor, (x, dim, start, start + length), like=node)
+
+
+def _renamed(target):
+    """An op spelled another way (concat for cat, bitwise ops on booleans as logical ops)."""
+    def rule(graph, node):
+        if target in (aten.logical_and.default, aten.logical_or.default, aten.logical_not.default) and \
+                any(isinstance(a, fx.Node) and a.meta["val"].dtype != torch.bool for a in node.args):
+            return None  # bitwise on integers: not a logical op
+        return emit(graph, target, tuple(node.args), dict(node.kwargs), like=node)
+    return rule
+
+
 def _masked_fill(graph, node):
     """x.masked_fill(mask, v) -> where(mask, v, x)."""
     x, mask, value = node.args[0], node.args[1], node.args[2]
@@ -371,6 +410,14 @@ RULES = {
     aten.conv2d.default: _patchify_conv,
     aten.conv3d.default: _patchify_conv,
     aten.masked_fill.Scalar: _masked_fill,
+    aten.group_norm.default: _group_norm,
+    aten.narrow.default: _narrow,
+    aten.concat.default: _renamed(aten.cat.default),
+    aten.__and__.Tensor: _renamed(aten.logical_and.default),
+    aten.bitwise_and.Tensor: _renamed(aten.logical_and.default),
+    aten.__or__.Tensor: _renamed(aten.logical_or.default),
+    aten.bitwise_or.Tensor: _renamed(aten.logical_or.default),
+    aten.bitwise_not.default: _renamed(aten.logical_not.default),
     aten.meshgrid.default: _meshgrid,
     aten.meshgrid.indexing: _meshgrid,
     aten.masked_fill.Tensor: _masked_fill,

@@ -50,6 +50,26 @@ for _target, _fn in TRIG.items():
     lowering(_target)(_trig(_fn))
 
 
+@lowering(aten.leaky_relu.default)
+def leaky_relu(b: Builder, input, negative_slope=0.01):
+    return b.call("ttnn.leaky_relu", (b.arg(input), float(negative_slope)))
+
+
+@lowering(aten.clamp.default)
+def clamp(b: Builder, input, min=None, max=None):
+    return b.call("ttnn.clamp", (b.arg(input),), {"min": None if min is None else float(min),
+                                                   "max": None if max is None else float(max)})
+
+
+@lowering(aten.logical_not.default)
+def logical_not(b: Builder, input):
+    # a boolean is 1/0 (uint32) on device: compared with 0 in float32, then cast back
+    value = b.call("ttnn.typecast", (b.arg(input), Code("ttnn.float32")), shapes=(b.local(input), torch.float32),
+                   dtype="float32")
+    result = b.call("ttnn.eq", (value, 0.0), shapes=(b.local(b.node), torch.float32), dtype="float32")
+    return b.call("ttnn.typecast", (result, Code("ttnn.uint32")))
+
+
 @lowering(aten.gelu.default)
 def gelu(b: Builder, input, approximate):
     return b.call("ttnn.gelu", (b.arg(input),), {"fast_and_approximate_mode": approximate == "tanh"})

@@ -129,16 +129,18 @@ def _all_to_all_async_generic(input_tensor, in_dim, out_dim, *, persistent_outpu
 def mesh_partition(input_tensor, dim, cluster_axis=None, *, memory_config=None):
     """Each device keeps its own chunk of a tensor replicated along the line; no data moves.
 
-    As on device, a TILE tensor splits along its rows (dim -2) only into whole 32-row tiles: real ttnn stops with
-    "height begin index aligned to tiles" (64 rows over 4 devices, 16 rows each, fails)."""
+    As on device, a TILE tensor splits along its rows (dim -2) or columns (dim -1) only into whole 32-wide tiles:
+    real ttnn stops with "height (width) begin index aligned to tiles" (64 rows over 4 devices, 16 rows each, fails;
+    so do 96 columns over 2, 48 each)."""
     rank = len(input_tensor.shape)
     dim = dim % rank
     ring = len(input_tensor._device.lines(cluster_axis)[0]) if input_tensor._device is not None else 1
     rows = input_tensor.shape[dim]
-    if input_tensor.layout is TILE_LAYOUT and rank >= 2 and dim == rank - 2 and ring > 1:
+    if input_tensor.layout is TILE_LAYOUT and rank >= 2 and dim >= rank - 2 and ring > 1:
         if rows % ring or (rows // ring) % TILE:
+            side = "height" if dim == rank - 2 else "width"
             raise RuntimeError(f"TT_FATAL (simulated): mesh_partition of {list(input_tensor.shape)} along dim {dim} "
-                               f"over {ring} devices: height begin index aligned to tiles (each piece must be a "
-                               f"whole number of {TILE}-row tiles)")
+                               f"over {ring} devices: Can only slice tilized tensor with {side} begin index aligned "
+                               f"to tiles (each piece must be a whole number of {TILE}-wide tiles)")
     return _collective(input_tensor, cluster_axis,
                        lambda parts: [p.chunk(len(parts), dim=dim)[k].contiguous() for k, p in enumerate(parts)])

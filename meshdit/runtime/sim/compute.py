@@ -154,6 +154,16 @@ reciprocal = sim_op("reciprocal")(_unary(torch.reciprocal))
 abs = sim_op("abs")(_unary(torch.abs))  # noqa: A001 - ttnn's name
 
 
+@sim_op("leaky_relu")
+def leaky_relu(input_tensor, negative_slope=0.01, *, memory_config=None, **_):
+    return _map(lambda x: F.leaky_relu(_f(x), negative_slope), input_tensor)
+
+
+@sim_op("clamp")
+def clamp(input_tensor, min=None, max=None, *, memory_config=None, **_):  # noqa: A002 - ttnn's names
+    return _map(lambda x: torch.clamp(_f(x), min, max), input_tensor)
+
+
 def _binary(fn):
     def op(input_tensor_a, input_tensor_b, *, dtype=None, memory_config=None, **_):
         return _map(lambda a, b: fn(_f(a), _f(b)), input_tensor_a, input_tensor_b, dtype=dtype)

@@ -1,4 +1,4 @@
-"""Data movement ops: reshape, permute, transpose, slice, concat, pad, repeat.
+"""Data movement ops: reshape, permute, transpose, slice, concat, pad, repeat, to_layout.
 
 Each rearranges every device's shard on its own; nothing moves between devices (the collectives in ccl.py do that).
 """
@@ -55,3 +55,15 @@ def pad(input_tensor, padding, value, *, use_multicore=True, memory_config=None,
 @sim_op("repeat")
 def repeat(input_tensor, repeat_dims, *, memory_config=None, **_):
     return _map(lambda x: x.repeat(tuple(repeat_dims)), input_tensor)
+
+
+@sim_op("to_layout")
+def to_layout(tensor, layout, dtype=None, memory_config=None, sub_core_grids=None, pad_value=0.0):
+    """Tilize or untilize: the values stay; what changes is which ops take the tensor (a row-major tensor slices and
+    partitions at any width). bfloat8_b exists only in tiles, as on device."""
+    _check_device(tensor)
+    if layout.name == "ROW_MAJOR" and tensor.dtype.name == "bfloat8_b":
+        raise RuntimeError("TT_FATAL (simulated): bfloat8_b tensors must be in TILE layout")
+    out = _out(tensor, list(tensor.shards))
+    out.layout = layout
+    return out
