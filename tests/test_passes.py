@@ -283,3 +283,32 @@ def test_group_norm_and_other_spellings_become_canonical_ops():
     program = meshdit.lower(_SpelledOtherwise().eval(), "1x1", inputs)  # raises NumericsError on a wrong number
     assert program.coverage()["host"] == {}
     assert all(r.pcc >= 0.9999 for r in program.pcc_report())
+
+
+class _SlidingWindowFlex(torch.nn.Module):
+    """flex_attention with a block mask from a mask function (a sliding window), as AnyFlow-FAR builds its causal
+    chunk mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.out = torch.nn.Linear(32, 32), torch.nn.Linear(32, 32)
+
+    def forward(self, x):
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+        mask = create_block_mask(lambda b, h, q, k: (q - k).abs() <= 40, 1, None, 128, 128, device="cpu")
+        heads = self.q(x).reshape(1, 128, 2, 16).transpose(1, 2)
+        return self.out(flex_attention(heads, heads, heads, block_mask=mask).transpose(1, 2).reshape(1, 128, 32))
+
+
+@pytest.mark.parametrize("mesh", ["1x1", "1x2 tp2@1"])
+def test_flex_attention_becomes_sdpa_with_its_dense_mask(mesh, pcc_log):
+    import meshdit
+
+    program = meshdit.lower(_SlidingWindowFlex().eval(), mesh, {"x": torch.randn(1, 128, 32)})
+    targets = {n.target for n in program.graph.op_nodes()}
+    assert torch.ops.aten.scaled_dot_product_attention.default in targets
+    assert program.coverage()["host"] == {}
+    for result in program.pcc_report():
+        pcc_log("flex attention (sliding window)", mesh, result)
+        assert result.pcc >= 0.9999

@@ -52,12 +52,13 @@ def _out_of_place(target):
     return getattr(packet, overload, None) if packet is not None else None
 
 
-def written_in_place(graph: fx.Graph) -> set:
-    """Nodes written in place: the tensor each in-place op writes, the views it writes through, and their base
-    (unless the base is a placeholder)."""
+def written_in_place(graph: fx.Graph, runtime: set) -> set:
+    """Nodes written in place by a write of a run-time value (`runtime`: the nodes that depend on run-time inputs):
+    the tensor each such write changes, the views it writes through, and their base (unless a placeholder). A
+    write of constants only is folded as it runs."""
     written = set()
     for node in graph.nodes:
-        if node.op == "call_function" and _mutates_first_argument(node.target):
+        if node.op == "call_function" and _mutates_first_argument(node.target) and node in runtime:
             n = node.args[0]
             while isinstance(n, fx.Node) and n.op == "call_function":
                 written.add(n)

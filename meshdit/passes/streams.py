@@ -57,6 +57,8 @@ def _push(graph, cat: fx.Node, user: fx.Node):
         if dim == d:
             lo, hi = user.args[2], min(user.args[3], shape_of(cat)[d])
             covered = [i for i, (a, b) in enumerate(bounds) if a < hi and b > lo]
+            if not covered:
+                return None  # an empty slice: nothing of any stream
             if len(covered) == 1:
                 i = covered[0]
                 a, b = bounds[i]
