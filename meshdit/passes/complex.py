@@ -79,6 +79,13 @@ def _part(graph, z, index, like):
     return emit(graph, aten.reshape.default, (part, shape_of(z)), like=like)
 
 
+def _where_for(a, b):
+    """The where overload for tensor or scalar operands."""
+    scalar_a, scalar_b = not isinstance(a, fx.Node), not isinstance(b, fx.Node)
+    return {(False, False): aten.where.self, (True, False): aten.where.ScalarSelf,
+            (False, True): aten.where.ScalarOther, (True, True): aten.where.Scalar}[(scalar_a, scalar_b)]
+
+
 def _pair_of(graph, node, pairs):
     """The (real, imaginary) pair of a complex-valued node."""
     target, args = node.target, node.args
@@ -119,6 +126,18 @@ def _pair_of(graph, node, pairs):
         if target is aten.reshape.default or target is aten.expand.default:
             return tuple(emit(graph, target, (p,) + rest, like=node) for p in (re, im))
         return tuple(emit(graph, target, (p,) + rest, dict(node.kwargs), like=node) for p in (re, im))
+    if target in (aten.where.self, aten.where.ScalarSelf, aten.where.ScalarOther, aten.where.Scalar):
+        cond = args[0]
+
+        def pair(v):  # a real operand has a zero imaginary part
+            if v in pairs:
+                return pairs[v]
+            if not isinstance(v, fx.Node):
+                return complex(v).real, complex(v).imag
+            return v, emit(graph, aten.mul.Tensor, (v, 0.0), like=node)
+
+        (ar, ai), (br, bi) = pair(args[1]), pair(args[2])
+        return tuple(emit(graph, _where_for(a, b), (cond, a, b), like=node) for a, b in ((ar, br), (ai, bi)))
     if target is aten.cat.default:
         parts = [pairs[t] for t in args[0]]
         dim = args[1] if len(args) > 1 else 0
