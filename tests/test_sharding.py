@@ -635,16 +635,51 @@ def test_a_mask_computed_on_device_goes_to_the_sdpa_kernel(mesh, pcc_log):
     assert "attn_mask=" in program.source and "ttnn.where" in program.source
 
 
-def test_a_host_fallback_never_reads_one_devices_piece():
-    """A host fallback reads whole tensors: with its inputs split by tp it is refused, naming the node (a mask with a
-    row per head, which the sharded heads cannot take yet)."""
+def test_a_mask_with_a_row_per_head_is_split_with_the_heads(pcc_log):
+    """A mask with a row per head (Allegro's) is sharded over tp with the heads: each device takes its heads' rows."""
     model = _MaskedAttention(per_head=True).eval()
     inputs = {"x": torch.randn(1, 64, 64), "keep": torch.ones(1, 64, dtype=torch.long)}
     inputs["keep"][0, 50:] = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        assert meshdit.lower(model, "1x1", inputs).pcc_report()[0].pcc >= 0.9999
+    program = meshdit.lower(model, "1x2 tp2@1", inputs)
+    result = program.pcc_report()[0]
+    pcc_log("masked attention, a mask row per head", "1x2 tp2@1", result)
+    assert result.pcc >= 0.9999 and program.coverage()["host"] == {}
+
+
+def test_a_host_fallback_never_reads_one_devices_piece(monkeypatch):
+    """A host fallback reads whole tensors: with its inputs split by tp it is refused, naming the node (here an
+    attention whose lowering is made to decline)."""
+    from meshdit.lowering import attention
+
+    monkeypatch.setitem(attention.STRATEGIES, AttentionStrategy.PLAIN, lambda *args: None)
+    model = _MaskedAttention().eval()
+    inputs = {"x": torch.randn(1, 64, 64), "keep": torch.ones(1, 64, dtype=torch.long)}
     with pytest.raises(meshdit.errors.UnsupportedOpError, match="would run on host, but its inputs .* are sharded"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             meshdit.lower(model, "1x2 tp2@1", inputs)
+
+
+class _GroupedQueryAttention(torch.nn.Module):
+    """Four query heads over two key/value heads (enable_gqa), as Ace-Step's attention."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.out = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64)
+        self.kv = torch.nn.Linear(64, 64)
+
+    def forward(self, x):
+        q = self.q(x).reshape(1, 64, 4, 16).permute(0, 2, 1, 3)
+        k, v = self.kv(x).reshape(1, 64, 2, 2, 16).permute(3, 0, 2, 1, 4)
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+        return self.out(y.permute(0, 2, 1, 3).reshape(1, 64, 64))
+
+
+@pytest.mark.parametrize("mesh", ["1x1", "1x2 tp2@1", "1x2 sp2@1"])
+def test_grouped_query_attention_on_device(mesh, pcc_log):
+    """ttnn's SDPA maps each group of query heads to its key/value head; tp splits both head counts alike; over
+    sequence-sharded tokens the attention gathers them (the ring kernels take equal head counts)."""
+    program = meshdit.lower(_GroupedQueryAttention().eval(), mesh, {"x": torch.randn(1, 64, 64)})
+    result = program.pcc_report()[0]
+    pcc_log("grouped-query attention", mesh, result)
+    assert result.pcc >= 0.9999 and program.coverage()["host"] == {}

@@ -162,15 +162,15 @@ class Builder:
         return Code(name)
 
     # --- padding and cutting a dim (sequence shards, head dims) ------------------------------------------------
-    def pad_dim(self, value, shape, dim: int, size: int, torch_dtype):
-        """`value` of local `shape` zero-padded at the end of `dim` to `size` entries."""
+    def pad_dim(self, value, shape, dim: int, size: int, torch_dtype, fill: float = 0.0):
+        """`value` of local `shape` padded with `fill` (zeros by default) at the end of `dim` to `size` entries."""
         if shape[dim] == size:
             return value
         padding = [[0, 0] for _ in shape]
         padding[dim] = [0, size - shape[dim]]
         padded = list(shape)
         padded[dim] = size
-        return self.call("ttnn.pad", (value, padding, 0.0), shapes=(padded, torch_dtype))
+        return self.call("ttnn.pad", (value, padding, fill), shapes=(padded, torch_dtype))
 
     def slice_dim(self, value, shape, dim: int, length: int, torch_dtype):
         """`value` of local `shape` cut to its first `length` entries along `dim` (logical tokens, a head dim)."""

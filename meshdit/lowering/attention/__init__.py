@@ -41,8 +41,10 @@ def _lower(b: Builder, call: AttentionCall):
 @lowering(aten.scaled_dot_product_attention.default)
 def sdpa(b: Builder, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
          enable_gqa=False):
-    if dropout_p or enable_gqa:
+    if dropout_p:
         return None
+    # grouped-query attention (fewer K/V heads than Q heads) needs no flag: ttnn's SDPA maps each group of Q heads
+    # to its K/V head when K/V have fewer heads, as torch does with enable_gqa
     result = _lower(b, AttentionCall(b.node, [query, key, value], None, scale, attn_mask, is_causal))
     return None if result is None else result[0]
 

@@ -31,7 +31,8 @@ def device_mask(b: Builder, call: AttentionCall, q_shape, k_shape):
     meta = mask.meta["val"]
     dtype = call.dtype  # the mask is read in the activation format
     batch, heads, sq, sk = q_shape[0], q_shape[1], q_shape[2], k_shape[2]
-    shape = [1] * (4 - meta.dim()) + list(meta.shape)
+    local = list(b.local(mask))  # a mask with a row per head is split with the heads (sharding/rules/attention.py)
+    shape = [1] * (4 - meta.dim()) + local
     target = [batch, shape[1] if shape[1] == heads else 1, sq, sk]
     if shape[1] not in (1, heads) or any(s not in (1, t) for s, t in zip(shape, target)):
         return None
@@ -42,25 +43,15 @@ def device_mask(b: Builder, call: AttentionCall, q_shape, k_shape):
         value = b.arg(mask)
         if boolean:
             act = b.dtype_of(dtype)
-            predicate = b.call("ttnn.typecast", (value, Code(TTNN_DTYPE[act])), shapes=(list(meta.shape), dtype))
-            value = b.call("ttnn.where", (predicate, 0.0, float("-inf")), shapes=(list(meta.shape), dtype))
-    if list(meta.shape) != shape:
+            predicate = b.call("ttnn.typecast", (value, Code(TTNN_DTYPE[act])), shapes=(local, dtype))
+            value = b.call("ttnn.where", (predicate, 0.0, float("-inf")), shapes=(local, dtype))
+    if local != shape:
         value = b.call("ttnn.reshape", (value, shape), shapes=(shape, dtype))
     repeats = [t // s for s, t in zip(shape, target)]
     if any(r > 1 for r in repeats):
         value = b.call("ttnn.repeat", (value, repeats), shapes=(target, dtype))
     padded_q, padded_k = tile_up(sq), tile_up(sk)
-    value = _pad(b, value, target, 3, padded_k, float("-inf"), dtype)
+    value = b.pad_dim(value, target, 3, padded_k, dtype, fill=float("-inf"))
     target = target[:3] + [padded_k]
-    value = _pad(b, value, target, 2, padded_q, 0.0, dtype)
+    value = b.pad_dim(value, target, 2, padded_q, dtype)
     return value, padded_q, padded_k
-
-
-def _pad(b: Builder, value, shape, dim, size, fill, dtype):
-    if shape[dim] == size:
-        return value
-    padding = [[0, 0] for _ in shape]
-    padding[dim] = [0, size - shape[dim]]
-    out = list(shape)
-    out[dim] = size
-    return b.call("ttnn.pad", (value, padding, fill), shapes=(out, dtype))

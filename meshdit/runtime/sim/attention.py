@@ -20,6 +20,11 @@ from .tensor import _check_device, _f, _map, _out, float32
 
 def _attention(q, k, v, mask=None, scale=None, causal=False):
     scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    if k.shape[-3] != q.shape[-3]:  # grouped-query attention: each K/V head serves a group of Q heads
+        if q.shape[-3] % k.shape[-3]:
+            raise RuntimeError("TT_FATAL (simulated): Q num_heads must be >= K num_heads and divisible by K num_heads")
+        group = q.shape[-3] // k.shape[-3]
+        k, v = k.repeat_interleave(group, dim=-3), v.repeat_interleave(group, dim=-3)
     return F.scaled_dot_product_attention(_f(q), _f(k), _f(v), attn_mask=_f(mask) if mask is not None else None,
                                           is_causal=causal, scale=scale)
 

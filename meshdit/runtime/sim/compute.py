@@ -179,10 +179,8 @@ divide = sim_op("divide", "div")(_binary(torch.div))
 
 
 def _comparison(fn):
-    def op(input_tensor_a, input_tensor_b, *, dtype=None, memory_config=None, **_):
-        return _map(lambda a, b: fn(_f(a), _f(b)).to(torch.float32), input_tensor_a, input_tensor_b, dtype=dtype)
-
-    return op
+    """A comparison or logical op: 1/0 in its operands' format, as ttnn gives them."""
+    return _binary(lambda a, b: fn(a, b).to(torch.float32))
 
 
 gt = sim_op("gt")(_comparison(torch.gt))

@@ -12,6 +12,7 @@ import torch
 
 from ...ir.ops import joint_sdpa
 from ..decisions import AttentionPlan, AttentionStrategy
+from ...ir.graph import shape_of
 from ..placement import R, Shard
 from . import OpOnAxis, sharding_rule
 
@@ -29,10 +30,14 @@ def attention(op: OpOnAxis):
     masks = {mask: R} if mask is not None else {}
     main_have = [op.placement(t) for t in main]
     if all(h == HEADS for h in main_have) or (op.axis == op.plan.tp_axis and HEADS in main_have):
+        if mask is not None and len(shape_of(mask)) == 4 and shape_of(mask)[1] == shape_of(main[0])[1] > 1:
+            masks = {mask: HEADS}  # a mask row per head: each device takes its heads' rows
         return {**{t: HEADS for t in main + prompt}, **masks}, ((HEADS, HEADS) if joint else HEADS)
-    # the sequence-parallel kernels (ring, all-to-all) take neither a mask nor causal attention: gather instead
+    # the sequence-parallel kernels (ring, all-to-all) take neither a mask nor causal nor grouped-query attention:
+    # gather instead
     masked = mask is not None or (not joint and op.args.get("is_causal"))
-    if op.on_sequence_axis and main_have[0] == TOKENS and not masked:
+    grouped = shape_of(main[1])[1] != shape_of(main[0])[1]  # grouped-query: the ring kernels take equal heads
+    if op.on_sequence_axis and main_have[0] == TOKENS and not masked and not grouped:
         _add_sequence_axis(op)
         reqs = {**{t: TOKENS for t in main}, **{t: R for t in prompt}, **masks}
         return reqs, ((TOKENS, R) if joint else TOKENS)
