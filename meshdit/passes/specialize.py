@@ -335,7 +335,6 @@ class _Specializer:
         where = node_location(node)
         if not all(_is_val(t) and t.kind == "runtime" for t in (q, k, v)):
             raise SpecializationError(f"flex_attention at {where}: query, key and value must be computed at run time")
-        buffers = []
         for buffer in score_buffers + mask_buffers:
             if _is_val(buffer) and (buffer.kind != "const" or buffer.value is None):
                 raise SpecializationError(f"flex_attention at {where} reads a run-time tensor in its mask or score "
