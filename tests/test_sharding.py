@@ -233,6 +233,18 @@ def test_sharded_residual_with_distributed_norms(name, mesh, pcc_log):
     for op in program.ir.ops:  # each distributed norm gathers only its statistics over the tp axis
         if op.fn.endswith("norm_pre_all_gather"):
             assert program.ir.tensors[op.outputs[0]].shape[-1] in (32, 64)
+            assert len(program.ir.tensors[op.args[0].name].shape) == 4  # ttnn's halves take rank 4 only
+
+
+def test_distributed_norm_halves_take_rank_4_only():
+    """As real ttnn (ShapeBase index out of range in shape_base.cpp; Wan's and LTX's rank-3 q/k norms met it), the
+    simulated distributed-norm halves refuse a rank-3 tensor; lowering gives them a rank-4 view."""
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 1))
+    x = sim.Tensor(torch.randn(1, 64, 64).numpy(), data_type=sim.float32, device=mesh, layout=sim.TILE_LAYOUT)
+    with pytest.raises(RuntimeError, match="rank-4"):
+        sim.rms_norm_pre_all_gather(x, dtype=sim.float32)
+    x4 = sim.Tensor(torch.randn(1, 1, 64, 64).numpy(), data_type=sim.float32, device=mesh, layout=sim.TILE_LAYOUT)
+    assert tuple(sim.layer_norm_pre_all_gather(x4, dtype=sim.float32).shape) == (1, 1, 64, 64)
 
 
 def test_sequence_is_not_partitioned_along_the_tile_width():
@@ -441,6 +453,32 @@ def test_ring_attention_masks_keys_beyond_logical_n():
     assert all(torch.allclose(j, full[:, :, padded_len:], atol=1e-5) for j in joint_out.shards)
 
 
+def test_ring_attention_refuses_more_queries_than_keys_per_device():
+    """As real ttnn (N_local_q <= N_local_kv * kv_stripe_split), the simulated ring op refuses 64 queries per device
+    against 32 keys: a cross-attention to a short prompt must not take the ring (sharding/rules/attention.py)."""
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 2))
+    shard = sim.create_mesh_mapper(mesh, sim.MeshMapperConfig([sim.PlacementReplicate(), sim.PlacementShard(2)]))
+    up = lambda t, mapper=None: sim.Tensor(t.numpy(), data_type=sim.float32, device=mesh, mesh_mapper=mapper)  # noqa
+    q, kv = torch.randn(1, 2, 128, 32), torch.randn(1, 2, 64, 32)
+    with pytest.raises(RuntimeError, match="N_local_q <= N_local_kv"):
+        sim.transformer.ring_joint_scaled_dot_product_attention(
+            up(q, shard), up(kv, shard), up(kv, shard), persistent_output_buffer_k=up(torch.zeros(1, 2, 64, 32)),
+            persistent_output_buffer_v=up(torch.zeros(1, 2, 64, 32)), joint_strategy="rear", logical_n=64,
+            program_config=None, dim=2, multi_device_global_semaphore=[], num_links=1, cluster_axis=1,
+            mesh_device=mesh, topology=sim.Topology.Linear, ccl_core_grid_offset=sim.CoreCoord(0, 6))
+
+
+def test_tile_padding_in_front_is_refused():
+    """As real ttnn (pad.cpp front_padding_is_zero; Motif's prompt mask padded in front met it), the simulated pad
+    refuses padding before a TILE tensor's data and takes it on a ROW_MAJOR one (what lowering emits)."""
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 1))
+    x = sim.Tensor(torch.randn(1, 16).numpy(), data_type=sim.float32, device=mesh, layout=sim.TILE_LAYOUT)
+    with pytest.raises(RuntimeError, match="front_padding_is_zero"):
+        sim.pad(x, [[0, 0], [4, 0]], 1.0)
+    rows = sim.pad(sim.to_layout(x, sim.ROW_MAJOR_LAYOUT), [[0, 0], [4, 0]], 1.0)
+    assert tuple(rows.shape) == (1, 20)
+
+
 def test_sequence_partition_needs_whole_tiles():
     """As real ttnn ("height begin index aligned to tiles"), the simulated mesh refuses 16-row shards."""
     mesh = sim.open_mesh_device(sim.MeshShape(1, 4))
@@ -601,36 +639,42 @@ def test_a_static_input_split_by_cfg_is_baked_once_for_both_branches(pcc_log):
 
 
 class _MaskedAttention(torch.nn.Module):
-    """Self-attention (2 heads) with a mask computed from an input (as Qwen-Image builds its prompt mask); with
-    per_head, the mask has a row per head (which tp cannot split with the heads yet)."""
+    """Self-attention (2 heads) over `tokens` tokens with a mask computed from an input (as Qwen-Image builds its
+    prompt mask); per_head: the mask has a row per head; per_query: a row per query (a banded mask)."""
 
-    def __init__(self, per_head=False):
+    def __init__(self, per_head=False, per_query=False, tokens=64):
         super().__init__()
-        self.per_head = per_head
+        self.per_head, self.per_query, self.tokens = per_head, per_query, tokens
         self.q, self.k, self.v, self.out = (torch.nn.Linear(64, 64) for _ in range(4))
 
     def forward(self, x, keep):
-        q, k, v = (proj(x).reshape(1, 64, 2, 32).permute(0, 2, 1, 3) for proj in (self.q, self.k, self.v))
+        n = self.tokens
+        q, k, v = (proj(x).reshape(1, n, 2, 32).permute(0, 2, 1, 3) for proj in (self.q, self.k, self.v))
         mask = (keep > 0)[:, None, None, :]
         if self.per_head:
-            mask = mask.expand(1, 2, 64, 64)
+            mask = mask.expand(1, 2, n, n)
+        if self.per_query:
+            rows = torch.arange(n, device=x.device)
+            mask = mask & ((rows[:, None] - rows[None, :]).abs() < 8)
         y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.out(y.permute(0, 2, 1, 3).reshape(1, 64, 64))
+        return self.out(y.permute(0, 2, 1, 3).reshape(1, n, 64))
 
 
-@pytest.mark.parametrize("mesh", ["1x1", "1x2 sp2@1", "1x2 tp2@1"])
-def test_a_mask_computed_on_device_goes_to_the_sdpa_kernel(mesh, pcc_log):
+@pytest.mark.parametrize("mesh,per_query,tokens", [("1x1", False, 64), ("1x2 sp2@1", False, 64),
+                                                     ("1x2 tp2@1", False, 64), ("2x2 sp2@0 tp2@1", True, 40)])
+def test_a_mask_computed_on_device_goes_to_the_sdpa_kernel(mesh, per_query, tokens, pcc_log):
     """A boolean mask from an input becomes ttnn's additive [B, 1, Sq, Sk] mask on device (where, repeat, padding
-    to whole tiles); the ring and all-to-all kernels take no mask, so over sequence-sharded tokens the attention
-    gathers them and runs plain."""
-    model = _MaskedAttention().eval()
-    inputs = {"x": torch.randn(1, 64, 64), "keep": torch.ones(1, 64, dtype=torch.long)}
-    inputs["keep"][0, 50:] = 0
+    to whole tiles); the ring and all-to-all kernels take no mask, so over sequence-sharded tokens each device
+    attends its own queries (a mask row per query split with them; 40 tokens: 20 per device, padded to a tile) to
+    the gathered keys and values."""
+    model = _MaskedAttention(per_query=per_query, tokens=tokens).eval()
+    inputs = {"x": torch.randn(1, tokens, 64), "keep": torch.ones(1, tokens, dtype=torch.long)}
+    inputs["keep"][0, tokens - 14:] = 0
     program = meshdit.lower(model, mesh, inputs)
     assert AttentionStrategy.RING not in (program.graph.sharding.attention_counts() if program.graph.sharding
                                           else {})
     result = program.pcc_report()[0]
-    pcc_log("masked attention", mesh, result)
+    pcc_log("masked attention" + (", a row per query" if per_query else ""), mesh, result)
     assert result.pcc >= 0.9999
     assert program.coverage()["host"] == {}
     assert "attn_mask=" in program.source and "ttnn.where" in program.source
@@ -645,6 +689,34 @@ def test_a_mask_with_a_row_per_head_is_split_with_the_heads(pcc_log):
     result = program.pcc_report()[0]
     pcc_log("masked attention, a mask row per head", "1x2 tp2@1", result)
     assert result.pcc >= 0.9999 and program.coverage()["host"] == {}
+
+
+class _CrossAttention(torch.nn.Module):
+    """Image tokens (2 heads) attending to a shorter prompt, as Wan's and PixArt's cross-attention do."""
+
+    def __init__(self):
+        super().__init__()
+        self.q, self.k, self.v, self.out = (torch.nn.Linear(64, 64) for _ in range(4))
+
+    def forward(self, x, prompt):
+        q = self.q(x).reshape(1, 64, 2, 32).permute(0, 2, 1, 3)
+        k, v = (proj(prompt).reshape(1, 16, 2, 32).permute(0, 2, 1, 3) for proj in (self.k, self.v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.out(y.permute(0, 2, 1, 3).reshape(1, 64, 64))
+
+
+def test_cross_attention_keeps_its_queries_sequence_sharded(pcc_log):
+    """Queries sharded over sp attending to 16 prompt tokens: ttnn's ring kernel refuses more queries than keys per
+    device (N_local_q <= N_local_kv), so no ring: each device attends its queries to the whole prompt, and the
+    output stays sequence-sharded (no gather of the image tokens)."""
+    inputs = {"x": torch.randn(1, 64, 64), "prompt": torch.randn(1, 16, 64)}
+    program = meshdit.lower(_CrossAttention().eval(), "2x2 sp2@0 tp2@1", inputs)
+    result = program.pcc_report()[0]
+    pcc_log("cross-attention, queries sequence-sharded", "2x2 sp2@0 tp2@1", result)
+    assert result.pcc >= 0.9999
+    assert "ring_joint_scaled_dot_product_attention" not in program.source
+    sdpa = [op for op in program.ir.ops if op.fn == "ttnn.transformer.scaled_dot_product_attention"]
+    assert [program.ir.tensors[op.args[0].name].shape[2] for op in sdpa] == [32]  # each device: its 32 queries
 
 
 def test_a_host_fallback_never_reads_one_devices_piece(monkeypatch):

@@ -158,9 +158,15 @@ UNARY_OPS = [aten.neg.default, aten.exp.default, aten.silu.default, aten.gelu.de
 EXTRA_ARGS = {aten.to.dtype: (torch.float32,), aten.leaky_relu.default: (0.2,), aten.clamp.default: (-0.5, 0.5)}
 
 
+INTEGER_UNARY = {aten.clamp.default: (1, 3), aten.abs.default: (), aten.neg.default: (), aten.relu.default: ()}
+
+
 @sample(*UNARY_OPS)
 def _unary(draw, target):
+    """Integer inputs too where models have them (LongCat clamps a token count): ttnn's unary kernels refuse those."""
     shape = draw(shapes())
+    if target in INTEGER_UNARY and draw(st.booleans()):
+        return [torch.randint(-5, 6, shape), *INTEGER_UNARY[target]], {}, {0: draw(layout_for(shape))}
     x = torch.rand(shape) > 0.5 if target is aten.logical_not.default else randn(shape, target in POSITIVE)
     return [x, *EXTRA_ARGS.get(target, ())], {}, {0: draw(layout_for(shape))}
 

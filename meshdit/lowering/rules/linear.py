@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ...ir.graph import is_const
@@ -59,13 +61,21 @@ def _norm(b: Builder, fn: str, x, weight, bias, eps):
         return b.call(fn, (b.arg(x),), kwargs)
     # Hidden dim sharded over `axis`: local statistics (one tile per statistic: sum(x) and sum(x^2) for a layer
     # norm, sum(x^2) for an RMS norm), all-gathered over the axis (the statistics only, not the tensor), applied.
+    # ttnn's distributed norm halves index dims 0..3 of their input: they take rank-4 tensors only, so other ranks
+    # go through a rank-4 view (leading dims merged or padded with 1s) and back.
     local = list(b.local(x))
+    dtype = x.meta["val"].dtype
+    value, shape = b.arg(x), local
+    if len(local) != 4:
+        lead = local[:-3] if len(local) > 4 else [1] * (4 - len(local))
+        shape = [math.prod(lead)] + local[-3:] if len(local) > 4 else lead + local
+        value = b.call("ttnn.reshape", (value, shape), shapes=(shape, dtype))
     width = (2 if fn == "ttnn.layer_norm" else 1) * TILE
-    stats_shape = local[:-1] + [width]
-    stats = b.call(f"{fn}_pre_all_gather", (b.arg(x),), {"dtype": Code("ttnn.float32"),
-                                                          "compute_kernel_config": b.config("NORM_CONFIG")},
-                   shapes=(stats_shape, torch.float32), dtype="float32")
+    stats = b.call(f"{fn}_pre_all_gather", (value,), {"dtype": Code("ttnn.float32"),
+                                                       "compute_kernel_config": b.config("NORM_CONFIG")},
+                   shapes=(shape[:-1] + [width], torch.float32), dtype="float32")
     # [.., width] per device -> [.., width x devices]
-    stats = all_gather_async(b, stats, len(stats_shape) - 1, axis,
-                             shapes=(local[:-1] + [width * b.mesh_shape[axis]], torch.float32), dtype="float32")
-    return b.call(f"{fn}_post_all_gather", (b.arg(x), stats), kwargs)
+    stats = all_gather_async(b, stats, 3, axis, shapes=(shape[:-1] + [width * b.mesh_shape[axis]], torch.float32),
+                             dtype="float32")
+    out = b.call(f"{fn}_post_all_gather", (value, stats), kwargs, shapes=(shape, dtype))
+    return out if shape == local else b.call("ttnn.reshape", (out, local))

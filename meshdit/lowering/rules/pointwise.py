@@ -21,9 +21,21 @@ BINARY = {aten.add.Tensor: "ttnn.add", aten.sub.Tensor: "ttnn.subtract", aten.mu
 TRIG = {aten.sin.default: "ttnn.sin", aten.cos.default: "ttnn.cos"}
 
 
+def _float_unary(b: Builder, input, fn: str, kwargs: dict | None = None, args: tuple = ()):
+    """A unary op; on an integer tensor (a token count, an id) computed in float32 and cast back, since ttnn's unary
+    kernels refuse integer inputs (unary_op_supports_integer_dtype); integers are exact in float32 up to 2**24."""
+    dtype = input.meta["val"].dtype
+    if dtype.is_floating_point:
+        return b.call(fn, (b.arg(input),) + args, kwargs)
+    value = b.call("ttnn.typecast", (b.arg(input), Code("ttnn.float32")), shapes=(b.local(input), torch.float32),
+                   dtype="float32")
+    value = b.call(fn, (value,) + args, kwargs, shapes=(b.local(b.node), torch.float32), dtype="float32")
+    return b.call("ttnn.typecast", (value, Code(TTNN_DTYPE[b.dtype_of(b.node.meta["val"].dtype)])))
+
+
 def _unary(fn: str):
     def rule(b: Builder, input):
-        return b.call(fn, (b.arg(input),))
+        return _float_unary(b, input, fn)
 
     rule.__name__ = fn.split(".")[-1]
     return rule
@@ -37,7 +49,11 @@ def _trig(fn: str):
     def rule(b: Builder, input):
         # computed in float32 (its argument is in the float32 region: t * 1000 * freq does not fit bfloat16),
         # then cast to the activation dtype
-        value = b.call(fn, (b.arg(input),), dtype="float32")
+        value = b.arg(input)
+        if not input.meta["val"].dtype.is_floating_point:  # unary kernels refuse integers (_float_unary)
+            value = b.call("ttnn.typecast", (value, Code("ttnn.float32")), shapes=(b.local(input), torch.float32),
+                           dtype="float32")
+        value = b.call(fn, (value,), dtype="float32")
         if b.act_dtype == "float32":
             return value
         return b.call("ttnn.typecast", (value, Code(TTNN_DTYPE[b.act_dtype])))
@@ -52,13 +68,13 @@ for _target, _fn in TRIG.items():
 
 @lowering(aten.leaky_relu.default)
 def leaky_relu(b: Builder, input, negative_slope=0.01):
-    return b.call("ttnn.leaky_relu", (b.arg(input), float(negative_slope)))
+    return _float_unary(b, input, "ttnn.leaky_relu", args=(float(negative_slope),))
 
 
 @lowering(aten.clamp.default)
 def clamp(b: Builder, input, min=None, max=None):
-    return b.call("ttnn.clamp", (b.arg(input),), {"min": None if min is None else float(min),
-                                                   "max": None if max is None else float(max)})
+    return _float_unary(b, input, "ttnn.clamp", {"min": None if min is None else float(min),
+                                                 "max": None if max is None else float(max)})
 
 
 @lowering(aten.logical_not.default)

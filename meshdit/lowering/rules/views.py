@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..builder import Builder
+from ..program_ir import Code
 from ..registry import lowering
 
 aten = torch.ops.aten
@@ -43,7 +44,14 @@ def constant_pad(b: Builder, input, pad, value):
         padding[rank - 1 - i] = [pad[2 * i], pad[2 * i + 1]]
     if any(p < 0 for pair in padding for p in pair):
         return None  # negative padding crops: no ttnn.pad form
-    return b.call("ttnn.pad", (b.arg(input), padding, float(value or 0.0)))
+    if not any(lo for lo, _ in padding):
+        return b.call("ttnn.pad", (b.arg(input), padding, float(value or 0.0)))
+    # ttnn pads a TILE tensor at the end of each dim only ("tile padding does not support front padding"); row-major
+    # takes padding in front too
+    dtype, padded = input.meta["val"].dtype, list(b.local(b.node))
+    rows = b.call("ttnn.to_layout", (b.arg(input), Code("ttnn.ROW_MAJOR_LAYOUT")), shapes=(b.local(input), dtype))
+    rows = b.call("ttnn.pad", (rows, padding, float(value or 0.0)), shapes=(padded, dtype))
+    return b.call("ttnn.to_layout", (rows, Code("ttnn.TILE_LAYOUT")))
 
 
 @lowering(aten.expand.default)

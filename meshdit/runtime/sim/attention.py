@@ -94,6 +94,11 @@ def _ring_joint_scaled_dot_product_attention(
     makes every shard whole tiles) are masked out, as the real op does. Returns (output, joint output, lse)."""
     if joint_strategy != "rear" or dim != 2:
         raise RuntimeError("TT_FATAL (simulated): ring joint SDPA supports joint_strategy='rear', dim=2")
+    if input_tensor_q.padded_shape[-2] > input_tensor_k.padded_shape[-2]:  # kv_stripe_split is 1 here
+        raise RuntimeError(
+            "TT_FATAL (simulated) @ ring_joint_sdpa_device_operation: N_local_q <= N_local_kv * kv_stripe_split "
+            f"(per-device Q seq length {input_tensor_q.padded_shape[-2]} > K/V seq length "
+            f"{input_tensor_k.padded_shape[-2]})")
     _check_device(input_tensor_q)
     has_joint = joint_tensor_q is not None
     n_dev = len(input_tensor_q.shards)

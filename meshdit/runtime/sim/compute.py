@@ -70,10 +70,18 @@ layer_norm = sim_op("layer_norm")(_norm("layer"))
 rms_norm = sim_op("rms_norm")(_norm("rms"))
 
 
+def _rank4(name, tensor):
+    """ttnn's distributed norm halves read padded_shape()[0..3]: other ranks throw (shape_base.cpp, index range)."""
+    if len(tensor.shape) != 4:
+        raise RuntimeError(f"TT_THROW (simulated) @ shape_base.cpp: {name} takes rank-4 tensors, got shape "
+                           f"{list(tensor.shape)} (ShapeBase[] index out of range)")
+
+
 def _pre_all_gather(kind):
     """Per-row partial statistics of this device's slice of the hidden dim, one tile (32 columns) per statistic:
     sum(x) at column 0 and sum(x^2) at column 32 (layer norm), or sum(x^2) at column 0 (RMS norm)."""
     def op(input_tensor, *, dtype=None, compute_kernel_config=None, memory_config=None, **_):
+        _rank4(f"{kind}_norm_pre_all_gather", input_tensor)
         def fn(x):
             x = _f(x)
             stats = torch.zeros(x.shape[:-1] + (2 * TILE if kind == "layer" else TILE,))
@@ -92,6 +100,7 @@ def _post_all_gather(kind):
     """Normalise this device's slice with statistics gathered from every device on the axis."""
     def op(input_tensor, stats, *, epsilon=1e-12, weight=None, bias=None, memory_config=None,
            compute_kernel_config=None, program_config=None, dtype=None, **_):
+        _rank4(f"{kind}_norm_post_all_gather", input_tensor)
         width = 2 * TILE if kind == "layer" else TILE  # one device's statistics, as _pre_all_gather lays them out
 
         def fn(x, st, w=None, b=None):
@@ -133,34 +142,44 @@ def gelu(input_tensor, *, fast_and_approximate_mode=False, memory_config=None, *
     return _map(lambda x: F.gelu(_f(x), approximate=approximate), input_tensor)
 
 
-def _unary(fn):
+def _float_only(name, tensor):
+    """ttnn's unary kernels refuse integer inputs (unary_device_operation.cpp, unary_op_supports_integer_dtype)."""
+    if tensor.dtype.name in ("int32", "uint32"):
+        raise RuntimeError(f"TT_FATAL (simulated) @ unary_device_operation.cpp: {name} does not support integer "
+                           f"input dtype {tensor.dtype.name} (unary_op_supports_integer_dtype)")
+
+
+def _unary(fn, name):
     def op(input_tensor, *, memory_config=None, **_):
+        _float_only(name, input_tensor)
         return _map(lambda x: fn(_f(x)), input_tensor)
 
     return op
 
 
-silu = sim_op("silu")(_unary(F.silu))
-relu = sim_op("relu")(_unary(F.relu))
-neg = sim_op("neg")(_unary(torch.neg))
-exp = sim_op("exp")(_unary(torch.exp))
-sin = sim_op("sin")(_unary(torch.sin))
-cos = sim_op("cos")(_unary(torch.cos))
-tanh = sim_op("tanh")(_unary(torch.tanh))
-sigmoid = sim_op("sigmoid")(_unary(torch.sigmoid))
-rsqrt = sim_op("rsqrt")(_unary(torch.rsqrt))
-sqrt = sim_op("sqrt")(_unary(torch.sqrt))
-reciprocal = sim_op("reciprocal")(_unary(torch.reciprocal))
-abs = sim_op("abs")(_unary(torch.abs))  # noqa: A001 - ttnn's name
+silu = sim_op("silu")(_unary(F.silu, "silu"))
+relu = sim_op("relu")(_unary(F.relu, "relu"))
+neg = sim_op("neg")(_unary(torch.neg, "neg"))
+exp = sim_op("exp")(_unary(torch.exp, "exp"))
+sin = sim_op("sin")(_unary(torch.sin, "sin"))
+cos = sim_op("cos")(_unary(torch.cos, "cos"))
+tanh = sim_op("tanh")(_unary(torch.tanh, "tanh"))
+sigmoid = sim_op("sigmoid")(_unary(torch.sigmoid, "sigmoid"))
+rsqrt = sim_op("rsqrt")(_unary(torch.rsqrt, "rsqrt"))
+sqrt = sim_op("sqrt")(_unary(torch.sqrt, "sqrt"))
+reciprocal = sim_op("reciprocal")(_unary(torch.reciprocal, "reciprocal"))
+abs = sim_op("abs")(_unary(torch.abs, "abs"))  # noqa: A001 - ttnn's name
 
 
 @sim_op("leaky_relu")
 def leaky_relu(input_tensor, negative_slope=0.01, *, memory_config=None, **_):
+    _float_only("leaky_relu", input_tensor)
     return _map(lambda x: F.leaky_relu(_f(x), negative_slope), input_tensor)
 
 
 @sim_op("clamp")
 def clamp(input_tensor, min=None, max=None, *, memory_config=None, **_):  # noqa: A002 - ttnn's names
+    _float_only("clamp", input_tensor)
     return _map(lambda x: torch.clamp(_f(x), min, max), input_tensor)
 
 

@@ -46,6 +46,9 @@ def concat(tensors, dim=0, *, memory_config=None, **_):
 
 @sim_op("pad")
 def pad(input_tensor, padding, value, *, use_multicore=True, memory_config=None, **_):
+    if input_tensor.layout.name == "TILE" and any(p[0] for p in padding):
+        raise RuntimeError("TT_FATAL (simulated) @ pad.cpp: front_padding_is_zero (ttnn.pad: on device tile padding "
+                           "does not support front padding; pad a ROW_MAJOR tensor)")
     flat = []
     for lo, hi in reversed([tuple(p) for p in padding]):
         flat += [lo, hi]

@@ -33,14 +33,23 @@ def attention(op: OpOnAxis):
         if mask is not None and len(shape_of(mask)) == 4 and shape_of(mask)[1] == shape_of(main[0])[1] > 1:
             masks = {mask: HEADS}  # a mask row per head: each device takes its heads' rows
         return {**{t: HEADS for t in main + prompt}, **masks}, ((HEADS, HEADS) if joint else HEADS)
-    # the sequence-parallel kernels (ring, all-to-all) take neither a mask nor causal nor grouped-query attention:
-    # gather instead
-    masked = mask is not None or (not joint and op.args.get("is_causal"))
+    # the sequence-parallel kernels (ring, all-to-all) take neither a mask nor causal nor grouped-query attention,
+    # and the ring needs as many keys per device as queries (ttnn: N_local_q <= N_local_kv)
+    causal = not joint and op.args.get("is_causal")
     grouped = shape_of(main[1])[1] != shape_of(main[0])[1]  # grouped-query: the ring kernels take equal heads
-    if op.on_sequence_axis and main_have[0] == TOKENS and not masked and not grouped:
-        _add_sequence_axis(op)
-        reqs = {**{t: TOKENS for t in main}, **{t: R for t in prompt}, **masks}
-        return reqs, ((TOKENS, R) if joint else TOKENS)
+    self_attention = shape_of(main[1])[2] == shape_of(main[0])[2]
+    if op.on_sequence_axis and main_have[0] == TOKENS:
+        if mask is None and not causal and not grouped and self_attention:
+            _add_sequence_axis(op)
+            reqs = {**{t: TOKENS for t in main}, **{t: R for t in prompt}, **masks}
+            return reqs, ((TOKENS, R) if joint else TOKENS)
+        if not joint and not causal:
+            # Each device attends its own queries to every key: the keys and values whole on every device (a
+            # cross-attention's prompt usually is already), a mask's query rows split with the queries. No
+            # communication for the queries; the output stays sequence-sharded.
+            if mask is not None and len(shape_of(mask)) >= 2 and shape_of(mask)[-2] == shape_of(main[0])[2] > 1:
+                masks = {mask: Shard(len(shape_of(mask)) - 2)}
+            return {main[0]: TOKENS, main[1]: R, main[2]: R, **masks}, TOKENS
     return {**{t: R for t in main + prompt}, **masks}, ((R, R) if joint else R)
 
 
