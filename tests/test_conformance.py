@@ -16,6 +16,7 @@ import re
 import warnings
 
 import pytest
+import torch
 
 import meshdit
 from meshdit import conformance, model_zoo
@@ -125,3 +126,50 @@ def test_rejected_call_is_reported_with_ttnns_error(tmp_path):
     (tmp_path / "program.py").write_text(broken)
     with pytest.raises(conformance.ConformanceError, match="TT_FATAL|TT_THROW"):
         conformance.run_on_mock(tmp_path)
+
+
+class _GeneralityFeatures(torch.nn.Module):
+    """What diffusers DiTs do that real ttnn refused before meshdit handled it: a depthwise conv (Sana's; no lowering,
+    so it runs on host in numpy), an RMS norm over a tp-sharded rank-3 hidden dim (Wan's q/k norms: ttnn's
+    distributed norm takes rank 4 only), a cross-attention from sequence-sharded queries to a short prompt (the ring
+    kernel needs as many keys as queries per device), a prompt mask padded in front (Motif's: ttnn pads tiles at the
+    end only) and a clamped integer token count (LongCat's: unary kernels refuse integers)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(64, 64, 3, padding=1, groups=64)
+        self.q, self.k, self.v, self.out = (torch.nn.Linear(64, 64) for _ in range(4))
+        self.norm_q = torch.nn.RMSNorm(64, eps=1e-6)
+
+    def forward(self, x, prompt, prompt_mask):
+        image = x.transpose(1, 2).reshape(1, 64, 8, 8)
+        x = x + self.conv(image).reshape(1, 64, 64).transpose(1, 2)
+        q = self.norm_q(self.q(x)).reshape(1, 64, 2, 32).permute(0, 2, 1, 3)
+        k, v = (proj(prompt).reshape(1, 16, 2, 32).permute(0, 2, 1, 3) for proj in (self.k, self.v))
+        keep = torch.nn.functional.pad(prompt_mask[:, 4:], (4, 0), value=1).bool()[:, None, None, :]
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        count = prompt_mask.sum(1).clamp(min=1).to(x.dtype)
+        return self.out(y.permute(0, 2, 1, 3).reshape(1, 64, 64)) / count[:, None, None]
+
+
+def test_generality_features_run_on_real_ttnn(pcc_log):
+    torch.manual_seed(0)
+    model = _GeneralityFeatures().eval()
+    mask = torch.ones(1, 16, dtype=torch.long)
+    mask[0, 12:] = 0
+    inputs = {"x": torch.randn(1, 64, 64), "prompt": torch.randn(1, 16, 64), "prompt_mask": mask}
+    mesh = "2x2 sp2@0 tp2@1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exact = meshdit.lower(model, mesh, inputs)  # fp32 on the simulated mesh: checked against torch
+        program = meshdit.lower(model, mesh, inputs, dtype="bf16", check=False)
+    result = exact.pcc_report()[0]
+    pcc_log("generality features", mesh, result)
+    assert result.pcc >= 0.9999
+    assert list(program.coverage()["host"]) == ["aten.conv2d.default"]
+    device_ops = program.coverage()["device"]
+    assert "ttnn.rms_norm_pre_all_gather" in device_ops and "ttnn.to_layout" in device_ops
+    assert "ttnn.transformer.scaled_dot_product_attention" in device_ops  # not the ring kernel
+    report = conformance.run_on_mock(program)
+    CONFORMANCE_LOG.append(f"{'features':14s} {mesh:24s} {report.summary()}")
+    assert report.raw["outputs"] == [list(program.ir.tensors[o.name].shape) for o in program.ir.outputs]

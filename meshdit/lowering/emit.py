@@ -3,9 +3,10 @@
 The printed file is the program: meshdit runs this same source in-process (runtime.program.Program), and a user
 runs it as a script beside its weight file. Each repeated block kind (lowering/blocks.py) is one function that the
 forward calls once per instance with that instance's weights, so a 38-block model reads as a short forward and
-one function per distinct block, the way TT-DiT writes a block class. It holds the model's part (constants, `make_configs`, `forward`) and
-imports the device runtime (runtime/device.py, saved beside it as meshdit_device.py) for the rest: opening the mesh,
-uploads, traces, the weight cache, the command line. It imports no torch unless an op falls back to host. It binds
+one function per distinct block, the way TT-DiT writes a block class. It holds the model's part (constants,
+`make_configs`, `forward`) and imports the device runtime (runtime/device.py, saved beside it as meshdit_device.py)
+for the rest: opening the mesh, uploads, traces, the weight cache, the command line. It imports no torch: an op
+left on host runs in numpy (runtime/host_ops.py, saved as meshdit_host_ops.py) unless it has no numpy form. It binds
 `ttnn` to the real library or to meshdit's simulated mesh (`use_backend`), and the op calls are spelled as ttnn
 0.81.1 spells them, so the same text runs on both.
 """
@@ -66,31 +67,8 @@ def upload(array, dtype, layout, device, placements=None, device_shape=None):
 
 
 def host_call(op_name, args, kwargs, dtypes=None):
-    """Run one ATen op on host (torch) for an op the lowering does not map to the device yet. dtypes: the torch
-    dtype each tensor argument has in the model, by position (bool masks live on device as uint32)."""
-    import torch
-
-    op = torch.ops.aten
-    for part in op_name.split(".")[1:]:
-        op = getattr(op, part)
-    device = None
-    dtypes = iter(dtypes or [])
-
-    def to_host(a):
-        nonlocal device
-        if isinstance(a, ttnn.Tensor):
-            device = device or a.device()
-            value = torch.from_numpy(rt.download(ttnn, a))
-            dtype = next(dtypes, None)
-            return value.to(getattr(torch, dtype)) if dtype else value
-        if isinstance(a, (list, tuple)):
-            return type(a)(to_host(x) for x in a)
-        return a
-
-    result = op(*to_host(list(args)), **{{k: to_host(v) for k, v in kwargs.items()}})
-    if result.is_floating_point():
-        return upload(result.float().numpy(), "{act_dtype}", "TILE", device)
-    return upload(result.to(torch.int32).numpy(), "int32", "TILE", device)  # indices and labels stay integers
+    """One ATen op run on host (numpy) for an op the lowering does not map to the device yet."""
+    return rt.host_call(ttnn, op_name, args, kwargs, dtypes, "{act_dtype}")
 
 
 def make_configs(device):

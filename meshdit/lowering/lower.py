@@ -26,12 +26,13 @@ from ..errors import UnsupportedOpError, node_location
 from ..ir.graph import ModelGraph
 from ..ir.op_classes import BINARY, LAYOUT, SELECT, TRIG
 from ..sharding.mesh_config import MeshConfig
+from ..runtime import host_ops
 from ..sharding.placement import MeshAxes, R, Shard
 from . import attention, ccl, rules  # noqa: F401  (registers their lowering rules)
 from .blocks import find_blocks
 from .buffers import assign_gather_buffers
 from .builder import Builder
-from .program_ir import Code, InputSpec, ProgramIR, Ref, TensorSpec
+from .program_ir import InputSpec, ProgramIR, Ref, TensorSpec
 from .registry import lower_node
 
 aten = torch.ops.aten
@@ -68,12 +69,21 @@ def _host_fallback(b: Builder, node, allow: bool):
         raise UnsupportedOpError(
             f"{name} at {node_location(node)} has no TT-NN lowering here and would run on host, but its inputs "
             f"{sharded} are sharded on the mesh; lower on one device, or add a lowering rule for this case")
-    warnings.warn(f"meshdit: {name} at {node_location(node)} runs on host (no TT-NN lowering)", stacklevel=3)
-    args = tuple(pytree.tree_map(lambda a: b.value_or_weight(a) if isinstance(a, fx.Node) else a, list(node.args)))
-    # torch values (a dtype, a layout) are spelled for host_call, which imports torch when it runs
-    kwargs = {k: Code(f"__import__('torch').{str(v).replace('torch.', '')}") if isinstance(v, (torch.dtype,
-              torch.layout, torch.memory_format)) else b.arg(v) for k, v in node.kwargs.items()
-              if k not in ("device", "pin_memory")}
+    if name in host_ops.HOST_OPS:
+        warnings.warn(f"meshdit: {name} at {node_location(node)} runs on host in numpy (no TT-NN lowering)",
+                      stacklevel=3)
+    else:
+        warnings.warn(f"meshdit: {name} at {node_location(node)} runs on host through torch (no TT-NN lowering and "
+                      "no numpy form in meshdit/runtime/host_ops.py): the program needs torch where it runs",
+                      stacklevel=3)
+
+    def spell(a):  # tensors by reference; torch values (a dtype, a layout) as "torch.<name>" strings
+        if isinstance(a, fx.Node):
+            return b.value_or_weight(a)
+        return str(a) if isinstance(a, (torch.dtype, torch.layout, torch.memory_format)) else a
+
+    args = tuple(pytree.tree_map(spell, list(node.args)))
+    kwargs = {k: pytree.tree_map(spell, v) for k, v in node.kwargs.items() if k not in ("device", "pin_memory")}
     # the model's dtype of each tensor argument, in the order host_call meets them: integers and booleans stay so
     tensors = [a for a in pytree.tree_leaves((list(node.args), dict(node.kwargs))) if isinstance(a, fx.Node)]
     dtypes = [str(a.meta["val"].dtype).replace("torch.", "") for a in tensors]

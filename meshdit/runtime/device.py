@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -148,6 +149,68 @@ def download(ttnn, tensor) -> np.ndarray:
     """Device tensor -> host numpy array, read from the first device (program outputs are replicated): float32 for
     floating tensors, int32 for integer ones (indices and labels must stay integers)."""
     return device_pieces(ttnn, tensor, first_only=True)[0]
+
+
+def host_call(ttnn, op_name: str, args, kwargs: dict, dtypes, act_dtype: str):
+    """Run one ATen op on host for an op the lowering leaves there: its tensor arguments downloaded (in the model's
+    dtypes, by position: integer and boolean tensors live on device as int32/uint32), the op run in numpy
+    (host_ops.py), the result uploaded replicated (floating in the activation dtype, integers as int32). An op with
+    no numpy form runs through torch, which lowering warned needs torch where the program runs."""
+    host_ops = _host_ops()
+    device, dtypes = None, iter(dtypes or [])
+
+    def to_host(a):
+        nonlocal device
+        if isinstance(a, ttnn.Tensor):
+            device = device or a.device()
+            dtype = next(dtypes, None)
+            value = download(ttnn, a)
+            return value.astype(host_ops.numpy_dtype(dtype)) if dtype else value
+        if isinstance(a, (list, tuple)):
+            return type(a)(to_host(x) for x in a)
+        return a
+
+    args, kwargs = to_host(list(args)), {k: to_host(v) for k, v in kwargs.items()}
+    if op_name in host_ops.HOST_OPS:
+        result = np.asarray(host_ops.run(op_name, args, kwargs))
+    else:
+        result = _torch_host_call(op_name, args, kwargs)
+    if np.issubdtype(result.dtype, np.floating):
+        return upload(ttnn, result.astype(np.float32), act_dtype, "TILE", device)
+    return upload(ttnn, result.astype(np.int32), "int32", "TILE", device)  # indices and labels stay integers
+
+
+def _host_ops():
+    """runtime/host_ops.py: the package's module, or in a saved program the copy beside this file."""
+    if __package__:
+        from . import host_ops
+        return host_ops
+    module = sys.modules.get("meshdit_host_ops")
+    if module is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "meshdit_host_ops.py")
+        spec = importlib.util.spec_from_file_location("meshdit_host_ops", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules["meshdit_host_ops"] = module
+    return module
+
+
+def _torch_host_call(op_name: str, args: list, kwargs: dict) -> np.ndarray:
+    import torch  # only for an op host_ops.py has no numpy form of
+
+    op = torch.ops.aten
+    for part in op_name.split(".")[1:]:
+        op = getattr(op, part)
+
+    def to_torch(a):
+        if isinstance(a, np.ndarray):
+            return torch.from_numpy(a)
+        if isinstance(a, str) and a.startswith("torch."):  # dtypes, layouts, memory formats are spelled so
+            return getattr(torch, a[len("torch."):])
+        return type(a)(to_torch(x) for x in a) if isinstance(a, (list, tuple)) else a
+
+    result = op(*to_torch(args), **{k: to_torch(v) for k, v in kwargs.items()})
+    return result.float().numpy() if result.is_floating_point() else result.to(torch.int64).numpy()
 
 
 def device_pieces(ttnn, tensor, first_only: bool = False) -> list:

@@ -26,7 +26,7 @@ import torch.utils._pytree as pytree
 from ..errors import InputMismatchError, SpecializationError
 from ..lowering.program_ir import ProgramIR
 from ..ir.graph import ModelGraph
-from . import device
+from . import device, host_ops
 from .pcc import pcc
 
 PCC_THRESHOLDS = {"float32": 0.9999, "bfloat16": 0.999, "bfloat8_b": 0.99}
@@ -274,12 +274,14 @@ class Program:
 
     # --- saving -----------------------------------------------------------------------------------------------
     def save_program(self, directory) -> str:
-        """Write program.py and its device runtime (meshdit_device.py) only: no weights, inputs or golden."""
+        """Write program.py and its device runtime (meshdit_device.py, meshdit_host_ops.py) only: no weights, inputs
+        or golden."""
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, "program.py")
         with open(path, "w") as f:
             f.write(self.source)
         shutil.copyfile(device.__file__, os.path.join(directory, "meshdit_device.py"))
+        shutil.copyfile(host_ops.__file__, os.path.join(directory, "meshdit_host_ops.py"))
         return path
 
     def save(self, directory) -> str:
