@@ -680,14 +680,16 @@ def test_a_mask_computed_on_device_goes_to_the_sdpa_kernel(mesh, per_query, toke
     assert "attn_mask=" in program.source and "ttnn.where" in program.source
 
 
-def test_a_mask_with_a_row_per_head_is_split_with_the_heads(pcc_log):
-    """A mask with a row per head (Allegro's) is sharded over tp with the heads: each device takes its heads' rows."""
+@pytest.mark.parametrize("static", [False, True])
+def test_a_mask_with_a_row_per_head_is_split_with_the_heads(static, pcc_log):
+    """A mask with a row per head (Allegro's) is sharded over tp with the heads: each device takes its heads' rows.
+    static: the mask is a constant of the program (HunyuanVideo-Framepack's), uploaded split by heads."""
     model = _MaskedAttention(per_head=True).eval()
     inputs = {"x": torch.randn(1, 64, 64), "keep": torch.ones(1, 64, dtype=torch.long)}
     inputs["keep"][0, 50:] = 0
-    program = meshdit.lower(model, "1x2 tp2@1", inputs)
+    program = meshdit.lower(model, "1x2 tp2@1", inputs, static_inputs=("keep",) if static else ())
     result = program.pcc_report()[0]
-    pcc_log("masked attention, a mask row per head", "1x2 tp2@1", result)
+    pcc_log("masked attention, a mask row per head" + (", constant" if static else ""), "1x2 tp2@1", result)
     assert result.pcc >= 0.9999 and program.coverage()["host"] == {}
 
 

@@ -31,7 +31,7 @@ def device_mask(b: Builder, call: AttentionCall, q_shape, k_shape):
     meta = mask.meta["val"]
     dtype = call.dtype  # the mask is read in the activation format
     batch, heads, sq, sk = q_shape[0], q_shape[1], q_shape[2], k_shape[2]
-    local = list(b.local(mask))  # a mask with a row per head is split with the heads (sharding/rules/attention.py)
+    local = list(b.arg_local(mask))  # a mask with a row per head is split with the heads (sharding/rules/attention.py)
     shape = [1] * (4 - meta.dim()) + local
     target = [batch, shape[1] if shape[1] == heads else 1, sq, sk]
     if shape[1] not in (1, heads) or any(s not in (1, t) for s, t in zip(shape, target)):
