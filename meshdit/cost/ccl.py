@@ -41,7 +41,9 @@ def links(op: Op, ctx: Context) -> int:
 
 def _fit_time(kind: str, op: Op, n: int, bottleneck_bytes: float, ctx: Context) -> float:
     topo = topology(op)
-    fit = CCL_FITS.get((kind, topo)) or CCL_FITS[(kind, "Linear")]
+    if (kind, topo) not in CCL_FITS:  # no ring fit (all_reduce): the line fit, with its own step count
+        topo = "Linear"
+    fit = CCL_FITS[(kind, topo)]
     steps = n / 2 if topo == "Ring" else n - 1
     return fit.fixed_s + fit.per_step_s * steps + bottleneck_bytes / (fit.bytes_per_s * links(op, ctx))
 
