@@ -45,7 +45,8 @@ POINTS = [
 FIT_SET = [("sd35-large", "2x4"), ("sd35-large", "4x8"), ("mochi1", "4x8")]
 WHY_FIT_SET = ("the points whose meshdit programs are closest to TT-DiT's blocks, so the efficiencies do not absorb "
                "a structural gap: SD3.5 Large on both systems (TT-DiT's residual layout; separate QKV and unfused "
-               "GELU remain) pins matmul, collectives and per-op overhead, Mochi-1 on Galaxy (71% attention) pins "
+               "GELU remain) pins matmul, collectives and per-op overhead, Mochi-1 on Galaxy (71% of its FLOPs are "
+               "attention, HW note section 4) pins "
                "SDPA. Flux.1-dev is held out on both systems because its RoPE is op by op on tensors whose last dim "
                "is 2, padded to 32-wide tiles (tt_dit_perf_techniques.md estimated +0.6-1.1 s per step before this "
                "model existed); Mochi-1 on QuietBox tests the move between systems")
