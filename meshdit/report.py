@@ -127,6 +127,23 @@ def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
                 f"{op} x{len(where)} (first at {where[0]})" for op, where in sorted(plan.unruled.items())))
         lines.append("  collectives (first instance of each repeated block; bytes = output per device):")
         lines.extend(collective_table(ir))
+    lines.extend(modelled_time_lines(ir))
     for note in mg.notes:
         lines.append(f"  note: {note}")
     return "\n".join(lines)
+
+
+def modelled_time_lines(ir: ProgramIR) -> list:
+    """The cost model's step time for the system the mesh implies, and where it goes (modelled, not measured)."""
+    from .cost import NoSystemError, estimate
+    from .cost.estimate import summary
+
+    try:
+        est = estimate(ir)
+    except NoSystemError as error:
+        return [f"  modelled time: none ({error})"]
+    cfg = f", cfg {ir.cfg_factor} branches side by side" if ir.cfg_factor > 1 else ""
+    return [f"  modelled time (cost model, not measured): {est.seconds * 1e3:,.1f} ms per forward on "
+            f"{est.system.name} ({est.device_ops} device ops{cfg}); " + summary(est.totals, est.seconds),
+            f"    tile padding wastes {est.waste_flops / max(est.flops, 1):.1%} of {est.flops / 1e9:,.1f} GFLOP "
+            f"and {est.waste_bytes / 2**20:,.1f} MiB of {est.dram_bytes / 2**20:,.1f} MiB DRAM traffic per chip"]

@@ -272,6 +272,15 @@ class Program:
     def plan(self) -> str:
         return self.plan_text
 
+    def estimate(self, system=None):
+        """The cost model's estimate (meshdit.cost.Estimate) of one forward on the mesh: `seconds` (with cfg on the
+        mesh, both halves side by side), totals per category and a per-block breakdown. `system`: a name ("t3k",
+        "galaxy", "n150", "n300") or a cost.System with run settings; by default the one the mesh shape implies.
+        Modelled, not measured."""
+        from ..cost import estimate
+
+        return estimate(self.ir, system)
+
     # --- saving -----------------------------------------------------------------------------------------------
     def save_program(self, directory) -> str:
         """Write program.py and its device runtime (meshdit_device.py, meshdit_host_ops.py) only: no weights, inputs

@@ -1,0 +1,255 @@
+"""Modelled, not measured: the cost model (meshdit/cost) against TT-DiT's published Wormhole denoising times.
+
+    python bench/cost_model.py                     # lowers the six seed plans, fits, rewrites BENCHMARKS.md's section
+    python bench/cost_model.py --cache /tmp/irs    # keep the lowered program IRs there (lowering takes 25-150 s each)
+
+Each published point (research notes: tt-metal models/tt_dit tests/models/*/test_performance_*.py) is modelled on
+meshdit's program for TT-DiT's parallel plan: the seed config, bf16 weights (TT-DiT's default), TT-DiT's residual
+layout (hidden-sharded for SD3.5 and Flux, replicated for Mochi), with TT-DiT's run settings (ethernet dispatch:
+8x8 grid; 1 link per CCL on 2x4 and 4 on Galaxy; TT_MM_THROTTLE_PERF=5 where the test sets it). What still differs
+is the op list inside each block; the per-block table says where. Three efficiencies (calibration.py) are fitted on
+three points and the other three are held out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib
+import os
+import pickle
+import sys
+import warnings
+from dataclasses import replace
+
+from meshdit import cost, model_zoo
+from meshdit.cost import calibration, systems
+from meshdit.lowering.program_ir import COLLECTIVE_OPS
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_tables import replace_block  # noqa: E402
+
+
+# (model, mesh, published s per step, forwards per step, TT-DiT's residual layout, links, throttle, source)
+# Per step -> per forward: SD3.5 runs cfg on the mesh (both halves side by side: one forward per step); Flux.1-dev
+# is guidance-distilled (one forward); Mochi-1's pipeline runs the uncond and cond passes one after the other on
+# the whole mesh (two forwards per step).
+POINTS = [
+    ("sd35-large", "2x4", 11.0 / 20, 1, "sharded", 1, False, "QuietBox denoise 11 s / 20 steps"),
+    ("sd35-large", "4x8", 4.2 / 20, 1, "sharded", 4, True, "Galaxy denoise 4.2 s / 20 steps, THROTTLE=5"),
+    ("flux1-dev", "2x4", 0.75, 1, "sharded", 1, False, "QuietBox 0.75 s per step"),
+    ("flux1-dev", "4x8", 0.30, 1, "sharded", 4, False, "Galaxy 0.30 s per step"),
+    ("mochi1", "2x4", 1320.0 / 50, 2, "replicated", 1, False, "QuietBox denoise 1320 s / 50 steps"),
+    ("mochi1", "4x8", 400.0 / 50, 2, "replicated", 4, True, "Galaxy denoise 400 s / 50 steps, THROTTLE=5"),
+]
+FIT_SET = [("sd35-large", "2x4"), ("sd35-large", "4x8"), ("mochi1", "4x8")]
+WHY_FIT_SET = ("the points whose meshdit programs are closest to TT-DiT's blocks, so the efficiencies do not absorb "
+               "a structural gap: SD3.5 Large on both systems (TT-DiT's residual layout; separate QKV and unfused "
+               "GELU remain) pins matmul, collectives and per-op overhead, Mochi-1 on Galaxy (71% of its FLOPs are "
+               "attention, HW note section 4) pins "
+               "SDPA. Flux.1-dev is held out on both systems because its RoPE is op by op on tensors whose last dim "
+               "is 2, padded to 32-wide tiles (tt_dit_perf_techniques.md estimated +0.6-1.1 s per step before this "
+               "model existed); Mochi-1 on QuietBox tests the move between systems")
+# the obvious alternative, one point per model, reported for comparison
+ONE_PER_MODEL = [("sd35-large", "4x8"), ("flux1-dev", "2x4"), ("mochi1", "4x8")]
+# TT-DiT's blocks as the research notes describe them (tt_dit_design.md sections 4.3, 4.4, 9.2;
+# tt_dit_perf_techniques.md), per model family, to set against meshdit's counts per block kind
+TT_DIT_BLOCKS = {
+    "sd35-large": "joint block: fused QKV per stream, fused GELU in ff1, adaLN folded into 4 distributed LayerNorms; "
+                  "CCLs 6 all-gathers + 4 stats all-gathers + 2 reduce-scatters + 1 ring SDPA (last block: 4 + 3 + "
+                  "1 + 1); ~60 small ops",
+    "flux1-dev": "double block as SD3.5's, RoPE as x*cos + rotate90(x)*sin (3 ops per q/k); single block: 2 stats "
+                 "all-gathers + 2 all-gathers + 2 reduce-scatters + 1 ring SDPA, attention out and MLP down in one "
+                 "row-parallel matmul",
+    "mochi1": "residual replicated over tp: 8 all-gathers (2 modulation, 4 attention, 2 FF) + 2 reduce-scatters + "
+              "1 ring SDPA; fused QKV; RoPE in one rotary_embedding_llama per q/k; SDPA q chunk 128 (meshdit: 64 at sp8)",
+}
+
+
+def lower(name: str, mesh_key: str, residual: str, cache: str | None):
+    path = os.path.join(cache, f"{name}_{mesh_key}_{residual}.pkl") if cache else None
+    if path and os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)["ir"]
+    import meshdit
+
+    mesh = model_zoo.seed_mesh(name, mesh_key)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model_zoo.build(name, device="meta"), mesh,
+                                model_zoo.example_inputs(name, device="meta", batch=mesh.cfg.factor),
+                                dtype="bf16", weight_dtype="bf16", static_inputs=model_zoo.static_inputs(name),
+                                check=False, residual=residual)
+    if path:
+        os.makedirs(cache, exist_ok=True)
+        with open(path, "wb") as f:
+            pickle.dump({"ir": program.ir}, f)
+    return program.ir
+
+
+def tt_dit_system(ir, links: int, throttle: bool):
+    """TT-DiT's run settings on the system the mesh implies."""
+    # TT_MM_THROTTLE_PERF=5 caps matmul throughput at 33% (HW note section 1, compute_throttle_utils.hpp)
+    return replace(systems.system_for(ir.mesh_shape), dispatch="ethernet", links=links,
+                   mm_throttle=0.33 if throttle else None)
+
+
+def narrow_seconds(ir, system, eff) -> float:
+    """Modelled seconds (dispatch included) of the ops whose largest tensor's last dim fills at most a quarter of
+    its 32-wide tile: the op-by-op RoPE on [..., d/2, 2] pairs TT-DiT does in one to three ops per q/k."""
+    walk = importlib.import_module("meshdit.cost.estimate")
+    ctx = walk.Context(ir, system, eff)
+    total = 0.0
+    for op in ir.ops:
+        specs = ctx.tensors_read(op) + ctx.outputs(op)
+        biggest = max(specs, key=lambda s: s.nbytes, default=None)
+        if op.on_host or biggest is None or not biggest.shape or biggest.shape[-1] > 8:
+            continue
+        c = walk.op_cost(op, ctx)
+        total += sum(c.seconds.values()) + (eff.op_overhead_s if c.device_op else 0.0)
+    return total
+
+
+def ring_sdpa_use(ir, system) -> str:
+    """q chunk and busy cores of the first ring attention: ttnn's SDPA splits work by (batch, head, q chunk)."""
+    walk = importlib.import_module("meshdit.cost.estimate")
+    ops = importlib.import_module("meshdit.cost.ops")
+    ctx = walk.Context(ir, system, calibration.FITTED)
+    for op in ir.ops:
+        if COLLECTIVE_OPS.get(op.fn) == "ring_joint_sdpa":
+            q, jq = ctx.spec(op.args[0]), ctx.spec(op.args[3])
+            rows = q.padded_shape[-2] + jq.padded_shape[-2]
+            busy = ops.sdpa_cores(op, ctx, rows, q)
+            return (f"ring SDPA: {q.shape[1]} heads x {rows} query rows per chip, q chunk {ctx.q_chunk(op)}: "
+                    f"{busy} of {ctx.sdpa_grid_cores(op)} cores busy")
+    return "no ring SDPA"
+
+
+def misses(rows) -> list:
+    """One line per held-out point outside +-25%, with what the model says about the gap (figures computed)."""
+    lines = []
+    for r in rows:
+        if r["fit"] or abs(r["ratio"] - 1) <= 0.25:
+            continue
+        est = r["est"]
+        lines.append(f"- {r['name']} {r['mesh']}: modelled/published {r['ratio']:.2f}. Ops on narrow tensors (the "
+                     f"diffusers RoPE on [..., d/2, 2] pairs, each padded to a 32-wide tile) take "
+                     f"{r['narrow'] / est.seconds:.0%} of the modelled time; TT-DiT applies RoPE in one to three ops "
+                     f"per q/k. Without them the ratio is {(est.seconds - r['narrow']) / r['published']:.2f}. "
+                     f"{ring_sdpa_use(r['ir'], r['system'])} (TT-DiT: q chunk 128 for Flux and Mochi). "
+                     f"Dispatch overhead is {est.totals['dispatch'] / est.seconds:.0%} ({est.device_ops} device ops; "
+                     "TT-DiT fuses QKV, bias and activation into fewer). The model predicts meshdit's program, and "
+                     "these are places where meshdit's program does more work than TT-DiT's; whether the rest of "
+                     "the gap is the model or the program cannot be told apart without hardware.")
+    return lines
+
+
+def block_counts(ir) -> dict:
+    """Block kind -> (instances, device ops, matmuls, collectives by kind) of one instance."""
+    out = {}
+    first = {}
+    for call in ir.calls:
+        first.setdefault(call.kind, call)
+    for kind, call in first.items():
+        ops = ir.ops[call.start:call.end]
+        ccl = collections.Counter(COLLECTIVE_OPS[op.fn] for op in ops if op.fn in COLLECTIVE_OPS)
+        matmuls = sum(op.fn in ("ttnn.linear", "ttnn.matmul") for op in ops)
+        views = sum(op.fn == "ttnn.reshape" for op in ops)
+        out[kind] = (len(ir.blocks[kind].instances), len(ops), matmuls, views, dict(ccl))
+    return out
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", help="directory for lowered program IRs (pickles), reused when present")
+    args = parser.parse_args(argv)
+    rows = []
+    for name, mesh_key, per_step, forwards, residual, links, throttle, source in POINTS:
+        ir = lower(name, mesh_key, residual, args.cache)
+        rows.append(dict(name=name, mesh=mesh_key, published=per_step / forwards, per_step=per_step,
+                         forwards=forwards, ir=ir, system=tt_dit_system(ir, links, throttle), fit=(name, mesh_key) in FIT_SET,
+                         source=source, residual=residual))
+        print(f"lowered {name} {mesh_key}: {len(ir.ops)} ops", flush=True)
+
+    def model(row):
+        return lambda eff: cost.estimate(row["ir"], row["system"], eff).seconds
+
+    fitted = calibration.fit([(model(r), r["published"]) for r in rows if r["fit"]])
+    alternative = calibration.fit([(model(r), r["published"]) for r in rows if (r["name"], r["mesh"]) in ONE_PER_MODEL])
+    alt_errors = {(r["name"], r["mesh"]): cost.estimate(r["ir"], r["system"], alternative).seconds / r["published"]
+                  for r in rows if (r["name"], r["mesh"]) not in ONE_PER_MODEL}
+    print(f"one point per model: {alternative}; held-out ratios {alt_errors}")
+    print(f"fitted: {fitted}\ncalibration.py FITTED: {calibration.FITTED}")
+    if any(abs(a / b - 1) > 0.01 for a, b in zip(vars(fitted).values(), vars(calibration.FITTED).values())):
+        print("WARNING: calibration.py's FITTED differs from this fit by more than 1%: copy the fit there")
+    for r in rows:
+        r["est"] = cost.estimate(r["ir"], r["system"], fitted)
+        r["sourced"] = cost.estimate(r["ir"], r["system"], calibration.SOURCED).seconds
+        r["as_emitted"] = cost.estimate(r["ir"], None, fitted).seconds  # meshdit's own run settings
+        r["ratio"] = r["est"].seconds / r["published"]
+        r["narrow"] = narrow_seconds(r["ir"], r["system"], fitted)
+        print(f"{r['name']:10s} {r['mesh']} {'fit ' if r['fit'] else 'held'} modelled {r['est'].seconds:8.3f} s "
+              f"published {r['published']:8.3f} s per forward  ratio {r['ratio']:.2f}", flush=True)
+    held = [abs(r["ratio"] - 1) for r in rows if not r["fit"]]
+    print(f"held-out error: max {max(held):.0%}, mean {sum(held) / len(held):.0%}")
+    body = report(rows, fitted, alternative, alt_errors)
+    print(body)
+    replace_block("cost-model", body, "## Cost model against TT-DiT's published denoising times (modelled)\n\n"
+                  "`python bench/cost_model.py`. Every figure here is modelled by meshdit's cost model "
+                  "(`meshdit/cost`), not measured on hardware.")
+
+
+def report(rows, fitted, alternative, alt_errors) -> str:
+    held = [abs(r["ratio"] - 1) for r in rows if not r["fit"]]
+    lines = [f"Fitted on {sum(r['fit'] for r in rows)} of TT-DiT's 6 published Wormhole points ({WHY_FIT_SET}): "
+             f"{fitted}. Held-out error: max {max(held):.0%}, mean {sum(held) / len(held):.0%} (goal: within 25%). "
+             "Each point is meshdit's program for TT-DiT's plan (bf16 weights, TT-DiT's residual layout) with "
+             "TT-DiT's run settings (ethernet dispatch 8x8 grid, 1 link per CCL on 2x4 and 4 on Galaxy, matmul "
+             "throttle 33% where TT_MM_THROTTLE_PERF=5 was set). Per forward: Mochi-1's published step is two "
+             "serial forwards (cfg passes), SD3.5's cfg halves run side by side. \"sourced\": the research note's "
+             "datasheet efficiencies (matmul 0.6, SDPA 0.45, no per-op overhead). \"as emitted\": meshdit's own run "
+             "settings (worker dispatch 8x7 grid, num_links=1 on every CCL), fitted efficiencies. \"narrow-tensor "
+             "ops\": modelled share of ops whose largest tensor has a last dim of at most 8 (a quarter of a tile or less: the "
+             "diffusers RoPE on [..., d/2, 2] pairs, which TT-DiT does in 1-3 ops per q/k), and the ratio with them "
+             "taken out (not a fitted figure: it says how much of a miss that structural gap explains).",
+             "",
+             *(["Where held-out points miss:", ""] + misses(rows) + [""] if misses(rows) else []),
+             "For comparison, fitting one point per model (" + ", ".join(f"{n} {m}" for n, m in ONE_PER_MODEL)
+             + f") gives {alternative}; its held-out ratios: "
+             + ", ".join(f"{n} {m} {v:.2f}" for (n, m), v in alt_errors.items())
+             + ". The matmul efficiency going to its bound is Flux's extra data movement absorbed by the fit.",
+             "",
+             "| model | system, plan | set | published (s per forward) | modelled, fitted | ratio | sourced (ratio) "
+             "| as emitted | matmul | attention | collectives | data movement | dispatch | narrow-tensor ops | ratio without them |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        est = r["est"]
+        mesh = str(model_zoo.seed_mesh(r["name"], r["mesh"]))
+        shares = " | ".join(f"{est.totals[c] / est.seconds:.0%}" for c in cost.CATEGORIES)
+        lines.append(f"| {r['name']} | {est.system.name} {mesh} | {'fit' if r['fit'] else 'held out'} "
+                     f"| {r['published']:.3f} ({r['source']}) | {est.seconds:.3f} | {r['ratio']:.2f} "
+                     f"| {r['sourced']:.3f} ({r['sourced'] / r['published']:.2f}) | {r['as_emitted']:.3f} "
+                     f"| {shares} | {r['narrow'] / est.seconds:.0%} | {(est.seconds - r['narrow']) / r['published']:.2f} |")
+    lines += ["", "Per block (modelled ms per forward, all instances, fitted efficiencies, TT-DiT's run settings); "
+              "meshdit's op counts per instance against TT-DiT's block as the research notes describe it:", ""]
+    for r in rows:
+        est, counts = r["est"], block_counts(r["ir"])
+        lines.append(f"**{r['name']} {r['mesh']}** ({est.device_ops} device ops, "
+                     f"{est.flops / 1e12:.2f} TFLOP per chip, tile padding {est.waste_flops / est.flops:.1%} of "
+                     f"FLOPs and {est.waste_bytes / 2**20:,.0f} MiB of DRAM traffic; {ring_sdpa_use(r['ir'], r['system'])}). "
+                     "TT-DiT: "
+                     f"{TT_DIT_BLOCKS[r['name']]}.")
+        lines += ["", "| block | x | ops each (matmuls, reshapes) | collectives each | ms | "
+                  + " | ".join(cost.CATEGORIES) + " |", "|---|---|---|---|---|" + "---|" * len(cost.CATEGORIES)]
+        for b in est.blocks:
+            n, ops, mm, views, ccl = counts.get(b.name, (b.instances, b.ops, "", "", {}))
+            ccl_text = ", ".join(f"{k} {v}" for k, v in sorted(ccl.items())) or "-"
+            cells = " | ".join(f"{b.seconds[c] * 1e3:,.1f}" for c in cost.CATEGORIES)
+            lines.append(f"| {b.name} | {b.instances} | {ops} ({mm}, {views}) | {ccl_text} | {b.total * 1e3:,.1f} "
+                         f"| {cells} |")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,105 @@
+"""Cost of collectives and of ring attention on one mesh axis of the submesh.
+
+Each collective: the fixed and per-step costs of tt-metal's measured CCL fits (systems.CCL_FITS) plus the bytes
+on its bottleneck link over the link bandwidth times the links it uses (min of the op's num_links, or the
+system's override, and the links per neighbour; the fits were measured on 1 link and are scaled linearly, as the
+research note assumes). Topology is the op's (`ttnn.Topology.Linear` or `Ring`).
+
+Ring joint attention: R ring steps; each runs local attention of this device's queries (its image tokens and the
+replicated prompt) against one chunk of R's K/V while the next chunk arrives over one hop. A step takes the slower
+of the two; the prompt's K/V join once.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..lowering.program_ir import COLLECTIVE_OPS, Code, Op
+from .ops import Context, OpCost, attention_flops, compute_rate, dram_time, sdpa_cores, traffic
+from .systems import CCL_FITS
+
+# The generic form for a collective without its own fit (all_to_all): link efficiency of a line collective, 94% of
+# line rate (HW note section 6, "eta_link 0.94 line"), fixed cost as a line all-gather's
+LINE_LINK_EFFICIENCY = 0.94
+
+
+def topology(op: Op) -> str:
+    value = op.kwargs.get("topology")
+    return "Ring" if isinstance(value, Code) and value.text.endswith("Ring") else "Linear"
+
+
+def axis_size(op: Op, ctx: Context) -> int:
+    axis = op.kwargs.get("cluster_axis")
+    if axis is None:  # a collective over the whole submesh
+        return math.prod(ctx.ir.submesh_shape)
+    return ctx.ir.submesh_shape[axis]
+
+
+def links(op: Op, ctx: Context) -> int:
+    return ctx.system.links_for(op.kwargs.get("num_links"))
+
+
+def _fit_time(kind: str, op: Op, n: int, bottleneck_bytes: float, ctx: Context) -> float:
+    topo = topology(op)
+    if (kind, topo) not in CCL_FITS:  # no ring fit (all_reduce): the line fit, with its own step count
+        topo = "Linear"
+    fit = CCL_FITS[(kind, topo)]
+    steps = n / 2 if topo == "Ring" else n - 1
+    return fit.fixed_s + fit.per_step_s * steps + bottleneck_bytes / (fit.bytes_per_s * links(op, ctx))
+
+
+def collective_cost(op: Op, ctx: Context) -> OpCost:
+    kind = COLLECTIVE_OPS[op.fn]
+    if kind == "ring_joint_sdpa":
+        return ring_joint_sdpa_cost(op, ctx)
+    n = axis_size(op, ctx)
+    piece = ctx.spec(op.args[0])  # this device's input
+    moved, waste = traffic([piece] + ctx.outputs(op))
+    if n <= 1:
+        return OpCost({"collectives": 0.0}, 0.0, moved, 0.0, 0.0, waste)
+    b = piece.nbytes
+    if kind == "all_gather":  # every other device's piece passes the bottleneck link
+        link = (n - 1) * b
+        seconds = _fit_time(kind, op, n, link, ctx)
+    elif kind == "reduce_scatter":  # all but this device's share of the partial sums
+        link = (n - 1) / n * b
+        seconds = _fit_time(kind, op, n, link, ctx)
+    elif kind == "all_reduce":  # a reduce-scatter, then an all-gather of the reduced shares
+        link = 2 * (n - 1) / n * b
+        seconds = _fit_time(kind, op, n, link, ctx)
+    else:  # all_to_all on a line: the middle link carries what each half sends the other, per direction
+        link = (n // 2) * (n - n // 2) * b / n
+        ag = CCL_FITS[("all_gather", "Linear")]
+        rate = ctx.system.chip.link_bytes_per_s * LINE_LINK_EFFICIENCY * links(op, ctx)
+        seconds = ag.fixed_s + (n - 1) * ctx.system.chip.hop_latency_s + link / rate
+    # a collective also reads its input and writes its output in DRAM; the link is the slower side at these sizes
+    seconds = max(seconds, dram_time(ctx, moved))
+    return OpCost({"collectives": seconds}, 0.0, moved, link, 0.0, waste)
+
+
+def ring_joint_sdpa_cost(op: Op, ctx: Context) -> OpCost:
+    q, k, v = (ctx.spec(a) for a in op.args[:3])  # this device's image tokens: [B, H, n, d]
+    jq, jk = ctx.spec(op.args[3]), ctx.spec(op.args[4])  # the prompt's, the same on every device: [B, H, L, d]
+    ring = axis_size(op, ctx)
+    # queries of this device against one K/V chunk of the ring, and against the prompt's K/V once
+    step_flops = attention_flops(q, k) + attention_flops(jq, k)
+    joint_flops = attention_flops(q, jk) + attention_flops(jq, jk)
+    flops = ring * step_flops + joint_flops
+    logical = (ring * (attention_flops(q, k, False) + attention_flops(jq, k, False))
+               + attention_flops(q, jk, False) + attention_flops(jq, jk, False))
+    q_rows = q.padded_shape[-2] + jq.padded_shape[-2]
+    rate = compute_rate(ctx, ctx.fidelity(op), sdpa_cores(op, ctx, q_rows, q), ctx.eff.sdpa)
+    step_compute, joint_compute = step_flops / rate, joint_flops / rate
+    # K and V of one ring step cross one hop (on both directions of a line, as a line all-gather does)
+    chunk = k.nbytes + v.nbytes
+    fit = CCL_FITS[("all_gather", topology(op))]
+    step_link = ctx.system.chip.hop_latency_s + chunk / (fit.bytes_per_s * links(op, ctx))
+    compute = ring * step_compute + joint_compute
+    total = step_compute + joint_compute + (ring - 1) * max(step_compute, step_link)
+    if ring > 1:
+        total += fit.fixed_s
+    moved, waste = traffic(ctx.tensors_read(op) + ctx.outputs(op))
+    moved += (ring - 1) * chunk  # the other devices' K/V chunks are read from the persistent buffers
+    total = max(total, dram_time(ctx, moved))
+    return OpCost({"attention": compute, "collectives": total - compute}, flops, moved, (ring - 1) * chunk,
+                  flops - logical, waste)

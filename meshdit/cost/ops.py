@@ -1,0 +1,184 @@
+"""Cost of one device op of a ProgramIR on one chip, from its real (tile-padded) shapes and dtypes.
+
+A roofline per op: compute at the op's math fidelity on the cores it gets, against DRAM traffic at its tensors'
+dtypes; whichever is slower is the op's time. The per-op dispatch overhead is added by estimate.py, once per device
+op. Collectives and ring attention are in ccl.py.
+
+    matmul (ttnn.linear, ttnn.matmul)  2 * out elements * K FLOPs, on min(grid, output tiles) cores
+    SDPA (plain, joint)                4 * B * H * Sq * Sk * d FLOPs (QK^T and PV), on its program config's grid
+    everything else                    bytes read + written / DRAM bandwidth (a reshape that keeps the tiled
+                                       last two dims is a view: no device work)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from ..ir.tiles import TILE
+from ..lowering.program_ir import BYTES_PER_ELEMENT, Code, Op, ProgramIR, Ref, TensorSpec, WeightRef, leaves
+from .calibration import Efficiency
+from .systems import System
+
+MATMULS = ("ttnn.linear", "ttnn.matmul")
+SDPAS = ("ttnn.transformer.scaled_dot_product_attention", "ttnn.transformer.joint_scaled_dot_product_attention")
+# ttnn's compute kernel config defaults to LoFi on Wormhole when an op is given none
+# (ttnn/cpp/ttnn/operations/core/compute_kernel/compute_kernel_config.cpp, init_device_compute_kernel_config)
+DEFAULT_FIDELITY = "LoFi"
+# ops that read only the part of their input they write (a cut, not a pass over the whole input)
+SLICES = ("ttnn.slice", "ttnn.mesh_partition")
+
+
+@dataclass
+class OpCost:
+    """One op's modelled seconds by category, and what it moves and computes (per chip)."""
+
+    seconds: dict = field(default_factory=dict)  # category -> seconds (dispatch excluded)
+    flops: float = 0.0
+    dram_bytes: float = 0.0
+    link_bytes: float = 0.0  # bytes on the bottleneck ethernet link
+    waste_flops: float = 0.0  # FLOPs spent on tile padding
+    waste_bytes: float = 0.0  # DRAM bytes moved for tile padding
+    device_op: bool = True  # dispatched to the device (pays the per-op overhead)
+
+
+class Context:
+    """What every op cost needs: the program's tensor specs and configs, the system, the efficiencies."""
+
+    def __init__(self, ir: ProgramIR, system: System, eff: Efficiency):
+        self.ir, self.system, self.eff = ir, system, eff
+        self.specs = {i.name: i.spec for i in ir.inputs}
+        self.weights = {name: w.spec for name, w in ir.weights.items()}
+        self.specs.update(ir.tensors)
+        self._fidelity: dict = {}
+
+    def spec(self, value) -> TensorSpec | None:
+        if isinstance(value, Ref):
+            return self.specs.get(value.name)
+        if isinstance(value, WeightRef):
+            return self.weights.get(value.name)
+        return None
+
+    def tensors_read(self, op: Op) -> list:
+        return [s for s in (self.spec(v) for v in leaves((op.args, op.kwargs))) if s is not None]
+
+    def outputs(self, op: Op) -> list:
+        return [self.specs[name] for name in op.outputs if name in self.specs]
+
+    def fidelity(self, op: Op) -> str:
+        config = op.kwargs.get("compute_kernel_config")
+        text = self.ir.configs.get(config.text, "") if isinstance(config, Code) else ""
+        if text not in self._fidelity:
+            found = re.search(r"MathFidelity\.(\w+)", text)
+            self._fidelity[text] = found.group(1) if found else DEFAULT_FIDELITY
+        return self._fidelity[text]
+
+    def config_text(self, op: Op, key: str) -> str:
+        value = op.kwargs.get(key)
+        return self.ir.configs.get(value.text, "") if isinstance(value, Code) else ""
+
+    def sdpa_grid_cores(self, op: Op) -> int:
+        """Cores of the SDPA program config's grid, written against DEVICE_GRID (the chip's compute grid)."""
+        text = self.config_text(op, "program_config")
+        gx, gy = self.system.grid
+        found = re.search(r"compute_with_storage_grid_size=ttnn\.CoreCoord\(DEVICE_GRID\.x(?:\s*-\s*(\d+))?,\s*"
+                          r"DEVICE_GRID\.y(?:\s*-\s*(\d+))?\)", text)
+        if found:
+            return (gx - int(found.group(1) or 0)) * (gy - int(found.group(2) or 0))
+        return gx * gy
+
+    def q_chunk(self, op: Op) -> int:
+        found = re.search(r"q_chunk_size=(\d+)", self.config_text(op, "program_config"))
+        return int(found.group(1)) if found else TILE
+
+
+def volume(shape) -> int:
+    return math.prod(shape) if shape else 1
+
+
+def logical_bytes(spec: TensorSpec) -> float:
+    return volume(spec.shape) * BYTES_PER_ELEMENT[spec.dtype]
+
+
+def dram_time(ctx: Context, nbytes: float) -> float:
+    return nbytes / ctx.system.chip.dram_effective_bytes_per_s
+
+
+def traffic(specs: list) -> tuple:
+    """(bytes moved, of which tile padding) for reading or writing these tensors whole."""
+    moved = sum(s.nbytes for s in specs)
+    return moved, moved - sum(logical_bytes(s) for s in specs)
+
+
+def compute_rate(ctx: Context, fidelity: str, cores: int, efficiency: float) -> float:
+    """FLOP/s of `cores` cores at `fidelity`, at `efficiency` of their peak."""
+    return cores * ctx.system.chip.peak_flops_per_core(fidelity) * efficiency
+
+
+def matmul_cost(op: Op, ctx: Context) -> OpCost:
+    a, out = ctx.spec(op.args[0]), ctx.outputs(op)[0]
+    k_padded, k_logical = a.padded_shape[-1], a.shape[-1]
+    flops = 2.0 * volume(out.padded_shape) * k_padded
+    logical = 2.0 * volume(out.shape) * k_logical
+    # ttnn spreads a matmul's output tiles over the grid: fewer output tiles than cores leave cores idle
+    tiles = volume(out.padded_shape[:-2]) * (out.padded_shape[-2] // TILE) * (out.padded_shape[-1] // TILE)
+    cores = max(1, min(ctx.system.cores, tiles))
+    efficiency = ctx.eff.matmul
+    if ctx.system.mm_throttle is not None:
+        efficiency = min(efficiency, ctx.system.mm_throttle)
+    moved, waste = traffic(ctx.tensors_read(op) + [out])
+    seconds = max(flops / compute_rate(ctx, ctx.fidelity(op), cores, efficiency), dram_time(ctx, moved))
+    return OpCost({"matmul": seconds}, flops, moved, 0.0, flops - logical, waste)
+
+
+def attention_flops(q: TensorSpec, k: TensorSpec, padded: bool = True) -> float:
+    """QK^T and PV over [B, H, S, d] q and k: 4 * B * H * Sq * Sk * d."""
+    qs, ks = (q.padded_shape, k.padded_shape) if padded else (q.shape, k.shape)
+    return 4.0 * volume(qs[:-2]) * qs[-2] * ks[-2] * qs[-1]
+
+
+def sdpa_cores(op: Op, ctx: Context, q_rows: int, q: TensorSpec) -> int:
+    """SDPA splits work by (batch, head, q chunk): fewer items than cores leave cores idle."""
+    items = volume(q.padded_shape[:-2]) * math.ceil(q_rows / ctx.q_chunk(op))
+    return max(1, min(ctx.sdpa_grid_cores(op), items))
+
+
+def sdpa_cost(op: Op, ctx: Context) -> OpCost:
+    q, k = ctx.spec(op.args[0]), ctx.spec(op.args[1])
+    flops, logical = attention_flops(q, k), attention_flops(q, k, padded=False)
+    q_rows = q.padded_shape[-2]
+    if op.fn.endswith("joint_scaled_dot_product_attention"):  # the prompt stream joins queries and keys
+        jq, jk = ctx.spec(op.args[3]), ctx.spec(op.args[4])
+        q_rows += jq.padded_shape[-2]
+        flops = 4.0 * volume(q.padded_shape[:-2]) * q_rows * (k.padded_shape[-2] + jk.padded_shape[-2]) \
+            * q.padded_shape[-1]
+        logical = 4.0 * volume(q.shape[:-2]) * (q.shape[-2] + jq.shape[-2]) * (k.shape[-2] + jk.shape[-2]) \
+            * q.shape[-1]
+    cores = sdpa_cores(op, ctx, q_rows, q)
+    moved, waste = traffic(ctx.tensors_read(op) + ctx.outputs(op))
+    rate = compute_rate(ctx, ctx.fidelity(op), cores, ctx.eff.sdpa)
+    seconds = max(flops / rate, dram_time(ctx, moved))
+    return OpCost({"attention": seconds}, flops, moved, 0.0, flops - logical, waste)
+
+
+def is_view(op: Op, ctx: Context) -> bool:
+    """A reshape that keeps a tiled tensor's last two padded dims only relabels its leading dims: ttnn returns a
+    view and runs no device program."""
+    if op.fn != "ttnn.reshape":
+        return False
+    a, out = ctx.spec(op.args[0]), ctx.outputs(op)[0]
+    return a is not None and a.layout == out.layout and a.padded_shape[-2:] == out.padded_shape[-2:]
+
+
+def data_movement_cost(op: Op, ctx: Context) -> OpCost:
+    outs = ctx.outputs(op)
+    if is_view(op, ctx):
+        return OpCost({}, device_op=False)
+    out_bytes, out_waste = traffic(outs)
+    if op.fn in SLICES:  # reads the piece it keeps
+        moved, waste = 2 * out_bytes, 2 * out_waste
+    else:
+        in_bytes, in_waste = traffic(ctx.tensors_read(op))
+        moved, waste = in_bytes + out_bytes, in_waste + out_waste
+    return OpCost({"data movement": dram_time(ctx, moved)}, 0.0, moved, 0.0, 0.0, waste)
