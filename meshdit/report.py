@@ -142,6 +142,9 @@ def modelled_time_lines(ir: ProgramIR) -> list:
         est = estimate(ir)
     except NoSystemError as error:
         return [f"  modelled time: none ({error})"]
+    except Exception as error:  # noqa: BLE001 - the estimate is a report: its failure must not fail lower()
+        return [f"  modelled time: none (the cost model failed on this program: {type(error).__name__}: {error}; "
+                "program.estimate() raises it)"]
     cfg = f", cfg {ir.cfg_factor} branches side by side" if ir.cfg_factor > 1 else ""
     return [f"  modelled time (cost model, not measured): {est.seconds * 1e3:,.1f} ms per forward on "
             f"{est.system.name} ({est.device_ops} device ops{cfg}); " + summary(est.totals, est.seconds),
