@@ -285,6 +285,30 @@ def test_group_norm_and_other_spellings_become_canonical_ops():
     assert all(r.pcc >= 0.9999 for r in program.pcc_report())
 
 
+class _ClassLabels(torch.nn.Module):
+    """A class-label table (DiT's) and an id embedding (Allegro's, OmniGen's)."""
+
+    def __init__(self):
+        super().__init__()
+        self.labels = torch.nn.Embedding(11, 32)
+
+    def forward(self, x, label):
+        return x + self.labels(label)[:, None, :]
+
+
+def test_embedding_becomes_a_one_hot_matmul_on_device(pcc_log):
+    inputs = {"x": torch.randn(2, 8, 32), "label": torch.tensor([3, 10])}
+    graph = run_passes(capture(_ClassLabels().eval(), inputs), verify_inputs=inputs)
+    targets = {n.target for n in graph.op_nodes()}
+    assert torch.ops.aten.embedding.default not in targets and torch.ops.aten.matmul.default in targets
+    import meshdit
+
+    program = meshdit.lower(_ClassLabels().eval(), "1x2 tp2@1", inputs)
+    result = program.pcc_report()[0]
+    pcc_log("embedding as one-hot matmul", "1x2 tp2@1", result)
+    assert result.pcc >= 0.9999 and program.coverage()["host"] == {}
+
+
 class _SlidingWindowFlex(torch.nn.Module):
     """flex_attention with a block mask from a mask function (a sliding window), as AnyFlow-FAR builds its causal
     chunk mask."""

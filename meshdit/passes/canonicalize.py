@@ -10,6 +10,7 @@
     casts (to.dtype_layout, to.device, _to_copy, type_as)      -> aten.to.dtype (where values live on the mesh is
                                                                   the lowering's business, not the model's)
     index with a constant contiguous index                     -> aten.slice
+    embedding (a table lookup)                                 -> one-hot (eq against arange) + aten.matmul
     conv2d with stride == kernel, no padding (patchify)        -> reshape/permute + aten.linear
 Every rule keeps the value of the graph exactly (verified by tests that run the graph before and after).
 """
@@ -168,6 +169,20 @@ def _repeat_interleave(graph, node):
     unsq = _reshape(graph, x, shape[: dim + 1] + [1] + shape[dim + 1:], node)
     expanded = emit(graph, aten.expand.default, (unsq, expanded_shape), like=node)
     return _reshape(graph, expanded, shape_of(node), node)
+
+
+def _embedding(graph, node):
+    """A table lookup as a one-hot matmul: (indices[..., None] == arange(rows)) @ table, exact (one product per
+    output) and on device (the comparison and the matmul have lowerings; ttnn.embedding takes bfloat16 tables
+    only). A DiT looks up a class label or a few ids in a small table, so the one-hot stays small."""
+    table, indices = node.args[0], node.args[1]
+    rows = shape_of(table)[0]
+    meta = indices.meta["val"]
+    positions = emit(graph, aten.arange.default, (rows,), {"dtype": meta.dtype}, like=node)
+    column = _reshape(graph, indices, shape_of(indices) + [1], node)
+    hits = emit(graph, aten.eq.Tensor, (column, positions), like=node)
+    one_hot = emit(graph, aten.to.dtype, (hits, table.meta["val"].dtype), like=node)
+    return emit(graph, aten.matmul.default, (one_hot, table), like=node)
 
 
 def _rsub(graph, node):
@@ -397,6 +412,7 @@ RULES = {
     aten.pow.Tensor_Scalar: _pow,
     aten.outer.default: _outer,
     aten.repeat_interleave.self_int: _repeat_interleave,
+    aten.embedding.default: _embedding,
     aten.rsub.Scalar: _rsub,
     aten.pad.default: _pad,
     aten.einsum.default: _einsum,
