@@ -309,6 +309,40 @@ def test_embedding_becomes_a_one_hot_matmul_on_device(pcc_log):
     assert result.pcc >= 0.9999 and program.coverage()["host"] == {}
 
 
+class _FixedPositions(torch.nn.Module):
+    """Tokens taken at fixed positions: repeated by counts from a static mask (Qwen-Image 2.1 widens each image slot
+    to four tokens), reordered by a constant permutation, written to the positions of a constant mask (Qwen-Image
+    2.1 places its image tokens so) and added at constant positions."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("order", torch.tensor([3, 0, 2, 1, 5, 4]))
+        self.proj = torch.nn.Linear(32, 32)
+
+    def forward(self, x, slots):
+        repeats = torch.where(slots[0], 4, 1)
+        widened = self.proj(x).repeat_interleave(repeats, dim=1)
+        placed = torch.zeros(1, 9, 32)
+        placed[:, torch.tensor([False, True, True, False, False, True, False, False, False])] = x[:, :3]  # scatter
+        placed = torch.ops.aten.index_put(placed, [None, torch.tensor([0, 8, 0])], x[:, 3:6], True)
+        return widened, x.index_select(1, self.order) * 2, placed
+
+
+def test_fixed_positions_become_one_hot_matmuls_on_device(pcc_log):
+    slots = torch.tensor([[False, True, False, False, True, False]])
+    inputs = {"x": torch.randn(1, 6, 32), "slots": slots}
+    import meshdit
+
+    program = meshdit.lower(_FixedPositions().eval(), "1x2 tp2@1", inputs, static_inputs=("slots",))
+    targets = {n.target for n in program.graph.op_nodes()}
+    aten = torch.ops.aten
+    assert not targets & {aten.repeat_interleave.self_Tensor, aten.index_select.default, aten.index_put.default}
+    for result in program.pcc_report():
+        pcc_log("fixed positions (repeats, order, scatters)", "1x2 tp2@1", result)
+        assert result.pcc >= 0.9999
+    assert program.coverage()["host"] == {}
+
+
 class _SlidingWindowFlex(torch.nn.Module):
     """flex_attention with a block mask from a mask function (a sliding window), as AnyFlow-FAR builds its causal
     chunk mask."""

@@ -9,7 +9,10 @@
     single-operand einsum that only permutes                   -> aten.permute
     casts (to.dtype_layout, to.device, _to_copy, type_as)      -> aten.to.dtype (where values live on the mesh is
                                                                   the lowering's business, not the model's)
-    index with a constant contiguous index                     -> aten.slice
+    index, index_select with a constant 1-d index              -> aten.slice (a contiguous range), else a one-hot
+                                                                  aten.matmul over that dim
+    index_put with a constant 1-d index (or boolean mask)      -> a one-hot aten.matmul placing the values, added
+                                                                  to x with those positions zeroed
     embedding (a table lookup)                                 -> one-hot (eq against arange) + aten.matmul
     conv2d with stride == kernel, no padding (patchify)        -> reshape/permute + aten.linear
 Every rule keeps the value of the graph exactly (verified by tests that run the graph before and after).
@@ -267,23 +270,93 @@ def _cast(graph, node):
 
 
 def _index(graph, node, constants):
-    """x[..., idx, ...] with one constant index tensor that is a contiguous ascending range -> slice."""
+    """x[..., idx, ...] with one constant 1-d index tensor: a contiguous ascending range -> slice; other positions
+    (a reordering, repeats) -> a one-hot matmul over that dim."""
     x, indices = node.args
     live = [(d, i) for d, i in enumerate(indices) if i is not None]
     if len(live) != 1:
         return None
-    dim, idx = live[0]
+    return _gather(graph, x, live[0][0], live[0][1], constants, node)
+
+
+def _index_select(graph, node, constants):
+    x, dim, idx = node.args
+    return _gather(graph, x, dim % len(shape_of(x)), idx, constants, node)
+
+
+def _gather(graph, x, dim, idx, constants, like):
     if not is_const(idx):
         return None
     value = constants[idx.meta["key"]].value
-    if value is None or value.dim() != 1 or value.dtype in (torch.bool,):
+    if value is None or value.dim() != 1 or value.dtype in (torch.bool,) or not len(value):
         return None
     values = value.tolist()
-    if values and values != list(range(values[0], values[0] + len(values))):
+    if values == list(range(values[0], values[0] + len(values))):
+        return _slice(graph, x, dim, values[0], values[0] + len(values), like)
+    if not x.meta["val"].dtype.is_floating_point:
         return None
-    if not values:
+    # x with `dim` moved last, times a constant [N, M] selection (column j is one-hot at position idx[j]): each
+    # output is one product with 1.0, so the gather is exact; the selection folds to a constant
+    rank, size = len(shape_of(x)), shape_of(x)[dim]
+    perm = [d for d in range(rank) if d != dim] + [dim]
+    rows = emit(graph, aten.arange.default, (size,), {"dtype": value.dtype}, like=like)
+    hits = emit(graph, aten.eq.Tensor, (_reshape(graph, rows, [size, 1], like),
+                                         _reshape(graph, idx, [1, len(values)], like)), like=like)
+    selection = emit(graph, aten.to.dtype, (hits, x.meta["val"].dtype), like=like)
+    gathered = emit(graph, aten.matmul.default, (_permute(graph, x, perm, like), selection), like=like)
+    return _permute(graph, gathered, [perm.index(d) for d in range(rank)], like)
+
+
+def _index_put(graph, node, constants):
+    """x[..., idx, ...] = v (or += v) with one constant 1-d index (positions, or a boolean mask) -> a one-hot
+    matmul that carries v to its positions, added to x with those positions zeroed (kept, for +=). Exact: each
+    output is x, or one product of v with 1.0 (a sum of them where += repeats a position). The selection and the
+    zeroing are constants (folded)."""
+    x, indices, values = node.args[:3]
+    accumulate = node.args[3] if len(node.args) > 3 else node.kwargs.get("accumulate", False)
+    live = [(d, i) for d, i in enumerate(indices) if i is not None]
+    if len(live) != 1 or not is_const(live[0][1]) or not x.meta["val"].dtype.is_floating_point:
         return None
-    return _slice(graph, x, dim, values[0], values[0] + len(values), node)
+    dim, idx = live[0]
+    value = constants[idx.meta["key"]].value
+    if value is None or value.dim() != 1:
+        return None
+    boolean = value.dtype == torch.bool
+    positions = value.nonzero()[:, 0].tolist() if boolean else value.tolist()
+    shape, rank = shape_of(x), len(shape_of(x))
+    if not positions or min(positions) < 0 or (not accumulate and len(set(positions)) < len(positions)):
+        return None  # a repeated position without += : torch leaves which write wins unspecified
+    expected = shape[:dim] + [len(positions)] + shape[dim + 1:]
+    if shape_of(values) != expected:  # values broadcast over the written positions (torch drops leading 1s)
+        try:
+            if list(torch.broadcast_shapes(tuple(shape_of(values)), tuple(expected))) != expected:
+                return None
+        except RuntimeError:
+            return None
+        values = emit(graph, aten.expand.default, (values, expected), like=node)
+    count, size = len(positions), shape[dim]
+    if boolean:  # value j goes to the j-th True position: where the running count of Trues is j + 1
+        order = emit(graph, aten.cumsum.default, (idx, 0), {"dtype": torch.int64}, like=node)
+        order = emit(graph, aten.add.Tensor, (order, -1), like=node)
+        slot = emit(graph, aten.arange.default, (count,), {"dtype": torch.int64}, like=node)
+        hits = emit(graph, aten.eq.Tensor, (_reshape(graph, slot, [count, 1], node),
+                                             _reshape(graph, order, [1, size], node)), like=node)
+        hits = emit(graph, aten.logical_and.default, (hits, _reshape(graph, idx, [1, size], node)), like=node)
+    else:
+        where_to = emit(graph, aten.arange.default, (size,), {"dtype": value.dtype}, like=node)
+        hits = emit(graph, aten.eq.Tensor, (_reshape(graph, idx, [count, 1], node),
+                                             _reshape(graph, where_to, [1, size], node)), like=node)
+    dtype = x.meta["val"].dtype
+    selection = emit(graph, aten.to.dtype, (hits, dtype), like=node)  # [count, size]
+    perm = [d for d in range(rank) if d != dim] + [dim]
+    placed = emit(graph, aten.matmul.default, (_permute(graph, values, perm, node), selection), like=node)
+    base = _permute(graph, x, perm, node)
+    if not accumulate:
+        written = emit(graph, aten.sum.dim_IntList, (selection, [0]), like=node)
+        keep = emit(graph, aten.add.Tensor, (emit(graph, aten.neg.default, (written,), like=node), 1), like=node)
+        base = emit(graph, aten.mul.Tensor, (base, keep), like=node)
+    return _permute(graph, emit(graph, aten.add.Tensor, (base, placed), like=node), [perm.index(d) for d in
+                                                                                     range(rank)], node)
 
 
 def _patchify_conv(graph, node):
@@ -422,6 +495,8 @@ RULES = {
     aten._to_copy.default: _cast,
     aten.type_as.default: _cast,
     aten.index.Tensor: _index,
+    aten.index_select.default: _index_select,
+    aten.index_put.default: _index_put,
     aten.conv1d.default: _patchify_conv,
     aten.conv2d.default: _patchify_conv,
     aten.conv3d.default: _patchify_conv,
@@ -448,7 +523,7 @@ def canonicalize(mg: ModelGraph) -> int:
             continue
         with graph.inserting_before(node):
             rule = RULES[node.target]
-            result = rule(graph, node, mg.constants) if rule is _index else rule(graph, node)
+            result = rule(graph, node, mg.constants) if rule in (_index, _index_select, _index_put) else rule(graph, node)
         if result is None:
             continue
         if result == "erase":

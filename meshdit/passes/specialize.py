@@ -37,10 +37,13 @@ aten = torch.ops.aten
 
 DATA_DEPENDENT = {
     aten.nonzero.default,
+    aten.nonzero_numpy.default,
+    aten.argwhere.default,
     aten.masked_select.default,
     aten._local_scalar_dense.default,
     aten.item.default,
     aten.repeat_interleave.Tensor,
+    aten.repeat_interleave.self_Tensor,
     aten.unique_consecutive.default,
     aten._unique2.default,
 }
@@ -230,6 +233,8 @@ class _Specializer:
             return self.getitem(args[0], args[1], node)
         if runtime and target is aten.index.Tensor and _is_val(args[0]) and args[0].kind == "runtime":
             args = (args[0], self._bool_indices_as_positions(node, args[1]))
+        if runtime and target is aten.repeat_interleave.self_Tensor:
+            target, args, kwargs = self._repeats_as_positions(node, args, kwargs)
         if runtime and target in DATA_DEPENDENT:
             raise SpecializationError(
                 f"data-dependent op {name} at {node_location(node)} reads a value computed from runtime inputs; "
@@ -284,6 +289,22 @@ class _Specializer:
                 meta_args = (positions.meta, 1, dim)
                 out.append(self.fold(node, aten.select.int, (positions, 1, dim), {}, meta_args, {}))
         return out
+
+    def _repeats_as_positions(self, node, args, kwargs):
+        """x.repeat_interleave(repeats, dim) with constant repeats (from a static mask, say) takes fixed positions:
+        index_select(x, dim, repeat_interleave(arange(n), repeats)), whose shape is known (canonicalize makes it a
+        one-hot matmul on device)."""
+        x, repeats = args[0], args[1]
+        dim = args[2] if len(args) > 2 else kwargs.get("dim")
+        if not (_is_val(x) and x.kind == "runtime" and _is_val(repeats) and repeats.kind == "const"
+                and repeats.value is not None and dim is not None):
+            return aten.repeat_interleave.self_Tensor, args, kwargs
+        dim %= x.meta.dim()
+        size = x.meta.shape[dim]
+        rows = self.fold(node, aten.arange.default, (size,), {"dtype": torch.int64}, (size,),
+                         {"dtype": torch.int64, "device": "meta"})
+        positions = self.fold(node, aten.repeat_interleave.self_Tensor, (rows, repeats), {}, (), {})
+        return aten.index_select.default, (x, dim, positions), {}
 
     def fold(self, node, target, args, kwargs, meta_args, meta_kwargs):
         """Evaluate a node whose inputs are all const: meta always, real when every leaf is real."""
@@ -470,8 +491,13 @@ def _static_ancestors(ep: torch.export.ExportedProgram) -> set:
         for node in graph_module.graph.nodes:
             if node.op == "call_function" and _data_dependent(node):
                 # a flex attention's mask and score functions read their buffers and block mask, not q, k, v
-                roots = [a for a in pytree.tree_leaves(list(node.args[4:])) if isinstance(a, fx.Node)] \
-                    if getattr(node.target, "__name__", "") == "flex_attention" else [node]
+                # and x.repeat_interleave(repeats) takes its shape from the repeats only
+                if getattr(node.target, "__name__", "") == "flex_attention":
+                    roots = [a for a in pytree.tree_leaves(list(node.args[4:])) if isinstance(a, fx.Node)]
+                elif node.target is aten.repeat_interleave.self_Tensor:
+                    roots = [node.args[1]]
+                else:
+                    roots = [node]
                 stack, seen = roots, set()
                 while stack:
                     cur = stack.pop()
