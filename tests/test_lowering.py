@@ -89,25 +89,26 @@ def test_source_is_standalone_python():
     assert "ttnn.transformer.joint_scaled_dot_product_attention(" in source
 
 
-class LabelEmbedding(torch.nn.Module):
-    """Class labels (int64) through an embedding table, as DiT-style class-conditional models take them."""
+class LabelLookup(torch.nn.Module):
+    """Class labels (int64) picking rows of a table by index_select, which has no device lowering for indices that
+    are inputs (an embedding lookup becomes a one-hot matmul on device)."""
 
     def __init__(self):
         super().__init__()
-        self.embed, self.proj = torch.nn.Embedding(10, 16), torch.nn.Linear(16, 16)
+        self.table, self.proj = torch.nn.Parameter(torch.randn(10, 16)), torch.nn.Linear(16, 16)
 
     def forward(self, x, class_labels):
-        return self.proj(x + self.embed(class_labels)[:, None, :])
+        return self.proj(x + self.table.index_select(0, class_labels)[:, None, :])
 
 
 def test_integer_inputs_stay_integers_through_host_fallback():
-    """An embedding has no device lowering yet and runs on host: its indices must arrive as integers (they were
-    downloaded as float32 and torch's embedding refused them)."""
-    model = LabelEmbedding().eval()
+    """An op with no device lowering runs on host (numpy): its indices must arrive as integers (they were
+    downloaded as float32 and the lookup refused them)."""
+    model = LabelLookup().eval()
     inputs = {"x": torch.randn(2, 4, 16), "class_labels": torch.tensor([3, 7])}
-    with pytest.warns(UserWarning, match="embedding.*runs on host"):
+    with pytest.warns(UserWarning, match="index_select.*runs on host in numpy"):
         program = meshdit.lower(model, "1x1", inputs)
     assert program.ir.inputs[1].spec.dtype == "int32"
     result = program.pcc_report()[0]
-    print(f"label embedding on host, integer indices: {result}")
+    print(f"label lookup on host, integer indices: {result}")
     assert result.pcc >= 0.9999

@@ -343,6 +343,36 @@ def test_fixed_positions_become_one_hot_matmuls_on_device(pcc_log):
     assert program.coverage()["host"] == {}
 
 
+class _EmptyStream(torch.nn.Module):
+    """A stream with no tokens (AnyFlow-FAR's context frames when there are none) joined to the others."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(32, 32)
+
+    def forward(self, x, frames: int = 0):
+        context = self.proj(x[:, :frames]).relu()
+        return torch.cat([context, self.proj(x)], dim=1) * 2
+
+
+def test_an_empty_tensor_is_a_constant_and_never_reaches_the_device(pcc_log):
+    """Real ttnn dies with SIGFPE on an op over a zero-volume tensor: an empty value holds nothing, so it is folded
+    to a constant and dropped from the concatenation, and the simulated mesh refuses such ops."""
+    import meshdit
+    from meshdit.runtime import sim
+
+    inputs = {"x": torch.randn(1, 8, 32)}
+    program = meshdit.lower(_EmptyStream().eval(), "1x1", inputs)
+    assert all(0 not in spec.shape for spec in program.ir.tensors.values())
+    result = program.pcc_report()[0]
+    pcc_log("an empty stream", "1x1", result)
+    assert result.pcc >= 0.9999
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 1))
+    empty = sim.Tensor(torch.zeros(1, 0, 32).numpy(), data_type=sim.float32, device=mesh, layout=sim.TILE_LAYOUT)
+    with pytest.raises(RuntimeError, match="empty tensor"):
+        sim.relu(empty)
+
+
 class _SlidingWindowFlex(torch.nn.Module):
     """flex_attention with a block mask from a mask function (a sliding window), as AnyFlow-FAR builds its causal
     chunk mask."""

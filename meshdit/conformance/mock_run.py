@@ -123,7 +123,7 @@ def main(argv=None) -> dict:
         report["peak"] = {kind: baseline[kind]["allocated"] + peaks[kind] for kind in peaks}
         report["peak_l1_cb_per_core"] = int(graph.extract_peak_L1_memory_usage(trace))
         report["capacity"] = {kind: baseline[kind]["capacity"] for kind in baseline}
-        report["outputs"] = [list(o.shape) for o in outputs]
+        report["outputs"] = [None if o is None else list(o.shape) for o in outputs]  # a module may return None
         del outputs, device_inputs
     finally:
         runner.close()

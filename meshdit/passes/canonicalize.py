@@ -137,7 +137,12 @@ def _stack(graph, node):
 
 def _cat(graph, node):
     parts = node.args[0]
-    return parts[0] if len(parts) == 1 else None  # cat of one tensor is that tensor
+    kept = [p for p in parts if math.prod(shape_of(p))] or parts[:1]  # empty pieces add nothing
+    if len(kept) == 1:
+        return kept[0]  # cat of one tensor is that tensor
+    if len(kept) < len(parts):
+        return emit(graph, aten.cat.default, (kept,) + tuple(node.args[1:]), like=node)
+    return None
 
 
 def _pow(graph, node):

@@ -267,6 +267,12 @@ class _Specializer:
         if not isinstance(meta, (torch.Tensor, list, tuple)):
             # A shape query (sym_size, numel) on a runtime tensor: shapes are concrete, so it is a literal.
             return Val("const", meta, meta)
+        if isinstance(meta, torch.Tensor) and meta.numel() == 0 and node not in self.written:
+            # an empty result holds no value (a stream of zero frames, say): a constant, and ops on it fold away,
+            # where on device an op on a zero-volume tensor crashes ttnn
+            literal = ([int(d) for d in meta.shape], 0)
+            return self.fold(node, aten.full.default, literal, {"dtype": meta.dtype}, literal,
+                             {"dtype": meta.dtype, "device": "meta"})
         new_args, new_kwargs = _on_device(*self._to_graph(args, kwargs, node), None)
         new = self.graph.call_function(target, tuple(new_args), new_kwargs)
         new.name = self._unique(node.name)

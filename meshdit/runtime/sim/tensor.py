@@ -309,6 +309,10 @@ def _shards(x, n):
 def _map(fn, *inputs, dtype=None):
     ref = next(x for x in inputs if isinstance(x, Tensor))
     _check_device(*inputs)
+    for x in inputs:  # ttnn divides by tile and page counts: an op on an empty tensor dies with SIGFPE
+        if isinstance(x, Tensor) and any(s.numel() == 0 for s in x.shards):
+            raise RuntimeError(f"TT_FATAL (simulated): an op on an empty tensor {list(x.shape)}; real ttnn crashes "
+                               "on zero-volume tensors (SIGFPE), so a program must not compute on them")
     n = len(ref.shards)
     columns = [_shards(x, n) for x in inputs]
     return _out(ref, [fn(*(col[i] for col in columns)) for i in range(n)], dtype)
