@@ -113,10 +113,10 @@ def test_a_broken_collective_is_caught(monkeypatch):
 def test_ring_attention_moves_every_chunk():
     """The simulated ring op equals full attention over the gathered sequence plus the joint tokens."""
     mesh = sim.open_mesh_device(sim.MeshShape(1, 4))
-    q, k, v = (torch.randn(1, 2, 32, 8) for _ in range(3))
-    jq, jk, jv = (torch.randn(1, 2, 5, 8) for _ in range(3))
+    q, k, v = (torch.randn(1, 2, 32, 8).bfloat16().float() for _ in range(3))  # bf16 values: the kernel's dtype
+    jq, jk, jv = (torch.randn(1, 2, 5, 8).bfloat16().float() for _ in range(3))
     shard = sim.create_mesh_mapper(mesh, sim.MeshMapperConfig([sim.PlacementReplicate(), sim.PlacementShard(2)]))
-    up = lambda t, mapper=None: sim.Tensor(t.numpy(), data_type=sim.float32, device=mesh, mesh_mapper=mapper)  # noqa
+    up = lambda t, mapper=None: sim.Tensor(t.numpy(), data_type=sim.bfloat16, device=mesh, mesh_mapper=mapper)  # noqa
     buf = up(torch.zeros(1, 2, 32, 8))
     out, joint_out, _ = sim.transformer.ring_joint_scaled_dot_product_attention(
         up(q, shard), up(k, shard), up(v, shard), up(jq), up(jk), up(jv), persistent_output_buffer_k=buf,
@@ -125,8 +125,8 @@ def test_ring_attention_moves_every_chunk():
         mesh_device=mesh, topology=sim.Topology.Linear, ccl_core_grid_offset=sim.CoreCoord(0, 6))
     full = torch.nn.functional.scaled_dot_product_attention(torch.cat([q, jq], 2), torch.cat([k, jk], 2),
                                                             torch.cat([v, jv], 2))
-    assert torch.allclose(torch.cat(out.shards, dim=2), full[:, :, :32], atol=1e-5)
-    assert all(torch.allclose(j, full[:, :, 32:], atol=1e-5) for j in joint_out.shards)
+    assert torch.allclose(torch.cat(out.shards, dim=2), full[:, :, :32], atol=1e-2)  # outputs rounded to bf16
+    assert all(torch.allclose(j, full[:, :, 32:], atol=1e-2) for j in joint_out.shards)
     assert all(torch.equal(b, k) for b in buf.shards)  # the gathered K lands in the persistent buffer
 
 
@@ -436,11 +436,11 @@ def test_ring_attention_masks_keys_beyond_logical_n():
     is all padding (36 tokens over 4 devices of 32) still gets its queries right."""
     mesh = sim.open_mesh_device(sim.MeshShape(1, 4))
     n, padded_len = 36, 128
-    q, k, v = (torch.randn(1, 2, padded_len, 8) for _ in range(3))
+    q, k, v = (torch.randn(1, 2, padded_len, 8).bfloat16().float() for _ in range(3))
     k[:, :, n:], v[:, :, n:] = 5.0, 7.0  # garbage that would dominate if it were attended to
-    jq, jk, jv = (torch.randn(1, 2, 5, 8) for _ in range(3))
+    jq, jk, jv = (torch.randn(1, 2, 5, 8).bfloat16().float() for _ in range(3))
     shard = sim.create_mesh_mapper(mesh, sim.MeshMapperConfig([sim.PlacementReplicate(), sim.PlacementShard(2)]))
-    up = lambda t, mapper=None: sim.Tensor(t.numpy(), data_type=sim.float32, device=mesh, mesh_mapper=mapper)  # noqa
+    up = lambda t, mapper=None: sim.Tensor(t.numpy(), data_type=sim.bfloat16, device=mesh, mesh_mapper=mapper)  # noqa
     out, joint_out, _ = sim.transformer.ring_joint_scaled_dot_product_attention(
         up(q, shard), up(k, shard), up(v, shard), up(jq), up(jk), up(jv),
         persistent_output_buffer_k=up(torch.zeros(1, 2, padded_len, 8)),
@@ -449,8 +449,8 @@ def test_ring_attention_masks_keys_beyond_logical_n():
         mesh_device=mesh, topology=sim.Topology.Linear, ccl_core_grid_offset=sim.CoreCoord(0, 6))
     full = torch.nn.functional.scaled_dot_product_attention(
         torch.cat([q, jq], 2), torch.cat([k[:, :, :n], jk], 2), torch.cat([v[:, :, :n], jv], 2))
-    assert torch.allclose(torch.cat(out.shards, dim=2), full[:, :, :padded_len], atol=1e-5)
-    assert all(torch.allclose(j, full[:, :, padded_len:], atol=1e-5) for j in joint_out.shards)
+    assert torch.allclose(torch.cat(out.shards, dim=2), full[:, :, :padded_len], atol=1e-2)
+    assert all(torch.allclose(j, full[:, :, padded_len:], atol=1e-2) for j in joint_out.shards)
 
 
 def test_ring_attention_refuses_more_queries_than_keys_per_device():
@@ -458,7 +458,7 @@ def test_ring_attention_refuses_more_queries_than_keys_per_device():
     against 32 keys: a cross-attention to a short prompt must not take the ring (sharding/rules/attention.py)."""
     mesh = sim.open_mesh_device(sim.MeshShape(1, 2))
     shard = sim.create_mesh_mapper(mesh, sim.MeshMapperConfig([sim.PlacementReplicate(), sim.PlacementShard(2)]))
-    up = lambda t, mapper=None: sim.Tensor(t.numpy(), data_type=sim.float32, device=mesh, mesh_mapper=mapper)  # noqa
+    up = lambda t, mapper=None: sim.Tensor(t.numpy(), data_type=sim.bfloat16, device=mesh, mesh_mapper=mapper)  # noqa
     q, kv = torch.randn(1, 2, 128, 32), torch.randn(1, 2, 64, 32)
     with pytest.raises(RuntimeError, match="N_local_q <= N_local_kv"):
         sim.transformer.ring_joint_scaled_dot_product_attention(
@@ -466,6 +466,21 @@ def test_ring_attention_refuses_more_queries_than_keys_per_device():
             persistent_output_buffer_v=up(torch.zeros(1, 2, 64, 32)), joint_strategy="rear", logical_n=64,
             program_config=None, dim=2, multi_device_global_semaphore=[], num_links=1, cluster_axis=1,
             mesh_device=mesh, topology=sim.Topology.Linear, ccl_core_grid_offset=sim.CoreCoord(0, 6))
+
+
+def test_attention_kernels_take_bfloat16_and_fp32_programs_cast_for_them(pcc_log):
+    """ttnn's SDPA kernels refuse float32 operands (every fp32 program was refused at its first attention), and so
+    does the simulated mesh; an fp32 program casts q/k/v to bfloat16 for the kernel and the output back."""
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 1))
+    q = sim.Tensor(torch.randn(1, 2, 32, 32).numpy(), data_type=sim.float32, device=mesh, layout=sim.TILE_LAYOUT)
+    with pytest.raises(RuntimeError, match="BFLOAT16"):
+        sim.transformer.scaled_dot_product_attention(q, q, q, is_causal=False)
+    program = sharded("sd3-tiny", "2x2 sp2@0 tp2@1")  # fp32
+    result = program.pcc_report()[0]
+    pcc_log("sd3-tiny", "2x2 sp2@0 tp2@1 fp32, attention in bf16", result)
+    assert result.pcc >= 0.9999
+    attention = [op for op in program.ir.ops if "scaled_dot_product_attention" in op.fn]
+    assert attention and all(program.ir.tensors[op.args[0].name].dtype == "bfloat16" for op in attention)
 
 
 def test_tile_padding_in_front_is_refused():

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import torch
 
+from ...ir.graph import is_const
 from ...ir.ops import joint_sdpa
 from ...sharding.decisions import AttentionPlan, AttentionStrategy
 from ..builder import Builder
+from ..program_ir import Code
 from ..registry import lowering
 from . import hybrid, joint, plain, ring, ulysses
 from .common import AttentionCall
@@ -35,7 +37,30 @@ def _lower(b: Builder, call: AttentionCall):
     if plan.strategy not in (AttentionStrategy.PLAIN, AttentionStrategy.JOINT) and \
             (call.mask is not None or call.causal):
         return None  # the sequence-parallel kernels take neither a mask nor causal attention
-    return STRATEGIES[plan.strategy](b, call, plan)
+    if b.act_dtype != "float32":
+        return STRATEGIES[plan.strategy](b, call, plan)
+    # ttnn's attention kernels take bfloat16/bfloat8_b only (sdpa_device_operation.cpp): in a float32 program the
+    # operands are cast to bfloat16 and everything the strategy makes (padding, masks, K/V buffers) is bfloat16;
+    # the outputs are cast back
+    floating = [n for n in call.operands + ([call.mask] if call.mask is not None else [])
+                if n.meta["val"].dtype.is_floating_point and not is_const(n)]  # constants upload at bfloat16
+    saved = {n: b.values[n] for n in floating}
+    try:
+        for n in floating:
+            b.values[n] = b.call("ttnn.typecast", (b.values[n], Code("ttnn.bfloat16")),
+                                 shapes=(b.arg_local(n), n.meta["val"].dtype), dtype="bfloat16")
+        b.act_dtype = "bfloat16"
+        result = STRATEGIES[plan.strategy](b, call, plan)
+    finally:
+        b.act_dtype = "float32"
+        b.values.update(saved)
+    if result is None:
+        return None
+    out, joint_out = result
+    return tuple(None if value is None else b.call("ttnn.typecast", (value, Code("ttnn.float32")),
+                                                    shapes=(list(b.tensors[value.name].shape), call.dtype),
+                                                    dtype="float32")
+                 for value in (out, joint_out if call.joint else None))
 
 
 @lowering(aten.scaled_dot_product_attention.default)

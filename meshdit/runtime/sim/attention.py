@@ -18,6 +18,15 @@ from .registry import sim_op
 from .tensor import _check_device, _f, _map, _out, float32
 
 
+def _check_dtypes(*tensors):
+    """ttnn's attention kernels read bfloat16 / bfloat8_b (bfloat4_b) operands only (sdpa_device_operation.cpp,
+    ring_joint_sdpa_device_operation.cpp)."""
+    for t in tensors:
+        if t is not None and t.dtype.name not in ("bfloat16", "bfloat8_b", "bfloat4_b"):
+            raise RuntimeError(f"TT_FATAL (simulated) @ sdpa_device_operation: input_tensor->dtype() == "
+                               f"DataType::BFLOAT16 || BFLOAT8_B || BFLOAT4_B (got {t.dtype.name})")
+
+
 def _attention(q, k, v, mask=None, scale=None, causal=False):
     scale = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
     if k.shape[-3] != q.shape[-3]:  # grouped-query attention: each K/V head serves a group of Q heads
@@ -33,6 +42,7 @@ def _attention(q, k, v, mask=None, scale=None, causal=False):
 def _scaled_dot_product_attention(input_tensor_q, input_tensor_k, input_tensor_v, *, attn_mask=None,
                                   is_causal=True, scale=None, memory_config=None, program_config=None,
                                   compute_kernel_config=None, **_):
+    _check_dtypes(input_tensor_q, input_tensor_k, input_tensor_v, attn_mask)
     if attn_mask is not None:
         _check_mask(attn_mask, input_tensor_q, input_tensor_k, program_config)
     inputs = (input_tensor_q, input_tensor_k, input_tensor_v) + ((attn_mask,) if attn_mask is not None else ())
@@ -66,6 +76,7 @@ def _joint_scaled_dot_product_attention(input_tensor_q, input_tensor_k, input_te
         raise RuntimeError(f"TT_FATAL (simulated): joint_strategy must be 'rear', got {joint_strategy!r}")
     if program_config is None:
         raise TypeError("joint_scaled_dot_product_attention(): program_config is required")
+    _check_dtypes(input_tensor_q, input_tensor_k, input_tensor_v, joint_tensor_q, joint_tensor_k, joint_tensor_v)
     _check_device(input_tensor_q, joint_tensor_q)
     n = input_tensor_q.shape[-2]
     outs, joint_outs = [], []
@@ -94,6 +105,7 @@ def _ring_joint_scaled_dot_product_attention(
     makes every shard whole tiles) are masked out, as the real op does. Returns (output, joint output, lse)."""
     if joint_strategy != "rear" or dim != 2:
         raise RuntimeError("TT_FATAL (simulated): ring joint SDPA supports joint_strategy='rear', dim=2")
+    _check_dtypes(input_tensor_q, input_tensor_k, input_tensor_v, joint_tensor_q, joint_tensor_k, joint_tensor_v)
     if input_tensor_q.padded_shape[-2] > input_tensor_k.padded_shape[-2]:  # kv_stripe_split is 1 here
         raise RuntimeError(
             "TT_FATAL (simulated) @ ring_joint_sdpa_device_operation: N_local_q <= N_local_kv * kv_stripe_split "
