@@ -168,6 +168,11 @@ def mock_error(error: BaseException) -> str:
     source paths shortened to the file name."""
     text = re.sub(r"/[\w./-]+/([\w.-]+:\d+)", r"\1", str(error))
     lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
+    crash = re.search(r"\(exit -(\d+)\)", text.splitlines()[0] if text else "")
+    if crash and not any(re.search(r"TT_FATAL|TT_THROW", line) for line in lines):
+        number = int(crash.group(1))
+        name = signal.Signals(number).name if number in {s.value for s in signal.Signals} else f"signal {number}"
+        return f"real ttnn crashed ({name}) with no TT_FATAL"
     for pattern in (r"TT_FATAL|TT_THROW", r"^\w+(Error|Exception)\b", r"incompatible function arguments"):
         for line in lines:
             if re.search(pattern, line) and not line.startswith("File "):
