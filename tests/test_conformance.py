@@ -58,6 +58,18 @@ def test_seed_config_runs_on_real_ttnn(name, mesh_key):
     assert report.fits
 
 
+def test_flux_schnell_on_galaxy(pcc_log):
+    """Flux.1-schnell (no guidance embedding, 256 prompt tokens at full size) in Flux's Galaxy config: right on the
+    simulated mesh, accepted by real ttnn."""
+    program, mesh = _lower_seed_config("flux-schnell-tiny-tt", "4x8")
+    result = program.pcc_report()[0]
+    pcc_log("flux-schnell-tiny-tt", f"{mesh} bf16 bfp8", result)
+    assert result.ok
+    report = conformance.run_on_mock(program)
+    CONFORMANCE_LOG.append(f"{'flux-schnell':14s} {str(mesh):24s} {report.summary()}")
+    assert report.cluster == "galaxy" and report.fits
+
+
 def test_padded_sequence_runs_on_real_ttnn():
     """100 image tokens over sp4: 32 per device (padded to 128), a pad before the partition, logical_n=100 in the
     ring, a slice after the gather; real ttnn must accept each."""

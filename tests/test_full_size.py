@@ -17,7 +17,8 @@ def meta_model(name: str):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, blocks", [("sd35-large", 38), ("flux1-dev", 19), ("mochi1", 48)])
+@pytest.mark.parametrize("name, blocks", [("sd35-large", 38), ("flux1-dev", 19), ("flux1-schnell", 19),
+                                          ("mochi1", 48)])
 def test_full_size_plan_on_meta(name, blocks):
     model = model_zoo.build(name, device="meta")
     start = time.perf_counter()

@@ -111,6 +111,21 @@ ENTRIES.update({
              img_ids=((256, 3), torch.float32)),
         static_inputs=("img_ids", "txt_ids"), parallel=FLUX_PARALLEL, timestep_max=1.0,
         description="flux-tiny with 8 heads x 32 and 256 image tokens"),
+    "flux1-schnell": ZooEntry(
+        # the distilled 4-step model: Flux.1-dev's transformer without the guidance embedding, and its pipeline's
+        # 256 prompt tokens (max_sequence_length for schnell)
+        "flux1-schnell", "flux", "FluxTransformer2DModel", dict(ENTRIES["flux1-dev"].config, guidance_embeds=False),
+        {k: v for k, v in ENTRIES["flux1-dev"].inputs.items() if k != "guidance"} | {
+            "encoder_hidden_states": ((1, 256, 4096), torch.float32), "txt_ids": ((256, 3), torch.float32)},
+        static_inputs=("img_ids", "txt_ids"), parallel=FLUX_PARALLEL, timestep_max=1.0,
+        description="Flux.1-schnell transformer, 1024x1024 image, 4 steps"),
+    "flux-schnell-tiny-tt": ZooEntry(
+        "flux-schnell-tiny-tt", "flux", "FluxTransformer2DModel",
+        dict(ENTRIES["flux-tiny"].config, attention_head_dim=32, axes_dims_rope=(8, 12, 12), guidance_embeds=False),
+        {k: v for k, v in ENTRIES["flux-tiny"].inputs.items() if k != "guidance"} | {
+            "hidden_states": ((1, 256, 16), torch.float32), "img_ids": ((256, 3), torch.float32)},
+        static_inputs=("img_ids", "txt_ids"), parallel=FLUX_PARALLEL, timestep_max=1.0,
+        description="Flux.1-schnell-shaped (no guidance embedding), 8 heads x 32, 256 image tokens"),
     "mochi-tiny-tt": ZooEntry(
         "mochi-tiny-tt", "mochi", "MochiTransformer3DModel",
         # 6 heads x 32: hidden 192 gives SwiGLU width 512 (divides by tp 4 and 8); heads pad to 8 at tp 4. The
