@@ -373,6 +373,38 @@ def test_an_empty_tensor_is_a_constant_and_never_reaches_the_device(pcc_log):
         sim.relu(empty)
 
 
+class _RotaryPairs(torch.nn.Module):
+    """diffusers' RoPE on [B, H, S, D] queries: pairs (d/2, 2) rotated (Flux, HunyuanVideo) and halves (2, d/2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = torch.nn.Linear(64, 64)
+
+    def forward(self, x, cos, sin):
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        q = self.q(x).reshape(1, 16, 2, 32).transpose(1, 2)
+        pairs = apply_rotary_emb(q, (cos, sin), use_real=True, use_real_unbind_dim=-1)
+        halves = apply_rotary_emb(q, (cos, sin), use_real=True, use_real_unbind_dim=-2)
+        return pairs, halves * 0.5
+
+
+def test_rotary_pair_maps_become_matmuls(pcc_log):
+    """RoPE's pair rotation reshapes the head dim into (16, 2): on device every such tensor pads its last dim of
+    1 or 2 to a 32-wide tile. The rotation is a linear map of the head dim, so it becomes q @ M (M constant,
+    entries 0 and +-1, exact) and no tensor of last dim < 32 is left."""
+    inputs = {"x": torch.randn(1, 16, 64), "cos": torch.randn(16, 32), "sin": torch.randn(16, 32)}
+    graph = run_passes(capture(_RotaryPairs().eval(), inputs), verify_inputs=inputs)
+    narrow = [n.name for n in graph.op_nodes() if n.meta["val"].dim() and n.meta["val"].shape[-1] < 16]
+    assert not narrow
+    import meshdit
+
+    program = meshdit.lower(_RotaryPairs().eval(), "1x2 tp2@1", inputs)
+    for result in program.pcc_report():
+        pcc_log("rotary pairs as matmuls", "1x2 tp2@1", result)
+        assert result.pcc >= 0.9999
+
+
 class _SlidingWindowFlex(torch.nn.Module):
     """flex_attention with a block mask from a mask function (a sliding window), as AnyFlow-FAR builds its causal
     chunk mask."""

@@ -320,8 +320,12 @@ def _norm(draw, target):
 
 @sample(aten.matmul.default, aten.bmm.default, aten.mm.default)
 def _matmul(draw, target):
-    batch = [] if target is aten.mm.default else [draw(st.sampled_from([2, 4]))]
+    """Two activations, or (matmul) an activation of any rank times a constant matrix, row-wise."""
     m, k, n = (draw(st.sampled_from([2, 4, 6])) for _ in range(3))
+    if target is aten.matmul.default and draw(st.booleans()):
+        shape = draw(shapes())[:-1] + [k]
+        return [randn(shape), Const(randn([k, n]))], {}, {0: draw(layout_for(shape))}
+    batch = [] if target is aten.mm.default else [draw(st.sampled_from([2, 4]))]
     a, b = batch + [m, k], batch + [k, n]
     return [randn(a), randn(b)], {}, {0: draw(layout_for(a)), 1: draw(layout_for(b))}
 

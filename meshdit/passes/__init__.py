@@ -4,7 +4,8 @@
 
 Order: specialise (concrete shapes, folded constants, data-dependent values) -> in-place writes into out-of-place
 values (before anything drops a node nobody reads) -> drop no-ops -> canonicalise ->
-complex values into real pairs ->
+complex values into real pairs -> linear maps of the last dim through narrow views (RoPE's pair rotation) into
+matmuls ->
 merge common subexpressions (shared position tables) -> fuse RMSNorm -> keep concatenated token streams apart
 (push cats down to attention) -> joint attention -> split its outputs back into streams -> orient each joint
 attention (its main stream is the one from the latent input) -> annotate structure (linear, MLP, adaLN, attention).
@@ -23,6 +24,7 @@ from .complex import decompose_complex
 from .cleanup import drop_noops
 from .cse import eliminate_common_subexpressions
 from .mutations import functionalize_mutations
+from .pairs import pair_maps_as_matmuls
 from ..ir.graph import ModelGraph
 from .patterns import annotate, fuse_joint_attention, fuse_rms_norm, orient_joint_attention
 from .specialize import specialize
@@ -33,6 +35,7 @@ PIPELINE = (
     ("drop_noops", drop_noops),
     ("canonicalize", canonicalize),
     ("decompose_complex", decompose_complex),
+    ("pair_maps_as_matmuls", pair_maps_as_matmuls),
     ("cse", eliminate_common_subexpressions),
     ("fuse_rms_norm", fuse_rms_norm),
     ("sink_concats", sink_concats),

@@ -16,7 +16,7 @@ from ..ir.graph import ConstantSpec, ModelGraph, finalize
 aten = torch.ops.aten
 # ops with no tensor inputs that are constants (made in the forward, often to be filled in place first)
 FACTORIES = {aten.full.default, aten.zeros.default, aten.ones.default, aten.arange.default, aten.arange.start,
-             aten.arange.start_step, aten.scalar_tensor.default}
+             aten.arange.start_step, aten.scalar_tensor.default, aten.eye.default}
 
 
 def _recipe_node_for(mg: ModelGraph, placeholder: fx.Node) -> fx.Node:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ...ir.graph import shape_of
+from ...ir.graph import is_const, shape_of
 from ...ir.op_classes import NORMS
 from ..placement import P, R, Shard
 from . import OpOnAxis, replicated, sharding_rule
@@ -57,5 +57,18 @@ def norm(op: OpOnAxis):
     return {x: R}, R
 
 
-# Products of two activations (attention written out by hand, batched matmuls): run on whole tensors.
-sharding_rule(aten.matmul.default, aten.mm.default, aten.bmm.default)(replicated)
+@sharding_rule(aten.matmul.default)
+def matmul(op: OpOnAxis):
+    """x @ M with a constant matrix M (a lookup as a one-hot matmul, a fixed mixing of the last dim such as RoPE's
+    pair rotation): row-wise, as a linear off the tp axis; a shard of any dim but the last passes through. Products
+    of two activations (attention written out by hand) run on whole tensors."""
+    x, m = op.args["input"], op.args["other"]
+    if not (is_const(m) and len(shape_of(m)) == 2 and len(shape_of(x)) >= 2):
+        return replicated(op)
+    hx = op.placement(x)
+    keep = hx if isinstance(hx, Shard) and hx.dim != len(shape_of(x)) - 1 else R
+    return {x: keep, m: R}, keep
+
+
+# Batched products of two activations: run on whole tensors.
+sharding_rule(aten.mm.default, aten.bmm.default)(replicated)
