@@ -106,9 +106,13 @@ def check(target, args, kwargs=None, layouts=None, **options):
     expected = list(expected) if isinstance(expected, (tuple, list)) else [expected]
     got = run_single_op(target, args, kwargs, layouts or {}, **options)
     assert len(got) == len(expected)
+    # ttnn's attention kernels compute in bfloat16 (an fp32 program casts for them): their outputs carry bf16
+    # rounding, about 1e-2 at unit scale; a wrong sharding is off by the values themselves
+    tol = 3e-2 if target in (aten.scaled_dot_product_attention.default, joint_sdpa, operator.getitem) else 1e-4
+    # (getitem's sample takes the outputs of a joint attention)
     for e, g in zip(expected, got):
         assert tuple(g.shape) == tuple(e.shape)
-        assert torch.allclose(g.float(), e.float(), rtol=1e-4, atol=1e-4), (target, layouts, (g - e).abs().max())
+        assert torch.allclose(g.float(), e.float(), rtol=tol, atol=tol), (target, layouts, (g - e).abs().max())
 
 
 # --- drawing shapes and placements --------------------------------------------------------------------------------
