@@ -307,6 +307,8 @@ def render(rows: dict, meta: dict) -> str:
         + f"; {len(failing)} raise on at least one mesh. Real ttnn (mock) accepts the 2x2 program "
         + f"{' and '.join(mock_summary)}.",
         "",
+        on_device_line(rows, both_ok),
+        "",
         "Failures grouped by cause (particulars blanked: names, numbers, shapes, source lines; a class is listed once "
         "when both meshes fail alike, else with the mesh):",
         "",
@@ -346,6 +348,21 @@ def render(rows: dict, meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def on_device_line(rows: dict, passing: list) -> str:
+    """Ops on device over the passing classes' 2x2 programs, and the classes that keep more than 1% on host."""
+    device = host = 0
+    heavy = []
+    for name in passing:
+        result = rows[name]["2x2"]
+        device, host = device + result.get("device_ops", 0), host + result.get("host_ops", 0)
+        total = result.get("device_ops", 0) + result.get("host_ops", 0)
+        if total and result.get("host_ops", 0) > 0.01 * total:
+            heavy.append(f"{name} ({result['host_ops']} of {total}: {', '.join(result.get('host_op_names', []))})")
+    return (f"Ops on device over those classes' 2x2 programs: {device:,} of {device + host:,} "
+            f"({device / max(device + host, 1):.1%}). Classes with more than 1% of their ops on host (no lowering "
+            f"yet; they run in numpy beside the device): {'; '.join(heavy) or 'none'}.")
+
+
 def cell_pcc(result: dict) -> str:
     if "error" in result:
         return "error" if not result["error"].startswith("timeout") else "timeout"
@@ -359,6 +376,19 @@ def ops(result: dict) -> str:
 
 def md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def commit() -> str:
+    """The checkout's commit (and "+changes" when the tree has uncommitted edits): which code the figures are of."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def machine() -> str:
@@ -428,13 +458,13 @@ def main(argv) -> None:
     wall = time.perf_counter() - start
     full = not args.classes
     if full or "meta" not in cache:
-        cache["meta"] = {"machine": machine(), "date": datetime.date.today().isoformat(),
+        cache["meta"] = {"machine": machine(), "date": f"{datetime.date.today().isoformat()} (commit {commit()})",
                          "wall": f"{wall / 60:.1f} min" + ("" if full else " (subset)"),
                          "meshdit": meshdit.__version__, "diffusers": diffusers.__version__,
                          "torch": torch.__version__, "ttnn": TTNN_VERSION, "timeout": args.timeout}
     else:  # a subset keeps the full sweep's header, noting the later partial rerun
-        cache["meta"]["date"] = cache["meta"]["date"].split(" ")[0] + \
-            f" (rows {', '.join(names)} rerun {datetime.date.today().isoformat()})"
+        cache["meta"]["date"] = cache["meta"]["date"].split(";")[0].rstrip(")") + \
+            f"; rows {', '.join(names)} rerun {datetime.date.today().isoformat()} at commit {commit()})"
     with open(RESULTS, "w") as f:
         json.dump(cache, f, indent=1, sort_keys=True)
     missing = [n for n in catalog.names() if n not in rows]
