@@ -25,6 +25,8 @@ from .fold import fold_constants
 
 aten = torch.ops.aten
 
+# x @ M costs d_in * d_out multiply-adds per row: worth it for a head dim (RoPE: 64 to 256), not for a hidden dim
+MAX_WIDTH = 256
 REGION_OPS = {aten.reshape.default, aten.slice.Tensor, aten.cat.default, aten.neg.default, aten.mul.Tensor,
               aten.permute.default}
 
@@ -100,7 +102,7 @@ def pair_maps_as_matmuls(mg: ModelGraph) -> int:
             continue
         lead, shape = shape_of(x)[:-1], shape_of(start)
         if len(shape) <= len(lead) + 1 or shape[:len(lead)] != lead or shape[-1] >= TILE or \
-                not x.meta["val"].dtype.is_floating_point:
+                shape_of(x)[-1] > MAX_WIDTH or not x.meta["val"].dtype.is_floating_point:
             continue  # not a split of x's last dim into narrow pieces
         found = _region(x, start)
         if found is None:
@@ -114,6 +116,8 @@ def pair_maps_as_matmuls(mg: ModelGraph) -> int:
             for node in order:
                 env[node] = _clone(graph, node, env, len(lead))
             for out in outputs:
+                if shape_of(out)[-1] > MAX_WIDTH:
+                    continue
                 matrix = env[out]  # [d_in, d_out]: the region applied to the identity
                 out.replace_all_uses_with(emit(graph, aten.matmul.default, (x, matrix), like=out))
                 rewritten += 1
