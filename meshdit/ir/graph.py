@@ -121,6 +121,15 @@ def is_const(node) -> bool:
     return isinstance(node, fx.Node) and node.op == "placeholder" and node.meta.get("kind") == "const"
 
 
+def is_row_wise(node: fx.Node) -> bool:
+    """Each row (every dim but the last) on its own: a linear or a norm (op_classes.ROW_WISE), or x @ M with a
+    constant matrix M (a lookup as a one-hot matmul, RoPE's pair rotation: passes/pairs.py)."""
+    from .op_classes import ROW_WISE
+
+    return node.target in ROW_WISE or (node.target is torch.ops.aten.matmul.default and is_const(node.args[1])
+                                       and len(shape_of(node.args[1])) == 2)
+
+
 def meta_of(arg):
     """The meta value of a node argument (nodes -> meta['val'], containers mapped, literals as they are)."""
     return pytree.tree_map(lambda a: a.meta["val"] if isinstance(a, fx.Node) else a, arg)

@@ -20,8 +20,8 @@ import operator
 import torch
 import torch.fx as fx
 
-from .graph import ModelGraph, is_const, reshape_dim_map, shape_of
-from .op_classes import BINARY, ROW_WISE, UNARY
+from .graph import ModelGraph, is_const, is_row_wise, reshape_dim_map, shape_of
+from .op_classes import BINARY, UNARY
 from .ops import ATTENTION, joint_sdpa
 
 aten = torch.ops.aten
@@ -63,7 +63,7 @@ def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: se
                 origins.setdefault(node, t)  # the reshape makes the token dim (patchify)
             else:
                 stack.append((node.args[0], d))
-        elif (target in UNARY or target in ROW_WISE) and t != last:
+        elif (target in UNARY or is_row_wise(node)) and t != last:
             stack.append((node.args[0], t))
         elif target in BINARY:
             for operand in node.args[:2]:

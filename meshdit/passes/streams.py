@@ -15,8 +15,8 @@ import torch
 import torch.fx as fx
 
 from .fold import fold_constants
-from ..ir.graph import ModelGraph, calls, emit, finalize, is_const, replace_node, reshape_dim_map, shape_of
-from ..ir.op_classes import BINARY, ROW_WISE, UNARY
+from ..ir.graph import ModelGraph, calls, emit, finalize, is_row_wise, replace_node, reshape_dim_map, shape_of
+from ..ir.op_classes import BINARY, UNARY
 
 aten = torch.ops.aten
 
@@ -86,9 +86,7 @@ def _push(graph, cat: fx.Node, user: fx.Node):
         return emit(graph, aten.cat.default, (new, e), like=user)
     elif target in UNARY and user.args[0] is cat:
         new = [emit(graph, target, (p,) + tuple(user.args[1:]), dict(user.kwargs), like=user) for p in parts]
-    elif (target in ROW_WISE or target is aten.matmul.default and is_const(user.args[1])
-          and len(shape_of(user.args[1])) == 2) and user.args[0] is cat and d != rank - 1:
-        # a linear, or x @ M with a constant matrix (a lookup, RoPE's pair rotation): each row on its own
+    elif is_row_wise(user) and user.args[0] is cat and d != rank - 1:
         new = [emit(graph, target, (p,) + tuple(user.args[1:]), dict(user.kwargs), like=user) for p in parts]
     elif target is aten.constant_pad_nd.default:
         pad = list(user.args[1])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ...ir.graph import is_const, shape_of
+from ...ir.graph import is_row_wise, shape_of
 from ...ir.op_classes import NORMS
 from ..placement import P, R, Shard
 from . import OpOnAxis, replicated, sharding_rule
@@ -63,7 +63,7 @@ def matmul(op: OpOnAxis):
     pair rotation): row-wise, as a linear off the tp axis; a shard of any dim but the last passes through. Products
     of two activations (attention written out by hand) run on whole tensors."""
     x, m = op.args["input"], op.args["other"]
-    if not (is_const(m) and len(shape_of(m)) == 2 and len(shape_of(x)) >= 2):
+    if not (is_row_wise(op.node) and len(shape_of(x)) >= 2):
         return replicated(op)
     hx = op.placement(x)
     keep = hx if isinstance(hx, Shard) and hx.dim != len(shape_of(x)) - 1 else R
