@@ -55,34 +55,21 @@ def test_example_inputs_are_seeded():
     assert not torch.equal(a["hidden_states"], c["hidden_states"])
 
 
-@pytest.mark.parametrize("name", LOWERS_TODAY)
-def test_lowers_at_1x1(name, pcc_log):
-    model = catalog.build(name)
-    inputs = catalog.example_inputs(name, model=model)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = meshdit.lower(model, "1x1", inputs, dtype="fp32", check=True)
-    results = program.pcc_report()
-    for result in results:
-        pcc_log(name, "1x1 fp32 (catalog)", result)
-    assert results and all(r.pcc >= 0.9999 for r in results), [str(r) for r in results]
-
-
 # 2x2 sp2 tp2 cases, one per fix they exercise: Chroma concatenates its streams before RoPE (the cat must sink
 # through the pair-rotation matmuls to reach attention apart); Wan's rank-3 distributed q/k norms and its
 # cross-attention to a shorter prompt
 SHARDED = ["ChromaTransformer2DModel", "WanTransformer3DModel"]
 
 
-@pytest.mark.parametrize("name", SHARDED)
-def test_lowers_at_2x2(name, pcc_log):
+@pytest.mark.parametrize("name, mesh", [(n, "1x1") for n in LOWERS_TODAY] + [(n, "2x2 sp2@0 tp2@1") for n in SHARDED])
+def test_lowers(name, mesh, pcc_log):
     model = catalog.build(name)
     inputs = catalog.example_inputs(name, model=model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = meshdit.lower(model, "2x2 sp2@0 tp2@1", inputs, dtype="fp32", check=True)
+        program = meshdit.lower(model, mesh, inputs, dtype="fp32", check=True)
     results = program.pcc_report()
     for result in results:
-        pcc_log(name, "2x2 sp2@0 tp2@1 fp32 (catalog)", result)
+        pcc_log(name, f"{mesh} fp32 (catalog)", result)
     assert results and all(r.pcc >= 0.9999 for r in results), [str(r) for r in results]
     assert program.coverage()["host"] == {}
