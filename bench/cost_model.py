@@ -47,9 +47,10 @@ WHY_FIT_SET = ("the points whose meshdit programs are closest to TT-DiT's blocks
                "a structural gap: SD3.5 Large on both systems (TT-DiT's residual layout; separate QKV and unfused "
                "GELU remain) pins matmul, collectives and per-op overhead, Mochi-1 on Galaxy (71% of its FLOPs are "
                "attention, HW note section 4) pins "
-               "SDPA. Flux.1-dev is held out on both systems because its RoPE is op by op on tensors whose last dim "
-               "is 2, padded to 32-wide tiles (tt_dit_perf_techniques.md estimated +0.6-1.1 s per step before this "
-               "model existed); Mochi-1 on QuietBox tests the move between systems")
+               "SDPA. Flux.1-dev was held out on both systems because its RoPE ran op by op on tensors whose last "
+               "dim is 2, padded to 32-wide tiles (tt_dit_perf_techniques.md estimated +0.6-1.1 s per step before "
+               "this model existed); since passes/pairs.py that rotation is one matmul per q/k, and Flux stays held "
+               "out, now a test of the fit; Mochi-1 on QuietBox tests the move between systems")
 # the obvious alternative, one point per model, reported for comparison
 ONE_PER_MODEL = [("sd35-large", "4x8"), ("flux1-dev", "2x4"), ("mochi1", "4x8")]
 # TT-DiT's blocks as the research notes describe them (tt_dit_design.md sections 4.3, 4.4, 9.2;
@@ -58,7 +59,8 @@ TT_DIT_BLOCKS = {
     "sd35-large": "joint block: fused QKV per stream, fused GELU in ff1, adaLN folded into 4 distributed LayerNorms; "
                   "CCLs 6 all-gathers + 4 stats all-gathers + 2 reduce-scatters + 1 ring SDPA (last block: 4 + 3 + "
                   "1 + 1); ~60 small ops",
-    "flux1-dev": "double block as SD3.5's, RoPE as x*cos + rotate90(x)*sin (3 ops per q/k); single block: 2 stats "
+    "flux1-dev": "double block as SD3.5's, RoPE as x*cos + rotate90(x)*sin (3 ops per q/k; meshdit: the same with "
+                 "rotate90 as one matmul); single block: 2 stats "
                  "all-gathers + 2 all-gathers + 2 reduce-scatters + 1 ring SDPA, attention out and MLP down in one "
                  "row-parallel matmul",
     "mochi1": "residual replicated over tp: 8 all-gathers (2 modulation, 4 attention, 2 FF) + 2 reduce-scatters + "
