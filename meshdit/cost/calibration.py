@@ -15,8 +15,9 @@ sets it):
     Mochi-1,     Galaxy 4x8, sp8 tp4          400 s / 50 steps   -> 4.000 s per forward (cfg passes run serially)
 
 These are the points whose programs are closest to TT-DiT's blocks; Flux.1-dev's op-by-op RoPE on tile-padded
-pairs was a structural gap the efficiencies must not absorb (it is one matmul per q/k since passes/pairs.py). Flux.1-dev on both systems and Mochi-1 on T3K are held
-out; BENCHMARKS.md has every ratio and the reasons for the misses.
+pairs was a structural gap the efficiencies must not absorb (it is one matmul per q/k since passes/pairs.py).
+Flux.1-dev on both systems and Mochi-1 on T3K are held out; BENCHMARKS.md has every ratio and the reasons for the
+misses.
 SOURCED is the research note's "set A": datasheet and tech-report efficiencies with no per-op overhead, the
 "achievable with good kernels" bound.
 """

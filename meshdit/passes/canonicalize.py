@@ -179,16 +179,19 @@ def _repeat_interleave(graph, node):
     return _reshape(graph, expanded, shape_of(node), node)
 
 
+def _one_hot(graph, positions, size: int, like):
+    """[*positions.shape, size] booleans: (positions[..., None] == arange(size)), the selection every one-hot matmul
+    here is made of (folded to a constant when the positions are)."""
+    rows = emit(graph, aten.arange.default, (size,), {"dtype": positions.meta["val"].dtype}, like=like)
+    return emit(graph, aten.eq.Tensor, (_reshape(graph, positions, shape_of(positions) + [1], like), rows), like=like)
+
+
 def _embedding(graph, node):
     """A table lookup as a one-hot matmul: (indices[..., None] == arange(rows)) @ table, exact (one product per
     output) and on device (the comparison and the matmul have lowerings; ttnn.embedding takes bfloat16 tables
     only). A DiT looks up a class label or a few ids in a small table, so the one-hot stays small."""
     table, indices = node.args[0], node.args[1]
-    rows = shape_of(table)[0]
-    meta = indices.meta["val"]
-    positions = emit(graph, aten.arange.default, (rows,), {"dtype": meta.dtype}, like=node)
-    column = _reshape(graph, indices, shape_of(indices) + [1], node)
-    hits = emit(graph, aten.eq.Tensor, (column, positions), like=node)
+    hits = _one_hot(graph, indices, shape_of(table)[0], node)
     one_hot = emit(graph, aten.to.dtype, (hits, table.meta["val"].dtype), like=node)
     return emit(graph, aten.matmul.default, (one_hot, table), like=node)
 
@@ -304,9 +307,7 @@ def _gather(graph, x, dim, idx, constants, like):
     # output is one product with 1.0, so the gather is exact; the selection folds to a constant
     rank, size = len(shape_of(x)), shape_of(x)[dim]
     perm = [d for d in range(rank) if d != dim] + [dim]
-    rows = emit(graph, aten.arange.default, (size,), {"dtype": value.dtype}, like=like)
-    hits = emit(graph, aten.eq.Tensor, (_reshape(graph, rows, [size, 1], like),
-                                         _reshape(graph, idx, [1, len(values)], like)), like=like)
+    hits = _permute(graph, _one_hot(graph, idx, size, like), [1, 0], like)  # [N, M]: column j picks idx[j]
     selection = emit(graph, aten.to.dtype, (hits, x.meta["val"].dtype), like=like)
     gathered = emit(graph, aten.matmul.default, (_permute(graph, x, perm, like), selection), like=like)
     return _permute(graph, gathered, [perm.index(d) for d in range(rank)], like)
@@ -343,14 +344,10 @@ def _index_put(graph, node, constants):
     if boolean:  # value j goes to the j-th True position: where the running count of Trues is j + 1
         order = emit(graph, aten.cumsum.default, (idx, 0), {"dtype": torch.int64}, like=node)
         order = emit(graph, aten.add.Tensor, (order, -1), like=node)
-        slot = emit(graph, aten.arange.default, (count,), {"dtype": torch.int64}, like=node)
-        hits = emit(graph, aten.eq.Tensor, (_reshape(graph, slot, [count, 1], node),
-                                             _reshape(graph, order, [1, size], node)), like=node)
+        hits = _permute(graph, _one_hot(graph, order, count, node), [1, 0], node)
         hits = emit(graph, aten.logical_and.default, (hits, _reshape(graph, idx, [1, size], node)), like=node)
     else:
-        where_to = emit(graph, aten.arange.default, (size,), {"dtype": value.dtype}, like=node)
-        hits = emit(graph, aten.eq.Tensor, (_reshape(graph, idx, [count, 1], node),
-                                             _reshape(graph, where_to, [1, size], node)), like=node)
+        hits = _one_hot(graph, idx, size, node)
     dtype = x.meta["val"].dtype
     selection = emit(graph, aten.to.dtype, (hits, dtype), like=node)  # [count, size]
     perm = [d for d in range(rank) if d != dim] + [dim]
