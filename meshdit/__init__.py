@@ -5,6 +5,8 @@
     print(program.plan())
     for result in program.pcc_report(): print(result)
 
+    pipe.transformer = meshdit.compile_transformer(pipe.transformer, "2x4 cfg2@1 sp2@0 tp2@1")  # in a pipeline
+
 Stages (each a module with one entry point; data flows one way):
     capture.capture -> passes.run_passes -> sharding (MeshConfig) -> lowering.lower_graph / emit_source
     -> runtime.Program
@@ -90,9 +92,9 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     running on gathered inputs (counted in the plan). check (when weights are real): True computes the torch golden
     on the example inputs, runs the program once on the simulated mesh and raises NumericsError (PCC per output, the
     first block and op that diverge) when an output is below the dtype's PCC threshold; "warn" warns instead;
-    "golden" only keeps the golden for `program.pcc_report()`; False does neither. A return_dict in example_inputs is accepted; the module
-    is always captured with return_dict=False and the program returns its tuple (return_dict=True is not honoured
-    yet). Non-tensor arguments in example_inputs (bools, ints, e.g. num_frames=2) are baked into the program: a call
+    "golden" only keeps the golden for `program.pcc_report()`; False does neither. The module is always captured with
+    return_dict=False; return_dict=True in example_inputs records the module's output class (a forward on fake
+    tensors), which the program then returns by default and on return_dict=True calls. Non-tensor arguments in example_inputs (bools, ints, e.g. num_frames=2) are baked into the program: a call
     must give the same value or omit the argument, else SpecializationError.
     """
     from .lowering import emit_source, lower_graph
@@ -135,6 +137,11 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     specialized = {k: skeleton(v) for k, v in captured.example_inputs.items()
                    if k != "return_dict" and not isinstance(v, torch.Tensor)}
     program = Program(ir, source, graph, plan_text(graph, ir, timings, str(mesh)), specialized)
+    if example_inputs.get("return_dict") is True:
+        from .capture import output_structure
+
+        program.output_structure = output_structure(model, capture_inputs)
+        program.return_dict = True
     if check and not captured.on_meta:
         inputs = pytree.tree_map(lambda v: v.detach().clone() if isinstance(v, torch.Tensor) else v, example_inputs)
         with torch.no_grad():  # the golden has the captured output structure: return_dict=False, as captured
@@ -151,4 +158,7 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
     return program
 
 
-__all__ = ["lower", "capture", "MeshConfig", "MeshditError", "__version__"]
+from .compiled import CompiledTransformer, compile_transformer  # noqa: E402 - uses lower() above
+
+__all__ = ["lower", "compile_transformer", "CompiledTransformer", "capture", "MeshConfig", "MeshditError",
+           "__version__"]

@@ -307,3 +307,38 @@ def _module_paths(module: torch.nn.Module):
     finally:
         for handle in handles:
             handle.remove()
+
+
+# --- the module's return_dict=True output -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OutputStructure:
+    """What a module returns with return_dict=True: its output class and the field each value of its plain tuple
+    fills (a diffusers BaseOutput's tuple is its non-None fields in order)."""
+
+    cls: type
+    fields: tuple
+
+    def wrap(self, values):
+        if len(values) != len(self.fields):
+            raise ValueError(f"{self.cls.__name__} has {len(self.fields)} fields set, the program returned "
+                             f"{len(values)} values")
+        return self.cls(**dict(zip(self.fields, values)))
+
+
+def output_structure(module: torch.nn.Module, example_inputs: dict) -> OutputStructure | None:
+    """The output class a call with return_dict=True gives, found by running forward on fake tensors (shapes only:
+    a few seconds at full size, so only when a return_dict=True output is asked for). None when forward returns
+    the same with return_dict=True as without (a plain tuple, or no return_dict argument)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    inputs = {**example_inputs, "return_dict": True}
+    with torch.no_grad(), FakeTensorMode(allow_non_fake_inputs=True), _meta_safe_autocast(), \
+            _module_state_kept(module):
+        out = module(**inputs)
+    if isinstance(out, (tuple, list, torch.Tensor)) or out is None:
+        return None
+    if not hasattr(out, "to_tuple"):
+        raise CaptureError(f"{type(module).__name__}.forward(return_dict=True) returns a {type(out).__name__}; "
+                           "meshdit rebuilds diffusers/transformers output classes (with to_tuple()) only. Call it "
+                           "with return_dict=False")
+    return OutputStructure(type(out), tuple(out.keys()))

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 import meshdit
 from conftest import lowered, tiny_inputs
 from meshdit import model_zoo
-from meshdit.errors import InputMismatchError, SpecializationError
+from meshdit.errors import ConfigError, InputMismatchError, SpecializationError
 from meshdit.runtime.pcc import pcc
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,7 +140,8 @@ def test_meta_planned_program_owns_its_weights_from_load_weights_on():
 
 def test_return_dict_in_example_inputs():
     """Users pass return_dict=False to diffusers modules, and may pass it to lower() and to the program. Capture always
-    exports with return_dict=False: a return_dict=True at lower() changes nothing the program computes or returns."""
+    exports with return_dict=False: a return_dict=True at lower() changes nothing the program computes, and makes
+    the program return the module's output class (by default and on return_dict=True calls)."""
     from meshdit.capture import capture
 
     model, inputs = model_zoo.build("sd3-tiny"), tiny_inputs("sd3-tiny")
@@ -152,7 +153,11 @@ def test_return_dict_in_example_inputs():
     assert capture(model, {**inputs, "return_dict": True}).example_inputs["return_dict"] is False
     asked_for_dict = _lower(model, "sd3-tiny", example_inputs={**inputs, "return_dict": True})
     assert asked_for_dict.graph.out_spec == program.graph.out_spec
-    assert torch.equal(asked_for_dict(**inputs)[0], program(**inputs)[0])
+    as_dict = asked_for_dict(**inputs)
+    assert type(as_dict).__name__ == "Transformer2DModelOutput" and torch.equal(as_dict.sample, program(**inputs)[0])
+    assert isinstance(asked_for_dict(**inputs, return_dict=False), tuple)
+    with pytest.raises(ConfigError, match="lower it with return_dict=True"):
+        program(**inputs, return_dict=True)  # lowered without: the output class was never looked up
     assert all(r.pcc >= 0.9999 for r in asked_for_dict.pcc_report())
 
 

@@ -1,6 +1,7 @@
 """Stage 5, runtime: a lowered Program, callable like the module, runnable on the simulated mesh or real ttnn.
 
     outputs = program(**kwargs)          # same keywords as the module; returns what the module returns
+    outputs = program(return_dict=True, **kwargs)  # the module's output class (when lower() recorded it)
     outputs = program(trace=True, **kwargs)  # the same, replaying a captured trace per cfg branch (see __call__)
     program.source                       # the emitted Python (the program itself)
     program.save("out/sd3")              # program.py + weights.safetensors (+ inputs / golden when known)
@@ -23,11 +24,13 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
-from ..errors import InputMismatchError, SpecializationError
+from ..errors import ConfigError, InputMismatchError, SpecializationError
 from ..lowering.program_ir import ProgramIR
 from ..ir.graph import ModelGraph
 from . import device, host_ops
 from .pcc import pcc
+
+NOT_RECORDED = object()  # Program.output_structure before lower() has looked
 
 PCC_THRESHOLDS = {"float32": 0.9999, "bfloat16": 0.999, "bfloat8_b": 0.99}
 
@@ -118,6 +121,11 @@ class Program:
         # non-tensor arguments given at lowering (bools, ints, None, ...): export bakes them into the graph, so a call
         # must give the same value or omit the argument (name -> value)
         self.specialized_args = copy.deepcopy(dict(specialized_args or {}))
+        # what a return_dict=True call returns (capture.OutputStructure; None: the plain tuple), recorded by lower()
+        # when it is asked for, since finding it costs a forward on fake tensors; and the return_dict a call that
+        # does not say gets (the one the program was lowered with)
+        self.output_structure = NOT_RECORDED
+        self.return_dict = False
         if not graph.on_meta:
             self._prepare_weights()
 
@@ -161,11 +169,20 @@ class Program:
         calls (the default) run op by op and may be mixed with traced ones. close() releases the traces; new
         weights (load_weights) make the next traced call capture again.
 
-        The program returns what the module returns with return_dict=False (its plain tuple), which is how it was
-        captured. A return_dict keyword is accepted and not honoured yet: return_dict=True, here or at lower(),
-        still gives the tuple, not the module's output dataclass."""
+        Outputs have the module's dtypes. return_dict=False gives the module's plain tuple (as captured);
+        return_dict=True its output class (BaseOutput), which lower() records when its example inputs ask for it;
+        a call without return_dict gets what the lowering's example inputs asked for (the tuple when they did not
+        say)."""
+        return_dict = kwargs.pop("return_dict", self.return_dict)
         flat = self.run_flat(kwargs, backend, trace)
-        return pytree.tree_unflatten(flat, self.graph.out_spec)
+        outputs = pytree.tree_unflatten(flat, self.graph.out_spec)
+        if not return_dict:
+            return outputs
+        if self.output_structure is NOT_RECORDED:
+            raise ConfigError(
+                "return_dict=True: this program does not know the module's output class; lower it with "
+                "return_dict=True in example_inputs (or call with return_dict=False for the plain tuple)")
+        return outputs if self.output_structure is None else self.output_structure.wrap(list(outputs))
 
     def run_flat(self, kwargs: dict, backend: str = "sim", trace: bool = False) -> list:
         if self.weights is None:
@@ -179,7 +196,37 @@ class Program:
         if self._runner.weights is None:
             self._runner.load_weights(self.weights, cache_dir=self.cache_dir, weights_key=self._weights_key())
         outputs = self._runner(inputs, trace=trace)
-        return [torch.from_numpy(np.array(o)) if isinstance(o, np.ndarray) else o for o in outputs]
+        dtypes = self.output_dtypes
+        return [torch.from_numpy(np.array(o)).to(dtypes[i] or torch.float32) if isinstance(o, np.ndarray) else o
+                for i, o in enumerate(outputs)]
+
+    @property
+    def output_dtypes(self) -> list:
+        """The torch dtype of each flat output as the module returns it (None for a non-tensor output)."""
+        values = [getattr(node, "meta", {}).get("val") for node in self.graph.gm.graph.output_node().args[0]]
+        return [v.dtype if isinstance(v, torch.Tensor) else None for v in values]
+
+    def specialization_mismatch(self, kwargs: dict) -> str | None:
+        """Why a call cannot run on this program although its names fit: a non-tensor argument or a static input
+        differs from the value baked in at lowering (None when nothing does). The fix is to lower again."""
+        paths = self.graph.input_paths
+        for name, lowered in self.specialized_args.items():
+            if name in kwargs and not _same_argument(lowered, skeleton(kwargs[name])):
+                return (f"argument '{name}' is specialised: the program was lowered with {_describe(lowered)} but "
+                        f"is given {_describe(skeleton(kwargs[name]))} (non-tensor arguments, and the structure of "
+                        f"structured ones, are baked into the program at lowering); lower again with this '{name}'")
+        for name, baked in self.static_inputs.items():
+            if paths[name][0].key not in kwargs:
+                continue
+            value = torch.as_tensor(self.graph.input_value(name, kwargs)).cpu()
+            # with cfg on the mesh each branch gets its share of the batch; a static input split with it is baked
+            # in once, for every branch
+            shares = value.chunk(self.ir.cfg_factor) if name in self.ir.batched_inputs else [value]
+            if not all(tuple(v.shape) == tuple(baked.shape) and torch.equal(v, baked) for v in shares):
+                return (f"input '{name}' differs from the value this program was specialised on (it is static: "
+                        "a data-dependent op reads it, or it was listed in static_inputs); lower again with this "
+                        "value")
+        return None
 
     def _check_inputs(self, kwargs: dict) -> dict:
         """The host arrays of a call's inputs, by program input name (a structured argument's leaves by their
@@ -194,25 +241,9 @@ class Program:
             raise InputMismatchError(f"program inputs are {sorted(roots - set(self.static_inputs))} (static: "
                                      f"{sorted(self.static_inputs)}; non-tensor, as lowered: "
                                      f"{sorted(self.specialized_args)}); missing {missing}, unexpected {unknown}")
-        for name, lowered in self.specialized_args.items():
-            if name in kwargs and not _same_argument(lowered, skeleton(kwargs[name])):
-                raise SpecializationError(
-                    f"argument '{name}' is specialised: the program was lowered with {_describe(lowered)} but is "
-                    f"given {_describe(skeleton(kwargs[name]))} (non-tensor arguments, and the structure of "
-                    f"structured ones, are baked into the program at lowering); lower again with this '{name}'"
-                )
-        for name, baked in self.static_inputs.items():
-            if paths[name][0].key not in kwargs:
-                continue
-            value = torch.as_tensor(self.graph.input_value(name, kwargs)).cpu()
-            # with cfg on the mesh each branch gets its share of the batch; a static input split with it is baked
-            # in once, for every branch
-            shares = value.chunk(self.ir.cfg_factor) if name in self.ir.batched_inputs else [value]
-            if not all(tuple(v.shape) == tuple(baked.shape) and torch.equal(v, baked) for v in shares):
-                raise SpecializationError(
-                    f"input '{name}' differs from the value this program was specialised on (it is static: "
-                    "a data-dependent op reads it, or it was listed in static_inputs); lower again with this value"
-                )
+        mismatch = self.specialization_mismatch(kwargs)
+        if mismatch:
+            raise SpecializationError(mismatch)
         arrays = {}
         for name, spec in expected.items():
             value = self.graph.input_value(name, kwargs)
