@@ -16,7 +16,7 @@ import torch
 import meshdit.runtime.sim as sim
 from conftest import lowered, tiny_inputs
 from meshdit.runtime import device
-from meshdit.runtime.device import CACHE_ENV, WeightCache, WeightCacheWarning
+from meshdit.runtime.weight_cache import CACHE_ENV, STALE_SECONDS, WeightCache, WeightCacheWarning
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TP2 = "1x2 tp2@1"
@@ -146,7 +146,8 @@ def test_cfg_branches_share_one_conversion_and_one_entry(tmp_path, monkeypatch):
 def key_of(program, arrays=None) -> str:
     module = program.module("sim")
     arrays = program.weights if arrays is None else arrays
-    return WeightCache.for_program("/cache", module, sim, device.weights_digest(arrays, module.WEIGHTS)).path
+    return WeightCache.for_program("/cache", module, device.backend_version(sim),
+                                   device.weights_digest(arrays, module.WEIGHTS)).path
 
 
 def test_key_follows_weights_dtype_and_parallel_config():
@@ -222,7 +223,7 @@ def test_a_leftover_temporary_directory_is_ignored(tmp_path):
     (crashed / "00000.tensorbin").write_bytes(b"partial")
     old = tmp_path / f".tmp-{name}-long-ago"
     old.mkdir()
-    os.utime(old, (time.time() - 2 * device.STALE_SECONDS,) * 2)
+    os.utime(old, (time.time() - 2 * STALE_SECONDS,) * 2)
     cached = runner(program, tmp_path)
     assert cached.load_weights(program.weights).cache_stats["last"] == "miss"  # no rebuild: it is no entry
     assert cached.load_weights(program.weights).cache_stats["last"] == "hit"
@@ -360,7 +361,7 @@ def load(**extra):
         warnings.simplefilter("always")
         runner.load_weights(arrays)
     out = dict(runner.cache_stats, conversions=len(calls),
-               warnings=[str(w.message) for w in caught if issubclass(w.category, rt.WeightCacheWarning)])
+               warnings=[str(w.message) for w in caught if issubclass(w.category, rt._sibling("weight_cache").WeightCacheWarning)])
     entry = runner.cache_stats["entry"]
     manifest = json.load(open(os.path.join(entry, "manifest.json")))
     fresh = os.path.join(cache_dir, "fresh.tensorbin")

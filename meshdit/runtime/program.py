@@ -27,7 +27,7 @@ import torch.utils._pytree as pytree
 from ..errors import ConfigError, InputMismatchError, SpecializationError
 from ..lowering.program_ir import ProgramIR
 from ..ir.graph import ModelGraph
-from . import device, host_ops
+from . import device, host_ops, weight_cache
 from .pcc import pcc
 
 NOT_RECORDED = object()  # Program.output_structure before lower() has looked
@@ -114,7 +114,7 @@ class Program:
         self._backend = None
         self._runner = None  # device.Runner: the open mesh, uploaded weights and configs
         # weight cache directory for device uploads: None takes $MESHDIT_WEIGHT_CACHE (no cache when unset), ""
-        # turns it off; see device.WeightCache
+        # turns it off; see weight_cache.WeightCache
         self.cache_dir = None
         self._weights_digest = None  # the cache key's hash of self.weights, computed once per set of weights
         self.static_inputs = {k: v.clone() for k, v in graph.static_inputs.items()}
@@ -264,7 +264,7 @@ class Program:
     def _weights_key(self):
         """The cache key's hash of the weight values, when a weight cache is configured (hashed once, not per
         upload)."""
-        if device.cache_root(self.cache_dir) is None:
+        if weight_cache.cache_root(self.cache_dir) is None:
             return None
         if self._weights_digest is None:
             self._weights_digest = device.weights_digest(self.weights, self._module.WEIGHTS)
@@ -314,14 +314,15 @@ class Program:
 
     # --- saving -----------------------------------------------------------------------------------------------
     def save_program(self, directory) -> str:
-        """Write program.py and its device runtime (meshdit_device.py, meshdit_host_ops.py) only: no weights, inputs
-        or golden."""
+        """Write program.py and its device runtime (meshdit_device.py, meshdit_host_ops.py, meshdit_weight_cache.py)
+        only: no weights, inputs or golden."""
         os.makedirs(directory, exist_ok=True)
         path = os.path.join(directory, "program.py")
         with open(path, "w") as f:
             f.write(self.source)
-        shutil.copyfile(device.__file__, os.path.join(directory, "meshdit_device.py"))
-        shutil.copyfile(host_ops.__file__, os.path.join(directory, "meshdit_host_ops.py"))
+        for module in (device, host_ops, weight_cache):  # saved names: device.py's _sibling looks for them
+            name = module.__name__.rsplit(".", 1)[-1]
+            shutil.copyfile(module.__file__, os.path.join(directory, f"meshdit_{name}.py"))
         return path
 
     def save(self, directory) -> str:
