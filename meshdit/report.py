@@ -9,7 +9,7 @@ from .lowering.program_ir import COLLECTIVE_OPS, ProgramIR, refs_in
 from .ir.graph import ModelGraph
 
 
-def _mib(n: float) -> str:
+def human_bytes(n: float) -> str:
     """Bytes in the largest unit that keeps the figure at least 1 (B, KiB, MiB, GiB)."""
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= scale:
@@ -78,8 +78,8 @@ def collective_table(ir: ProgramIR) -> list:
         seen_containers.add(container)
         lines.append(f"    {block}: {len(entries)} collectives")
         for (name, axis), nbytes, module in entries:
-            lines.append(f"      {name:16s} axis {axis}  {_mib(nbytes):>12s} per device   {module}")
-    lines.append("    program total: " + ", ".join(f"{name} on axis {axis} x{n} ({_mib(total_bytes[(name, axis)])})"
+            lines.append(f"      {name:16s} axis {axis}  {human_bytes(nbytes):>12s} per device   {module}")
+    lines.append("    program total: " + ", ".join(f"{name} on axis {axis} x{n} ({human_bytes(total_bytes[(name, axis)])})"
                                                 for (name, axis), n in sorted(totals.items())))
     return lines
 
@@ -109,8 +109,8 @@ def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
                                              sorted(cov["device"].items(), key=lambda kv: -kv[1])))
     if n_host:
         lines.append("    host fallback: " + ", ".join(f"{k} x{n}" for k, n in sorted(cov["host"].items())))
-    lines.append(f"  memory per device (tile-padded): weights {_mib(ir.weight_bytes())} in {len(ir.weights)} tensors, "
-                 f"peak activations {_mib(peak_activation_bytes(ir))}")
+    lines.append(f"  memory per device (tile-padded): weights {human_bytes(ir.weight_bytes())} in {len(ir.weights)} tensors, "
+                 f"peak activations {human_bytes(peak_activation_bytes(ir))}")
     plan = mg.sharding
     if plan is not None:
         roles = collections.Counter(plan.linear_roles.values())
