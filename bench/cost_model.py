@@ -113,17 +113,18 @@ def narrow_seconds(ir, system, eff) -> float:
 
 
 def ring_sdpa_use(ir, system) -> str:
-    """q chunk and busy cores of the first ring attention: ttnn's SDPA splits work by (batch, head, q chunk)."""
+    """Chunk sizes and busy cores of the first ring attention: ttnn's SDPA splits work by (batch, head, q chunk)."""
     walk = importlib.import_module("meshdit.cost.estimate")
     ops = importlib.import_module("meshdit.cost.ops")
     ctx = walk.Context(ir, system, calibration.FITTED)
     for op in ir.ops:
         if COLLECTIVE_OPS.get(op.fn) == "ring_joint_sdpa":
             q, jq = ctx.spec(op.args[0]), ctx.spec(op.args[3])
-            rows = q.padded_shape[-2] + jq.padded_shape[-2]
-            busy = ops.sdpa_cores(op, ctx, rows, q)
-            return (f"ring SDPA: {q.shape[1]} heads x {rows} query rows per chip, q chunk {ctx.q_chunk(op)}: "
-                    f"{busy} of {ctx.sdpa_grid_cores(op)} cores busy")
+            lengths = [q.padded_shape[-2], jq.padded_shape[-2] if jq is not None else 0]
+            busy = ops.sdpa_cores(op, ctx, lengths, q)
+            chunks = ctx.chunks(op)
+            return (f"ring SDPA: {q.shape[1]} heads x {sum(lengths)} query rows per chip, q chunk {chunks.q}, "
+                    f"k chunk {chunks.k}: {busy:.0f} of {ctx.sdpa_grid_cores(op)} cores busy on average")
     return "no ring SDPA"
 
 

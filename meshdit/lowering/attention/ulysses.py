@@ -87,13 +87,16 @@ def lower(b: Builder, call: AttentionCall, plan):
     sliced = shards.out_shape[:2] + [logical, shards.out_shape[3]]
     kwargs = scale_kwargs(b, shards.scale)
     joint_out = None
+    heads = shards.out_shape[0] * shards.out_shape[1]
     if call.joint:
-        program = sdpa_program(b, max(logical, shards.joint_shape[2]))
+        length = shards.joint_shape[2]
+        program = sdpa_program(b, "joint", heads, [logical, length], [([logical, length], 1)], shards.out_shape[3])
         out, joint_out = b.call("ttnn.transformer.joint_scaled_dot_product_attention", (q, k, v, *shards.values[3:]),
                                 {"joint_strategy": "rear", "program_config": program, **kwargs},
                                 shapes=[(sliced, call.dtype), (shards.joint_shape, call.dtype)])
     else:
-        out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v), {"is_causal": False, **kwargs},
-                     shapes=(sliced, call.dtype))
+        program = sdpa_program(b, "sdpa", heads, [logical], [([logical], 1)], shards.out_shape[3])
+        out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v),
+                     {"is_causal": False, "program_config": program, **kwargs}, shapes=(sliced, call.dtype))
     out = b.pad_dim(out, sliced, 2, padded, call.dtype)
     return gather_heads(b, call, shards, out, joint_out)
