@@ -133,3 +133,22 @@ def test_the_simulated_sdpa_refuses_what_ttnn_refuses():
         sim_sdpa(64, 80)
     with pytest.raises(RuntimeError, match="beyond max L1 size"):
         sim_sdpa(512, 1024, n=2048, d=128)
+
+
+def lowered(mesh, inputs_batch=1):
+    name = "flux-tiny-tt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return meshdit.lower(model_zoo.build(name), mesh, model_zoo.example_inputs(name, batch=inputs_batch),
+                             dtype="bf16", check=False)
+
+
+@pytest.mark.parametrize("mesh, links", [("4x8 sp4@0 tp8@1", 4), ("2x4 sp2@0 tp4@1", 2)])
+def test_every_ccl_uses_the_links_the_system_has(mesh, links):
+    program = lowered(mesh)
+    ccls = [op for op in program.ir.ops if op.fn in COLLECTIVE_OPS]
+    assert ccls and all(op.kwargs.get("num_links") == links for op in ccls)
+    assert systems.system_for(program.ir.mesh_shape).ccl_links == links
+    # the cost model reads the emitted value: asking for one link is slower
+    one = systems.replace(systems.system_for(program.ir.mesh_shape), links=1)
+    assert program.estimate().totals["collectives"] < program.estimate(one).totals["collectives"]

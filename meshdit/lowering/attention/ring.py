@@ -50,7 +50,7 @@ def ring_attention(b: Builder, call: AttentionCall, axis: int, values: list, sca
     kwargs = {"persistent_output_buffer_k": b.buffer(f"RING_K_{key}", gathered, b.act_dtype),
               "persistent_output_buffer_v": b.buffer(f"RING_V_{key}", gathered, b.act_dtype),
               "joint_strategy": "rear", "logical_n": logical_n, "program_config": program, **scale_kwargs(b, scale),
-              "dim": 2, "multi_device_global_semaphore": b.semaphores("ring", axis), "num_links": 1,
+              "dim": 2, "multi_device_global_semaphore": b.semaphores("ring", axis), "num_links": b.system.ccl_links,
               "cluster_axis": axis, "mesh_device": Code("device"), "topology": Code("ttnn.Topology.Linear"),
               "ccl_core_grid_offset": Code("RING_CCL_OFFSET")}
     out_shape = _out_shape(shapes)

@@ -44,7 +44,7 @@ def scatter_heads(b: Builder, call: AttentionCall, axis: int) -> HeadShards:
     for value, shape in zip(values[:3], local[:3]):
         # [B, H, N/u, D] -> [B, H/u, N, D]: ttnn's all-to-all grows in_dim (tokens) and splits out_dim (heads)
         out.append(b.call("ttnn.experimental.all_to_all_async_generic", (value,),
-                          {"in_dim": 2, "out_dim": 1, "cluster_axis": axis,
+                          {"in_dim": 2, "out_dim": 1, "cluster_axis": axis, "num_links": b.system.ccl_links,
                            "topology": Code("ttnn.Topology.Linear")},
                           shapes=(by_heads(shape), call.dtype)))
     shapes = [by_heads(s) for s in local[:3]]
@@ -68,7 +68,8 @@ def gather_heads(b: Builder, call: AttentionCall, shards: HeadShards, out, joint
             joint_out = b.slice_dim(joint_out, shards.joint_shape, -1, shards.head_dim, call.dtype)
     # [B, H/u, N, D] -> [B, H, N/u, D]: heads gathered, tokens split again
     back = b.call("ttnn.experimental.all_to_all_async_generic", (out,),
-                  {"in_dim": 1, "out_dim": 2, "cluster_axis": shards.axis, "topology": Code("ttnn.Topology.Linear")},
+                  {"in_dim": 1, "out_dim": 2, "cluster_axis": shards.axis, "num_links": b.system.ccl_links,
+                   "topology": Code("ttnn.Topology.Linear")},
                   shapes=(b.local(call.node, 0 if call.joint else None), call.dtype))
     if not call.joint:
         return back, None
