@@ -64,7 +64,8 @@ TT_DIT_BLOCKS = {
                  "all-gathers + 2 all-gathers + 2 reduce-scatters + 1 ring SDPA, attention out and MLP down in one "
                  "row-parallel matmul",
     "mochi1": "residual replicated over tp: 8 all-gathers (2 modulation, 4 attention, 2 FF) + 2 reduce-scatters + "
-              "1 ring SDPA; fused QKV; RoPE in one rotary_embedding_llama per q/k; SDPA q chunk 128 (meshdit: 64 at sp8)",
+              "1 ring SDPA; fused QKV; RoPE in one rotary_embedding_llama per q/k; SDPA q/k chunks 128/512 (128/256 at "
+              "sp8)",
 }
 
 
@@ -113,17 +114,18 @@ def narrow_seconds(ir, system, eff) -> float:
 
 
 def ring_sdpa_use(ir, system) -> str:
-    """q chunk and busy cores of the first ring attention: ttnn's SDPA splits work by (batch, head, q chunk)."""
+    """Chunk sizes and busy cores of the first ring attention: ttnn's SDPA splits work by (batch, head, q chunk)."""
     walk = importlib.import_module("meshdit.cost.estimate")
     ops = importlib.import_module("meshdit.cost.ops")
     ctx = walk.Context(ir, system, calibration.FITTED)
     for op in ir.ops:
         if COLLECTIVE_OPS.get(op.fn) == "ring_joint_sdpa":
             q, jq = ctx.spec(op.args[0]), ctx.spec(op.args[3])
-            rows = q.padded_shape[-2] + jq.padded_shape[-2]
-            busy = ops.sdpa_cores(op, ctx, rows, q)
-            return (f"ring SDPA: {q.shape[1]} heads x {rows} query rows per chip, q chunk {ctx.q_chunk(op)}: "
-                    f"{busy} of {ctx.sdpa_grid_cores(op)} cores busy")
+            lengths = [q.padded_shape[-2], jq.padded_shape[-2] if jq is not None else 0]
+            busy = ops.sdpa_cores(op, ctx, lengths, q)
+            chunks = ctx.chunks(op)
+            return (f"ring SDPA: {q.shape[1]} heads x {sum(lengths)} query rows per chip, q chunk {chunks.q}, "
+                    f"k chunk {chunks.k}: {busy:.0f} of {ctx.sdpa_grid_cores(op)} cores busy on average")
     return "no ring SDPA"
 
 
@@ -138,7 +140,7 @@ def misses(rows) -> list:
                      f"diffusers RoPE on [..., d/2, 2] pairs, each padded to a 32-wide tile) take "
                      f"{r['narrow'] / est.seconds:.0%} of the modelled time; TT-DiT applies RoPE in one to three ops "
                      f"per q/k. Without them the ratio is {(est.seconds - r['narrow']) / r['published']:.2f}. "
-                     f"{ring_sdpa_use(r['ir'], r['system'])} (TT-DiT: q chunk 128 for Flux and Mochi). "
+                     f"{ring_sdpa_use(r['ir'], r['system'])} (TT-DiT: q/k chunks 128/512 for Flux and Mochi). "
                      f"Dispatch overhead is {est.totals['dispatch'] / est.seconds:.0%} ({est.device_ops} device ops; "
                      "TT-DiT fuses QKV, bias and activation into fewer). The model predicts meshdit's program, and "
                      "these are places where meshdit's program does more work than TT-DiT's; whether the rest of "
@@ -210,8 +212,8 @@ def report(rows, fitted, alternative, alt_errors) -> str:
              "throttle 33% where TT_MM_THROTTLE_PERF=5 was set). Per forward: Mochi-1's published step is two "
              "serial forwards (cfg passes), SD3.5's cfg halves run side by side. \"sourced\": the research note's "
              "datasheet efficiencies (matmul 0.6, SDPA 0.45, no per-op overhead). \"as emitted\": meshdit's own run "
-             "settings (worker dispatch 8x7 grid, num_links=1 on every CCL), fitted efficiencies. \"narrow-tensor "
-             "ops\": modelled share of ops whose largest tensor has a last dim of at most 8 (a quarter of a tile or less: the "
+             "settings (worker dispatch 8x7 grid, every CCL on all the links the system has: 2 on T3K, 4 on "
+             "Galaxy), fitted efficiencies. \"narrow-tensor ops\": modelled share of ops whose largest tensor has a last dim of at most 8 (a quarter of a tile or less: the "
              "diffusers RoPE on [..., d/2, 2] pairs, which TT-DiT does in 1-3 ops per q/k), and the ratio with them "
              "taken out (not a fitted figure: it says how much of a miss that structural gap explains).",
              "",

@@ -110,17 +110,22 @@ def test_links_per_neighbour_are_the_systems():
     assert override.seconds == pytest.approx(four.seconds)
 
 
-def ring_attention_program(n, heads=8, prompt=64, ring=4):
+RING_PROGRAM = ("ttnn.SDPAProgramConfig(compute_with_storage_grid_size=ttnn.CoreCoord(DEVICE_GRID.x, DEVICE_GRID.y - 1), "
+                "q_chunk_size={}, k_chunk_size={}, exp_approx_mode=False)")
+
+
+def ring_attention_program(n, heads=8, prompt=64, ring=4, chunks=(256, 512)):
     b = Builder((1, heads, n, 64), mesh=(1, ring))
+    b.ir.configs["RING_PROGRAM"] = RING_PROGRAM.format(*chunks)
     j = b.op("ttnn.reshape", (Ref("x"), [1, heads, n, 64]), (1, heads, prompt, 64))
     b.op("ttnn.transformer.ring_joint_scaled_dot_product_attention", (Ref("x"), Ref("x"), Ref("x"), j, j, j),
          (1, heads, n, 64), {"cluster_axis": 1, "topology": LINEAR, "num_links": 1,
-                             "compute_kernel_config": Code("HiFi2")})
+                             "compute_kernel_config": Code("HiFi2"), "program_config": Code("RING_PROGRAM")})
     return b
 
 
 def ring_attention(n, ring=4):
-    return modelled(ring_attention_program(n, ring=ring))
+    return modelled(ring_attention_program(n, ring=ring, chunks=(256, 512) if n >= 512 else (32, 32)))
 
 
 def test_ring_attention_is_the_slower_of_local_attention_and_the_kv_exchange():
@@ -130,7 +135,8 @@ def test_ring_attention_is_the_slower_of_local_attention_and_the_kv_exchange():
     assert long.totals["collectives"] == pytest.approx(fit.fixed_s)
     # short ones: each ring step waits for its K/V chunk
     assert short.totals["collectives"] > 2 * short.totals["attention"]
-    assert long.flops == pytest.approx(4 * 8 * (8192 + 64) * (4 * 8192 + 64) * 64)
+    # the kernel computes whole chunks: the 64 prompt queries fill a 256-row q chunk, its 64 keys a 512-key k chunk
+    assert long.flops == pytest.approx(4 * 8 * (8192 + 256) * (4 * 8192 + 512) * 64)
 
 
 def test_system_follows_the_mesh_unless_named():

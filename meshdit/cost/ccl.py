@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 
-from ..lowering.program_ir import COLLECTIVE_OPS, Code, Op
-from .ops import Context, OpCost, attention_flops, compute_rate, dram_time, sdpa_cores, traffic
+from ..lowering.program_ir import BYTES_PER_ELEMENT, COLLECTIVE_OPS, Code, Op
+from .ops import Context, OpCost, attention_flops, attention_pass, dram_time, traffic, volume
 from .systems import CCL_FITS
 
 # The generic form for a collective without its own fit (all_to_all): link efficiency of a line collective, 94% of
@@ -81,15 +81,19 @@ def ring_joint_sdpa_cost(op: Op, ctx: Context) -> OpCost:
     q, k, v = (ctx.spec(a) for a in op.args[:3])  # this device's image tokens: [B, H, n, d]
     jq, jk = ctx.spec(op.args[3]), ctx.spec(op.args[4])  # the prompt's, the same on every device: [B, H, L, d]
     ring = axis_size(op, ctx)
-    # queries of this device against one K/V chunk of the ring, and against the prompt's K/V once
-    step_flops = attention_flops(q, k) + attention_flops(jq, k)
-    joint_flops = attention_flops(q, jk) + attention_flops(jq, jk)
-    flops = ring * step_flops + joint_flops
-    logical = (ring * (attention_flops(q, k, False) + attention_flops(jq, k, False))
-               + attention_flops(q, jk, False) + attention_flops(jq, jk, False))
-    q_rows = q.padded_shape[-2] + jq.padded_shape[-2]
-    rate = compute_rate(ctx, ctx.fidelity(op), sdpa_cores(op, ctx, q_rows, q), ctx.eff.sdpa)
-    step_compute, joint_compute = step_flops / rate, joint_flops / rate
+    # queries of this device (image and prompt) against one K/V chunk of the ring, and against the prompt's K/V once
+    prompt_q, prompt_k = (jq.padded_shape[-2], jk.padded_shape[-2]) if jq is not None else (0, 0)
+    q_lengths = [q.padded_shape[-2], prompt_q]
+    args = (ctx.system, ctx.eff, ctx.fidelity(op), volume(q.padded_shape[:-2]))
+    rest = (q.padded_shape[-1], ctx.chunks(op), ctx.sdpa_grid_cores(op), BYTES_PER_ELEMENT[k.dtype])
+    step = attention_pass(*args, q_lengths, [k.padded_shape[-2]], *rest)
+    joint = attention_pass(*args, q_lengths, [prompt_k], *rest)
+    flops = ring * step.flops + joint.flops
+    logical = ring * attention_flops(q, k, False)
+    if jq is not None:
+        logical += ring * attention_flops(jq, k, False) + attention_flops(q, jk, False) + attention_flops(jq, jk, False)
+    # each step's compute, or its K/V re-reads per q chunk when those take longer
+    step_compute, joint_compute = step.seconds(0.0, ctx.system), joint.seconds(0.0, ctx.system)
     # K and V of one ring step cross one hop (on both directions of a line, as a line all-gather does)
     chunk = k.nbytes + v.nbytes
     fit = CCL_FITS[("all_gather", topology(op))]
@@ -101,5 +105,6 @@ def ring_joint_sdpa_cost(op: Op, ctx: Context) -> OpCost:
     moved, waste = traffic(ctx.tensors_read(op) + ctx.outputs(op))
     moved += (ring - 1) * chunk  # the other devices' K/V chunks are read from the persistent buffers
     total = max(total, dram_time(ctx, moved))
+    moved += ring * step.kv_reread_bytes + joint.kv_reread_bytes  # already in each step's time
     return OpCost({"attention": compute, "collectives": total - compute}, flops, moved, (ring - 1) * chunk,
                   flops - logical, waste)

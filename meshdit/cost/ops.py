@@ -5,7 +5,9 @@ dtypes; whichever is slower is the op's time. The per-op dispatch overhead is ad
 op. Collectives and ring attention are in ccl.py.
 
     matmul (ttnn.linear, ttnn.matmul)  2 * out elements * K FLOPs, on min(grid, output tiles) cores
-    SDPA (plain, joint)                4 * B * H * Sq * Sk * d FLOPs (QK^T and PV), on its program config's grid
+    SDPA (plain, joint)                4 * B * H * Sq * Sk * d FLOPs (QK^T and PV) over whole q/k chunks, on the
+                                       cores its (batch, head, q chunk) items keep busy (ir/sdpa.py), against
+                                       DRAM traffic with K and V read once per q chunk
     everything else                    bytes read + written / DRAM bandwidth (a reshape that keeps the tiled
                                        last two dims is a view: no device work)
 """
@@ -16,7 +18,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from ..ir.tiles import TILE
+from ..ir import sdpa as sdpa_facts
+from ..ir.tiles import TILE, tile_up
 from ..lowering.program_ir import BYTES_PER_ELEMENT, Code, Op, ProgramIR, Ref, TensorSpec, WeightRef, leaves
 from .calibration import Efficiency
 from .systems import System
@@ -70,8 +73,7 @@ class Context:
         config = op.kwargs.get("compute_kernel_config")
         text = self.ir.configs.get(config.text, "") if isinstance(config, Code) else ""
         if text not in self._fidelity:
-            found = re.search(r"MathFidelity\.(\w+)", text)
-            self._fidelity[text] = found.group(1) if found else DEFAULT_FIDELITY
+            self._fidelity[text] = fidelity_of(text)
         return self._fidelity[text]
 
     def config_text(self, op: Op, key: str) -> str:
@@ -88,9 +90,21 @@ class Context:
             return (gx - int(found.group(1) or 0)) * (gy - int(found.group(2) or 0))
         return gx * gy
 
+    def chunks(self, op: Op) -> sdpa_facts.Chunks:
+        """The SDPA program config's q/k chunk sizes (ttnn's default without one)."""
+        text = self.config_text(op, "program_config")
+        q, k = re.search(r"q_chunk_size=(\d+)", text), re.search(r"k_chunk_size=(\d+)", text)
+        return sdpa_facts.Chunks(int(q.group(1)) if q else sdpa_facts.DEFAULT_CHUNK,
+                                 int(k.group(1)) if k else sdpa_facts.DEFAULT_CHUNK)
+
     def q_chunk(self, op: Op) -> int:
-        found = re.search(r"q_chunk_size=(\d+)", self.config_text(op, "program_config"))
-        return int(found.group(1)) if found else TILE
+        return self.chunks(op).q
+
+
+def fidelity_of(config_text: str) -> str:
+    """The math fidelity a compute kernel config's text names (ttnn's default without one)."""
+    found = re.search(r"MathFidelity\.(\w+)", config_text)
+    return found.group(1) if found else DEFAULT_FIDELITY
 
 
 def volume(shape) -> int:
@@ -138,28 +152,54 @@ def attention_flops(q: TensorSpec, k: TensorSpec, padded: bool = True) -> float:
     return 4.0 * volume(qs[:-2]) * qs[-2] * ks[-2] * qs[-1]
 
 
-def sdpa_cores(op: Op, ctx: Context, q_rows: int, q: TensorSpec) -> int:
-    """SDPA splits work by (batch, head, q chunk): fewer items than cores leave cores idle."""
-    items = volume(q.padded_shape[:-2]) * math.ceil(q_rows / ctx.q_chunk(op))
-    return max(1, min(ctx.sdpa_grid_cores(op), items))
+def sdpa_cores(op: Op, ctx: Context, q_lengths, q: TensorSpec) -> float:
+    """Cores an SDPA op keeps busy on average: it splits work by (batch, head, q chunk) (ir/sdpa.py)."""
+    return sdpa_facts.busy_cores(volume(q.padded_shape[:-2]), q_lengths, ctx.q_chunk(op), ctx.sdpa_grid_cores(op))
+
+
+@dataclass
+class AttentionPass:
+    """One SDPA pass: every query of q_lengths against every key of k_lengths, per (batch, head)."""
+
+    compute_s: float  # the FLOPs on the busy cores
+    flops: float  # over whole q and k chunks (the kernel computes a chunk's padded tail and masks it)
+    kv_reread_bytes: float  # K and V read again for every q chunk after a head's first
+
+    def seconds(self, other_bytes: float, system: System) -> float:
+        return max(self.compute_s, (other_bytes + self.kv_reread_bytes) / system.chip.dram_effective_bytes_per_s)
+
+
+def attention_pass(system: System, eff: Efficiency, fidelity: str, batch_heads: int, q_lengths, k_lengths,
+                   head_dim: int, chunks: sdpa_facts.Chunks, cores: int, element_bytes: float = 2.0) -> AttentionPass:
+    """The cost model's SDPA term, shared by the ops here, ring attention (ccl.py) and lowering's choice of chunk
+    sizes (lowering/attention/common.py). Each core runs its (batch, head, q chunk) items one after another and
+    streams the head's K and V from DRAM for every q chunk: small q chunks keep more cores busy but read K/V more
+    often, large ones leave cores idle when there are few heads."""
+    d = tile_up(head_dim)
+    q_rows, k_rows = sdpa_facts.padded_rows(q_lengths, chunks.q), sdpa_facts.padded_rows(k_lengths, chunks.k)
+    flops = 4.0 * batch_heads * q_rows * k_rows * d
+    busy = sdpa_facts.busy_cores(batch_heads, q_lengths, chunks.q, cores)
+    compute = flops / (busy * system.chip.peak_flops_per_core(fidelity) * eff.sdpa)
+    extra_passes = sdpa_facts.q_chunks(q_lengths, chunks.q) - 1
+    kv = 2.0 * batch_heads * extra_passes * sum(n for n in k_lengths if n) * d * element_bytes
+    return AttentionPass(compute, flops, kv)
 
 
 def sdpa_cost(op: Op, ctx: Context) -> OpCost:
     q, k = ctx.spec(op.args[0]), ctx.spec(op.args[1])
-    flops, logical = attention_flops(q, k), attention_flops(q, k, padded=False)
-    q_rows = q.padded_shape[-2]
+    logical = attention_flops(q, k, padded=False)
+    q_lengths, k_lengths = [q.padded_shape[-2]], [k.padded_shape[-2]]
     if op.fn.endswith("joint_scaled_dot_product_attention"):  # the prompt stream joins queries and keys
         jq, jk = ctx.spec(op.args[3]), ctx.spec(op.args[4])
-        q_rows += jq.padded_shape[-2]
-        flops = 4.0 * volume(q.padded_shape[:-2]) * q_rows * (k.padded_shape[-2] + jk.padded_shape[-2]) \
-            * q.padded_shape[-1]
+        q_lengths.append(jq.padded_shape[-2])
+        k_lengths.append(jk.padded_shape[-2])
         logical = 4.0 * volume(q.shape[:-2]) * (q.shape[-2] + jq.shape[-2]) * (k.shape[-2] + jk.shape[-2]) \
             * q.shape[-1]
-    cores = sdpa_cores(op, ctx, q_rows, q)
+    step = attention_pass(ctx.system, ctx.eff, ctx.fidelity(op), volume(q.padded_shape[:-2]), q_lengths, k_lengths,
+                          q.padded_shape[-1], ctx.chunks(op), ctx.sdpa_grid_cores(op), BYTES_PER_ELEMENT[k.dtype])
     moved, waste = traffic(ctx.tensors_read(op) + ctx.outputs(op))
-    rate = compute_rate(ctx, ctx.fidelity(op), cores, ctx.eff.sdpa)
-    seconds = max(flops / rate, dram_time(ctx, moved))
-    return OpCost({"attention": seconds}, flops, moved, 0.0, flops - logical, waste)
+    seconds = step.seconds(moved, ctx.system)
+    return OpCost({"attention": seconds}, step.flops, moved + step.kv_reread_bytes, 0.0, step.flops - logical, waste)
 
 
 def is_view(op: Op, ctx: Context) -> bool:

@@ -108,6 +108,14 @@ class System:
     def cores(self) -> int:
         return self.grid[0] * self.grid[1]
 
+    @property
+    def ccl_links(self) -> int:
+        """The num_links meshdit's programs give every CCL on this system: every ethernet link to a neighbour (4 on
+        Galaxy, as TT-DiT runs it; 2 on T3K, where TT-DiT uses 1 with dispatch on ethernet cores while meshdit
+        dispatches on worker cores). ttnn refuses more ("Requested link index 2 is out of bounds. 2 ethernet
+        channels available", tt_metal/fabric/fabric.cpp:163, seen on the mocked T3K; 4 on the mocked Galaxy)."""
+        return max(1, self.links_per_neighbour)
+
     def links_for(self, op_links: int | None) -> int:
         wanted = self.links if self.links is not None else (op_links or 1)
         return max(1, min(wanted, self.links_per_neighbour))

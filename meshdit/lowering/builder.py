@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.fx as fx
 
+from ..cost.systems import system_for
 from ..errors import node_location
 from ..ir.graph import ModelGraph, is_const
 from ..sharding.decisions import NodeSharding
@@ -45,11 +46,14 @@ def module_stack(node: fx.Node) -> list:
 
 
 class Builder:
-    def __init__(self, mg: ModelGraph, act_dtype: str, weight_dtype: str, mesh_axes: MeshAxes, fp32: set):
+    def __init__(self, mg: ModelGraph, act_dtype: str, weight_dtype: str, mesh_axes: MeshAxes, fp32: set,
+                 whole_mesh: tuple | None = None):
         self.mg = mg
         self.plan = mg.sharding  # None on one device
         self.mesh_axes = mesh_axes
         self.mesh_shape = tuple(mesh_axes.shape)
+        # the system the whole mesh implies (cost/systems.py): its ethernet links per CCL and its compute grid
+        self.system = system_for(tuple(whole_mesh or self.mesh_shape))
         self.seq_axes = mesh_axes.seq_axes
         self.fp32 = fp32
         self.act_dtype = act_dtype

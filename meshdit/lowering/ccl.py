@@ -5,6 +5,9 @@ Each async CCL synchronises through global semaphores; the program's semaphore m
 CCLManager does, so a CCL never waits on a semaphore the previous one may still be resetting. All-gathers write
 into persistent output buffers assigned after lowering (lowering/buffers.py).
 
+Every CCL uses all the ethernet links to a neighbour the system has (Builder.system: cost/systems.py, the one
+home of that fact; the cost model reads the emitted num_links back).
+
 Sequence shards are pieces of a sequence zero-padded at its end (sharding/placement.py MeshAxes): a cut pads the
 piece first, and the last gather of a sequence is cut back to the logical tokens.
 """
@@ -23,15 +26,15 @@ LINEAR = Code("ttnn.Topology.Linear")
 
 def all_gather_async(b: Builder, value, dim: int, axis: int, shapes=None, dtype=None):
     kwargs = {"dim": dim, "cluster_axis": axis, "mesh_device": Code("device"), "topology": LINEAR,
-              "multi_device_global_semaphore": b.semaphores("all_gather", axis), "num_links": 1,
+              "multi_device_global_semaphore": b.semaphores("all_gather", axis), "num_links": b.system.ccl_links,
               "barrier_semaphore": b.semaphores("barrier", axis)}
     return b.call("ttnn.experimental.all_gather_async", (value,), kwargs, shapes=shapes, dtype=dtype)
 
 
 def reduce_scatter_async(b: Builder, value, dim: int, axis: int):
     kwargs = {"dim": dim, "multi_device_global_semaphore": b.semaphores("reduce_scatter", axis),
-              "barrier_semaphore": b.semaphores("barrier", axis), "num_links": 1, "cluster_axis": axis,
-              "topology": LINEAR}
+              "barrier_semaphore": b.semaphores("barrier", axis), "num_links": b.system.ccl_links,
+              "cluster_axis": axis, "topology": LINEAR}
     return b.call("ttnn.experimental.reduce_scatter_minimal_async", (value,), kwargs)
 
 
@@ -40,7 +43,7 @@ def all_reduce_async(b: Builder, value, axis: int):
               "barrier_semaphores": b.semaphores("all_reduce_barriers", axis),
               "rs_global_semaphores": b.semaphores("reduce_scatter", axis),
               "ag_global_semaphores": b.semaphores("all_gather", axis),
-              "math_op": Code("ttnn.ReduceType.Sum"), "topology": LINEAR, "num_links": 1}
+              "math_op": Code("ttnn.ReduceType.Sum"), "topology": LINEAR, "num_links": b.system.ccl_links}
     return b.call("ttnn.experimental.all_reduce_async", (value,), kwargs)
 
 

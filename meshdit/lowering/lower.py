@@ -98,7 +98,7 @@ def lower_graph(mg: ModelGraph, mesh: MeshConfig | None = None, act_dtype="float
     mesh_axes = mg.sharding.mesh_axes if mg.sharding is not None else MeshAxes(tuple(mesh.shape))
     weight_dtype = weight_dtype or act_dtype
     b = Builder(mg, act_dtype, weight_dtype, mesh_axes,
-                float32_region(mg) if act_dtype != "float32" else set())
+                float32_region(mg) if act_dtype != "float32" else set(), whole_mesh=tuple(mesh.shape))
     inputs, outputs = [], []
     for node in mg.gm.graph.nodes:
         b.node = node

@@ -11,9 +11,12 @@ from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs, sdpa
 
 
 def lower(b: Builder, call: AttentionCall, plan):
-    n, length = b.local(call.main[0])[-2], b.local(call.joint[0])[-2]
+    q, length = b.local(call.main[0]), b.local(call.joint[0])[-2]
+    keys, joint_keys = b.local(call.main[1])[-2], b.local(call.joint[1])[-2]
     values, scale, head_dim = pad_head_dim(b, call, [b.arg(t) for t in call.operands])
-    kwargs = {"joint_strategy": "rear", "program_config": sdpa_program(b, max(n, length)), **scale_kwargs(b, scale)}
+    # image and prompt queries against image and prompt keys, in one pass
+    program = sdpa_program(b, "joint", q[0] * q[1], [q[2], length], [([keys, joint_keys], 1)], call.head_dim)
+    kwargs = {"joint_strategy": "rear", "program_config": program, **scale_kwargs(b, scale)}
     if head_dim is None:
         return b.call("ttnn.transformer.joint_scaled_dot_product_attention", tuple(values), kwargs)
     shapes = [head_padded(b.local(call.node, i), head_dim) for i in range(2)]

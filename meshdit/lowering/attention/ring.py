@@ -39,16 +39,21 @@ def ring_attention(b: Builder, call: AttentionCall, axis: int, values: list, sca
     key = "X".join(str(d) for d in gathered)
     b.config("RING_CCL_OFFSET", "ttnn.CoreCoord(0, DEVICE_GRID.y - 1)")
     # The gathered K/V (and the buffers) hold the padded sequence; logical_n (the graph's token count) masks keys
-    # at positions >= N, so padding never enters a softmax. Chunks divide the per-device length.
+    # at positions >= N, so padding never enters a softmax.
+    logical_n = call.main[1].meta["val"].shape[2]
+    joint_len = shapes[3][2] if joint else 0
+    # every ring step runs this device's queries (image and prompt) over one device's keys; the prompt's keys join
+    # once; the kernel masks what the local keys, the prompt and logical_n leave of a last k chunk
+    program = sdpa_program(b, "ring", q_local[0] * q_local[1], [q_local[2], joint_len],
+                           [([k_local[2]], ring), ([joint_len], 1)], q_local[3],
+                           l1_k_lengths=[k_local[2], joint_len, logical_n])
     kwargs = {"persistent_output_buffer_k": b.buffer(f"RING_K_{key}", gathered, b.act_dtype),
               "persistent_output_buffer_v": b.buffer(f"RING_V_{key}", gathered, b.act_dtype),
-              "joint_strategy": "rear", "logical_n": call.main[1].meta["val"].shape[2],
-              "program_config": sdpa_program(b, k_local[2], ring=True), **scale_kwargs(b, scale),
-              "dim": 2, "multi_device_global_semaphore": b.semaphores("ring", axis), "num_links": 1,
+              "joint_strategy": "rear", "logical_n": logical_n, "program_config": program, **scale_kwargs(b, scale),
+              "dim": 2, "multi_device_global_semaphore": b.semaphores("ring", axis), "num_links": b.system.ccl_links,
               "cluster_axis": axis, "mesh_device": Code("device"), "topology": Code("ttnn.Topology.Linear"),
               "ccl_core_grid_offset": Code("RING_CCL_OFFSET")}
     out_shape = _out_shape(shapes)
-    joint_len = shapes[3][2] if joint else 0
     lse_shape = q_local[:2] + [q_local[2] + joint_len, 1]
     operands = tuple(values) if joint else tuple(values) + (None, None, None)
     return b.call("ttnn.transformer.ring_joint_scaled_dot_product_attention", operands, kwargs,

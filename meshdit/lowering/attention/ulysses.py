@@ -44,7 +44,7 @@ def scatter_heads(b: Builder, call: AttentionCall, axis: int) -> HeadShards:
     for value, shape in zip(values[:3], local[:3]):
         # [B, H, N/u, D] -> [B, H/u, N, D]: ttnn's all-to-all grows in_dim (tokens) and splits out_dim (heads)
         out.append(b.call("ttnn.experimental.all_to_all_async_generic", (value,),
-                          {"in_dim": 2, "out_dim": 1, "cluster_axis": axis,
+                          {"in_dim": 2, "out_dim": 1, "cluster_axis": axis, "num_links": b.system.ccl_links,
                            "topology": Code("ttnn.Topology.Linear")},
                           shapes=(by_heads(shape), call.dtype)))
     shapes = [by_heads(s) for s in local[:3]]
@@ -68,7 +68,8 @@ def gather_heads(b: Builder, call: AttentionCall, shards: HeadShards, out, joint
             joint_out = b.slice_dim(joint_out, shards.joint_shape, -1, shards.head_dim, call.dtype)
     # [B, H/u, N, D] -> [B, H, N/u, D]: heads gathered, tokens split again
     back = b.call("ttnn.experimental.all_to_all_async_generic", (out,),
-                  {"in_dim": 1, "out_dim": 2, "cluster_axis": shards.axis, "topology": Code("ttnn.Topology.Linear")},
+                  {"in_dim": 1, "out_dim": 2, "cluster_axis": shards.axis, "num_links": b.system.ccl_links,
+                   "topology": Code("ttnn.Topology.Linear")},
                   shapes=(b.local(call.node, 0 if call.joint else None), call.dtype))
     if not call.joint:
         return back, None
@@ -87,13 +88,16 @@ def lower(b: Builder, call: AttentionCall, plan):
     sliced = shards.out_shape[:2] + [logical, shards.out_shape[3]]
     kwargs = scale_kwargs(b, shards.scale)
     joint_out = None
+    heads = shards.out_shape[0] * shards.out_shape[1]
     if call.joint:
-        program = sdpa_program(b, max(logical, shards.joint_shape[2]))
+        length = shards.joint_shape[2]
+        program = sdpa_program(b, "joint", heads, [logical, length], [([logical, length], 1)], shards.out_shape[3])
         out, joint_out = b.call("ttnn.transformer.joint_scaled_dot_product_attention", (q, k, v, *shards.values[3:]),
                                 {"joint_strategy": "rear", "program_config": program, **kwargs},
                                 shapes=[(sliced, call.dtype), (shards.joint_shape, call.dtype)])
     else:
-        out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v), {"is_causal": False, **kwargs},
-                     shapes=(sliced, call.dtype))
+        program = sdpa_program(b, "sdpa", heads, [logical], [([logical], 1)], shards.out_shape[3])
+        out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v),
+                     {"is_causal": False, "program_config": program, **kwargs}, shapes=(sliced, call.dtype))
     out = b.pad_dim(out, sliced, 2, padded, call.dtype)
     return gather_heads(b, call, shards, out, joint_out)

@@ -13,6 +13,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from ...ir import sdpa as sdpa_facts
 from ..numerics import round_to
 from .registry import sim_op
 from .tensor import _check_device, _f, _map, _out, float32
@@ -25,6 +26,20 @@ def _check_dtypes(*tensors):
         if t is not None and t.dtype.name not in ("bfloat16", "bfloat8_b", "bfloat4_b"):
             raise RuntimeError(f"TT_FATAL (simulated) @ sdpa_device_operation: input_tensor->dtype() == "
                                f"DataType::BFLOAT16 || BFLOAT8_B || BFLOAT4_B (got {t.dtype.name})")
+
+
+def _check_program(kind, program_config, q, q_lengths, k_lengths):
+    """What ttnn refuses of a program config's chunk sizes for these shapes (ir/sdpa.py: chunks that are not whole
+    tiles, circular buffers beyond L1). Without a config the kernels use 32 x 32 chunks on the whole grid."""
+    if program_config is None:
+        chunks, grid = sdpa_facts.Chunks(), q.device().GRID
+    else:
+        chunks = sdpa_facts.Chunks(program_config.q_chunk_size, program_config.k_chunk_size)
+        grid = program_config.compute_with_storage_grid_size
+    cores, shape = grid.x * grid.y, q.padded_shape
+    why = sdpa_facts.refusal(kind, chunks, shape[-1], shape[0] * shape[1], q_lengths, k_lengths, cores)
+    if why is not None:
+        raise RuntimeError(f"TT_FATAL (simulated) @ {kind} SDPA: {why}")
 
 
 def _attention(q, k, v, mask=None, scale=None, causal=False):
@@ -43,6 +58,8 @@ def _scaled_dot_product_attention(input_tensor_q, input_tensor_k, input_tensor_v
                                   is_causal=True, scale=None, memory_config=None, program_config=None,
                                   compute_kernel_config=None, **_):
     _check_dtypes(input_tensor_q, input_tensor_k, input_tensor_v, attn_mask)
+    _check_program("sdpa", program_config, input_tensor_q, [input_tensor_q.padded_shape[-2]],
+                   [input_tensor_k.padded_shape[-2]])
     if attn_mask is not None:
         _check_mask(attn_mask, input_tensor_q, input_tensor_k, program_config)
     inputs = (input_tensor_q, input_tensor_k, input_tensor_v) + ((attn_mask,) if attn_mask is not None else ())
@@ -78,6 +95,9 @@ def _joint_scaled_dot_product_attention(input_tensor_q, input_tensor_k, input_te
         raise TypeError("joint_scaled_dot_product_attention(): program_config is required")
     _check_dtypes(input_tensor_q, input_tensor_k, input_tensor_v, joint_tensor_q, joint_tensor_k, joint_tensor_v)
     _check_device(input_tensor_q, joint_tensor_q)
+    _check_program("joint", program_config, input_tensor_q,
+                   [t.padded_shape[-2] for t in (input_tensor_q, joint_tensor_q)],
+                   [t.padded_shape[-2] for t in (input_tensor_k, joint_tensor_k)])
     n = input_tensor_q.shape[-2]
     outs, joint_outs = [], []
     for i in range(len(input_tensor_q.shards)):
@@ -113,6 +133,9 @@ def _ring_joint_scaled_dot_product_attention(
             f"{input_tensor_k.padded_shape[-2]})")
     _check_device(input_tensor_q)
     has_joint = joint_tensor_q is not None
+    joint_len = joint_tensor_q.padded_shape[-2] if has_joint else 0
+    _check_program("ring", program_config, input_tensor_q, [input_tensor_q.padded_shape[-2], joint_len],
+                   [input_tensor_k.padded_shape[-2], joint_len, logical_n])
     n_dev = len(input_tensor_q.shards)
     outs, joint_outs, lses = [None] * n_dev, [None] * n_dev, [None] * n_dev
     k_buf, v_buf = [None] * n_dev, [None] * n_dev
