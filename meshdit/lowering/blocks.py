@@ -17,6 +17,7 @@ instance so that the first block looks like the others.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ class BlockCall:
     outputs: list  # program tensor names bound to the kind's outputs
 
 
+@functools.lru_cache(maxsize=None)  # a few hundred module paths, asked about once per op and pass
 def instance_of(module: str) -> str | None:
     """'transformer_blocks.3' for 'transformer_blocks.3.attn.to_q': the first numbered child on the path."""
     parts = module.split(".")
@@ -57,18 +59,23 @@ def find_blocks(ir: ProgramIR) -> None:
     instances = _instances(ir)
     containers = Counter(path.rsplit(".", 1)[0] for path in instances)
     candidates = [p for p in instances if containers[p.rsplit(".", 1)[0]] >= 2]
+    # the op order changes only where an instance is not yet contiguous or shares values: the index is rebuilt
+    # after such a move, not once per instance (which made block finding quadratic in the op count)
     for path in candidates:
-        _make_contiguous(ir, path)
+        if _make_contiguous(ir, path, instances.get(path, [])):
+            instances = _instances(ir)
     shared_by = _readers_by_instance(ir)
     for path in candidates:
-        _hoist_shared(ir, path, shared_by)
-    spans = _spans(ir)
+        if _hoist_shared(ir, path, shared_by, _spans(instances).get(path)):
+            instances = _instances(ir)
+    spans = _spans(instances)
+    last_use = ir.last_uses()
     signatures, forms = {}, {}
     for path in candidates:
         span = spans.get(path)
         if span is None:
             continue
-        form = _local_form(ir, path, *span)
+        form = _local_form(ir, path, *span, last_use)
         signatures[path] = form.signature
         forms[path] = form
     by_container: dict = {}
@@ -105,10 +112,10 @@ def _instances(ir: ProgramIR) -> dict:
     return out
 
 
-def _spans(ir: ProgramIR) -> dict:
-    """Instance path -> (start, end) when its ops are contiguous."""
+def _spans(instances: dict) -> dict:
+    """Instance path -> (start, end) when its ops (`_instances`) are contiguous."""
     spans = {}
-    for path, indices in _instances(ir).items():
+    for path, indices in instances.items():
         if indices[-1] - indices[0] + 1 == len(indices):
             spans[path] = (indices[0], indices[-1] + 1)
     return spans
@@ -118,19 +125,19 @@ def _reads(op: Op) -> set:
     return set(refs_in(op.args)) | set(refs_in(op.kwargs))
 
 
-def _make_contiguous(ir: ProgramIR, path: str) -> None:
-    """Move the other ops interleaved with an instance's ops out of its span (before it when they do not depend on
-    it, after it otherwise), keeping every op after the ops it reads. Leaves the order alone when that fails."""
-    indices = _instances(ir).get(path, [])
+def _make_contiguous(ir: ProgramIR, path: str, indices: list) -> bool:
+    """Move the other ops interleaved with an instance's ops (at `indices`) out of its span (before it when they do
+    not depend on it, after it otherwise), keeping every op after the ops it reads. Leaves the order alone when that
+    fails. Whether ops moved."""
     if not indices or indices[-1] - indices[0] + 1 == len(indices):
-        return
+        return False
     lo, hi = indices[0], indices[-1] + 1
     inside, before, after = [], [], []
     made_inside, made_after = set(), set()
     for op in ir.ops[lo:hi]:
         if instance_of(op.module) == path:
             if _reads(op) & made_after:
-                return  # an instance op reads an op that must follow the instance
+                return False  # an instance op reads an op that must follow the instance
             inside.append(op)
             made_inside.update(op.outputs)
         elif _reads(op) & (made_inside | made_after):
@@ -139,6 +146,7 @@ def _make_contiguous(ir: ProgramIR, path: str) -> None:
         else:
             before.append(op)
     ir.ops[lo:hi] = before + inside + after
+    return True
 
 
 def _readers_by_instance(ir: ProgramIR) -> dict:
@@ -151,12 +159,12 @@ def _readers_by_instance(ir: ProgramIR) -> dict:
     return readers
 
 
-def _hoist_shared(ir: ProgramIR, path: str, readers: dict) -> None:
-    """Move in front of the instance the ops whose values other instances of the same container read and that use
-    none of the instance's own weights (values shared by CSE), with the ops of the instance they need."""
-    span = _spans(ir).get(path)
+def _hoist_shared(ir: ProgramIR, path: str, readers: dict, span) -> bool:
+    """Move in front of the instance (at ops[span]) the ops whose values other instances of the same container read
+    and that use none of the instance's own weights (values shared by CSE), with the ops of the instance they need.
+    Whether ops moved."""
     if span is None:
-        return
+        return False
     start, end = span
     container, prefix = path.rsplit(".", 1)[0], path + "."
     body = ir.ops[start:end]
@@ -183,6 +191,7 @@ def _hoist_shared(ir: ProgramIR, path: str, readers: dict) -> None:
         ir.ops[start:end] = moved + kept
         for op in moved:
             op.module = container  # now part of the program around the blocks
+    return bool(hoist)
 
 
 def _weights_in(op: Op) -> list:
@@ -201,7 +210,7 @@ class _LocalForm:
     signature: tuple
 
 
-def _local_form(ir: ProgramIR, path: str, start: int, end: int) -> _LocalForm:
+def _local_form(ir: ProgramIR, path: str, start: int, end: int, last_use: dict) -> _LocalForm:
     prefix = path + "."
     local: dict = {}  # program tensor name (or "w:" + weight name) -> local name
     params, args, order = [], [], []
@@ -245,11 +254,10 @@ def _local_form(ir: ProgramIR, path: str, start: int, end: int) -> _LocalForm:
         weights = tuple((w[len(prefix):], ir.weights[w].spec.shape, ir.weights[w].spec.dtype, ir.weights[w].placements,
                          str(ir.weights[w].transform)) for w in _weights_in(op) if w.startswith(prefix))
         signature.append((op.fn, repr(new_args), repr(new_kwargs), specs, weights, module))
-    read_after = set(refs_in(ir.outputs))
-    for op in ir.ops[end:]:
-        read_after |= _reads(op)
+    program_outputs = set(refs_in(ir.outputs))
     flat = {local[name]: name for op in ir.ops[start:end] for name in op.outputs}
-    outputs = [local[name] for op in ir.ops[start:end] for name in op.outputs if name in read_after]
+    outputs = [local[name] for op in ir.ops[start:end] for name in op.outputs
+               if name in program_outputs or last_use.get(name, -1) >= end]  # read after the instance
     specs = tuple((p, ir.tensors[a.name].shape if isinstance(a, Ref) and a.name in ir.tensors else None)
                   for p, a in zip(params, args))
     return _LocalForm(params, args, ops, outputs, flat, order, (tuple(signature), specs))
