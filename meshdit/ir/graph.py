@@ -92,6 +92,7 @@ class ModelGraph:
         for node in self.placeholders():
             key = node.meta["key"]
             args.append(self.input_value(key, inputs) if node.meta["kind"] == "input" else consts[key])
+        self.gm.recompile()  # passes rewrite the graph without regenerating its code (finalize)
         with torch.no_grad():
             flat = self.gm(*args)
         return pytree.tree_unflatten(list(flat), self.out_spec)
@@ -174,12 +175,12 @@ def replace_node(node: fx.Node, replacement) -> None:
 
 
 def finalize(mg: ModelGraph) -> None:
-    """Drop dead nodes and recompile after a rewrite."""
+    """Drop dead nodes after a rewrite. The GraphModule's Python code is regenerated only where it runs (run()):
+    recompiling after every pass cost seconds at full size and nothing else reads the code."""
     graph = mg.gm.graph
     for node in reversed(list(graph.nodes)):
         if node.op == "call_function" and not node.users:
             graph.erase_node(node)
-    mg.gm.recompile()
 
 
 _SIGNATURES: dict = {}
