@@ -405,6 +405,35 @@ def test_rotary_pair_maps_become_matmuls(pcc_log):
         assert result.pcc >= 0.9999
 
 
+class _InterleavedRotary(torch.nn.Module):
+    """Mochi's RoPE: even and odd channels rotated separately (strided slices times tables), then interleaved back
+    with stack(-1) + flatten: two inputs joined in one narrow region."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = torch.nn.Linear(64, 64)
+
+    def forward(self, x, cos, sin):
+        q = self.q(x).reshape(1, 16, 2, 32)
+        even, odd = q[..., 0::2], q[..., 1::2]
+        rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+        return rotated.transpose(1, 2)
+
+
+def test_interleaved_rotary_joins_two_inputs_in_one_matmul(pcc_log):
+    inputs = {"x": torch.randn(1, 16, 64), "cos": torch.randn(16, 2, 16), "sin": torch.randn(16, 2, 16)}
+    graph = run_passes(capture(_InterleavedRotary().eval(), inputs), verify_inputs=inputs)
+    narrow = [n.name for n in graph.op_nodes() if n.meta["val"].dim() and n.meta["val"].shape[-1] < 16]
+    assert not narrow
+    assert sum(n.target is torch.ops.aten.matmul.default for n in graph.op_nodes()) == 1
+    import meshdit
+
+    program = meshdit.lower(_InterleavedRotary().eval(), "1x2 tp2@1", inputs)
+    for result in program.pcc_report():
+        pcc_log("interleaved rotary as one matmul", "1x2 tp2@1", result)
+        assert result.pcc >= 0.9999
+
+
 class _SlidingWindowFlex(torch.nn.Module):
     """flex_attention with a block mask from a mask function (a sliding window), as AnyFlow-FAR builds its causal
     chunk mask."""

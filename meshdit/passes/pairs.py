@@ -10,6 +10,11 @@ only carried along), so it equals x @ M for the [d_in, d_out] matrix M it makes 
     M       = the region applied to eye(d_in) (L replaced by d_in rows), folded to a constant
     y       = matmul(x, M)                                                  (exact: M holds 0 and +-scale)
 
+A region may join several such inputs x_1..x_k (same leading dims) in a concatenation: Mochi's RoPE computes the
+rotated even and odd halves separately and interleaves them back with stack(-1) + flatten. The map is then linear
+in all of them together, so y = cat(x_1..x_k, -1) @ M, M the region applied to the identity split into column
+blocks, one per input.
+
 TT-DiT does the same with ttnn's rotary op and its 32x32 transformation matrix. Nothing here knows about RoPE: any
 such region is rewritten.
 """
@@ -71,22 +76,51 @@ def _clone(graph, node: fx.Node, env: dict, n: int):
     return emit(graph, t, (env[a[0]],) + tuple(a[1:]), like=node)  # neg, mul by a scalar
 
 
+def _narrowing(node, lead: list | None = None) -> fx.Node | None:
+    """The tensor a reshape splits into narrow pieces along its last dim, keeping the leading dims (`lead`, by
+    default the tensor's own), if `node` is such a reshape of a floating tensor no wider than MAX_WIDTH; else None."""
+    if not isinstance(node, fx.Node) or node.op != "call_function" or node.target is not aten.reshape.default:
+        return None
+    x = node.args[0]
+    if not isinstance(x, fx.Node) or not isinstance(x.meta.get("val"), torch.Tensor):
+        return None
+    lead = shape_of(x)[:-1] if lead is None else lead
+    shape, n = shape_of(node), len(lead)
+    if shape_of(x)[:-1] != lead or len(shape) <= n + 1 or shape[:n] != lead or shape[-1] >= TILE or \
+            shape_of(x)[-1] > MAX_WIDTH or not x.meta["val"].dtype.is_floating_point:
+        return None
+    return x
+
+
 def _region(x: fx.Node, start: fx.Node):
-    """The region from x's narrowing reshape `start`, and its outputs; None when it is not closed."""
+    """The region from x's narrowing reshape `start`, its inputs (x and the tensors whose narrowing reshapes a
+    concatenation in it joins), and its outputs; None when it is not closed."""
     lead = shape_of(x)[:-1]
-    region, order, frontier = {x}, [], [start]
+    sources, region, order, frontier = [x], {x}, [], [start]
     while frontier:
         node = frontier.pop(0)
-        if node in region or not _joins(node, lead, region):
+        if node in region:
+            continue
+        if node.op == "call_function" and node.target is aten.cat.default:
+            for part in node.args[0]:  # another input entering through its own narrowing reshape
+                other = _narrowing(part, lead) if part not in region else None
+                if other is not None and other.meta["val"].dtype == x.meta["val"].dtype:
+                    if other not in region:
+                        sources.append(other)
+                        region.add(other)
+                    region.add(part)
+                    order.append(part)
+                    frontier.extend(part.users)
+        if not _joins(node, lead, region):
             continue
         region.add(node)
         order.append(node)
         frontier.extend(node.users)
-    region.discard(x)
+    region.difference_update(sources)
     outputs = [r for r in order if any(u not in region for u in r.users)]
     if not outputs or any(len(shape_of(r)) != len(lead) + 1 for r in outputs):
         return None  # a narrow intermediate is read outside the region
-    return order, outputs
+    return sources, order, outputs
 
 
 def pair_maps_as_matmuls(mg: ModelGraph) -> int:
@@ -95,31 +129,32 @@ def pair_maps_as_matmuls(mg: ModelGraph) -> int:
     position = {node: i for i, node in enumerate(graph.nodes)}
     done, rewritten = set(), 0
     for start in list(graph.nodes):
-        if start in done or start.op != "call_function" or start.target is not aten.reshape.default:
-            continue
-        x = start.args[0]
-        if not isinstance(x, fx.Node) or not isinstance(x.meta.get("val"), torch.Tensor):
-            continue
-        lead, shape = shape_of(x)[:-1], shape_of(start)
-        if len(shape) <= len(lead) + 1 or shape[:len(lead)] != lead or shape[-1] >= TILE or \
-                shape_of(x)[-1] > MAX_WIDTH or not x.meta["val"].dtype.is_floating_point:
-            continue  # not a split of x's last dim into narrow pieces
+        x = _narrowing(start) if start not in done else None
+        if x is None:
+            continue  # not a split of a last dim into narrow pieces
         found = _region(x, start)
         if found is None:
             continue
-        order, outputs = found
+        sources, order, outputs = found
         order.sort(key=position.__getitem__)
         done.update(order)
+        widths = [shape_of(s)[-1] for s in sources]
         with graph.inserting_before(min(outputs, key=position.__getitem__)):
-            basis = emit(graph, aten.eye.default, (shape_of(x)[-1],), {"dtype": x.meta["val"].dtype}, like=start)
-            env = {x: basis}
+            # one basis row per input channel of every source: the region maps it to its row of M
+            basis = emit(graph, aten.eye.default, (sum(widths),), {"dtype": x.meta["val"].dtype}, like=start)
+            env, offset = {}, 0
+            for source, width in zip(sources, widths):
+                env[source] = emit(graph, aten.slice.Tensor, (basis, 1, offset, offset + width), like=start) \
+                    if len(sources) > 1 else basis
+                offset += width
             for node in order:
-                env[node] = _clone(graph, node, env, len(lead))
+                env[node] = _clone(graph, node, env, len(shape_of(x)) - 1)
+            joined = emit(graph, aten.cat.default, (list(sources), -1), like=start) if len(sources) > 1 else x
             for out in outputs:
                 if shape_of(out)[-1] > MAX_WIDTH:
                     continue
-                matrix = env[out]  # [d_in, d_out]: the region applied to the identity
-                out.replace_all_uses_with(emit(graph, aten.matmul.default, (x, matrix), like=out))
+                matrix = env[out]  # [sum of input widths, d_out]: the region applied to the identity
+                out.replace_all_uses_with(emit(graph, aten.matmul.default, (joined, matrix), like=out))
                 rewritten += 1
     if rewritten:
         finalize(mg)
