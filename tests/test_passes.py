@@ -484,3 +484,20 @@ def test_a_size_one_dim_keeps_its_place_through_a_reshape():
     assert reshape_dim_map((1, 1, 64), (1, 1, 4, 16), 0) == 0
     assert reshape_dim_map((2, 8, 64), (2, 8, 4, 16), 1) == 1 and reshape_dim_map((2, 8, 64), (16, 64), 1) is None
 
+
+def test_adaln_modulation_through_an_unsqueeze():
+    """silu(emb) -> linear -> [:, None] -> chunk(6, -1) (Motif's adaLN) is an adaLN modulation like SD3's: its linear
+    is column-parallel under tp (its output gathered), not a whole weight on every device."""
+    class Modulated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(16, 6 * 32)
+
+        def forward(self, x, emb):
+            a, b, c, d, e, f = self.linear(torch.nn.functional.silu(emb)).unsqueeze(1).chunk(6, dim=-1)
+            y = torch.nn.functional.layer_norm(x, (32,)) * (1 + a) + b
+            return (y * c + d * e + f,)
+
+    inputs = {"x": torch.randn(1, 8, 32), "emb": torch.randn(1, 16)}
+    graph = run_passes(capture(Modulated().eval(), inputs), verify_inputs=inputs)
+    assert [p.info["chunks"] for p in graph.patterns if p.kind == "adaln_modulation"] == [6]

@@ -9,7 +9,7 @@ Rewrites (each keeps the graph's value):
 Annotations (recorded in ModelGraph.patterns, used by the plan and by sharding):
   linear                     every aten.linear
   mlp                        linear -> activation (gelu, gelu-tanh, silu, swiglu/geglu gate) -> linear
-  adaln_modulation           silu(c) -> linear -> split into shift/scale/gate chunks
+  adaln_modulation           silu(c) -> linear [-> reshape] -> split into shift/scale/gate chunks
   modulate                   norm(x) * (1 + scale) [+ shift]
   attention / joint_attention  the sdpa node with the linears producing its q, k, v
 """
@@ -278,8 +278,9 @@ def annotate(mg: ModelGraph) -> list:
         for lin in silu.users:
             if lin.target is not aten.linear.default:
                 continue
-            chunks = [u for u in lin.users if u.target is aten.slice.Tensor]
-            if len(chunks) >= 2 and len(chunks) == len(lin.users):
+            out = _through(lin)  # a reshape between the linear and its chunks: emb[:, None].chunk(6, -1)
+            chunks = [u for u in out.users if u.target is aten.slice.Tensor]
+            if len(chunks) >= 2 and len(chunks) == len(out.users):
                 found.append(Pattern("adaln_modulation", {"silu": silu.name, "linear": lin.name},
                                      {"chunks": len(chunks)}))
     for mul in calls(graph, aten.mul.Tensor):
