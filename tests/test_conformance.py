@@ -1,7 +1,7 @@
 """Conformance: emitted programs run on the real ttnn 0.81.1 (mock-cluster mode, Python 3.12 environment).
 
-Tiny SD3, Flux and Mochi (head dims a multiple of the 32-wide tile, as ttnn's attention kernels need) on a mocked
-N150 (1x1), T3K (2x4) and Galaxy (4x8), in the seeds' parallel configs, bf16 activations with bfp8 weights as
+Tiny SD3, Flux, Mochi and Motif (head dims a multiple of the 32-wide tile, as ttnn's attention kernels need) on a
+mocked N150 (1x1), T3K (2x4) and Galaxy (4x8), in the seeds' parallel configs, bf16 activations with bfp8 weights as
 TT-DiT runs them. Every op call must be accepted by real ttnn; the real allocator's figures are printed. The mock
 computes no values (the simulated mesh checks PCC), and trace capture crashes in mock mode, so these runs are
 untraced: the printed summary says so.
@@ -26,7 +26,8 @@ from conftest import CONFORMANCE_LOG
 
 pytestmark = pytest.mark.slow
 
-CASES = [(name, mesh) for name in ("sd3-tiny-tt", "flux-tiny-tt", "mochi-tiny-tt") for mesh in ("1x1", "2x4", "4x8")]
+CASES = [(name, mesh) for name in ("sd3-tiny-tt", "flux-tiny-tt", "mochi-tiny-tt", "motif-tiny-tt")
+         for mesh in ("1x1", "2x4", "4x8")]
 
 
 def _lower_seed_config(name: str, mesh_key: str, inputs: dict | None = None, check=False):

@@ -61,3 +61,31 @@ def test_sd35_large_sharded_plans(mesh_shape):
     assert gib < 12  # bf16 weights per device fit one Wormhole chip's 12 GB DRAM with room for activations
     if mesh.tp.factor == 4:
         assert any("38 heads padded to 40" in note for note in program.graph.notes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mesh_shape", ["2x4", "4x8"])
+def test_motif_image_6b_seed_configs_plan_and_fit(mesh_shape):
+    """Motif-Image-6B (model_zoo/motif.py: 30 joint blocks, 5.9e9 parameters, 1024x1024) in the Motif seed's configs
+    (2x4 cfg2 sp2 tp2, 4x8 cfg2 sp4 tp4), bf16 on meta: the 4096 image tokens are sharded from the patch embedding
+    (the 4 register tokens ride with the 334 prompt tokens), and weights plus peak activations fit one chip."""
+    from meshdit.report import peak_activation_bytes
+
+    mesh = model_zoo.seed_mesh("motif-image-6b", mesh_shape)
+    model = meta_model("motif-image-6b")  # one module for both configs: they share one export (conftest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model, mesh, model_zoo.example_inputs("motif-image-6b", device="meta", batch=2),
+                                dtype="bf16")
+    plan = program.plan()
+    print(f"\n{plan}")
+    assert "mmdit_blocks x30" in plan and program.coverage()["host"] == {}
+    assert program.coverage()["device"]["ttnn.transformer.ring_joint_scaled_dot_product_attention"] == 30
+    nodes = {node.name: node for node in program.graph.gm.graph.nodes}
+    assert [nodes[name].meta["val"].shape[dim] for name, dim in program.graph.sharding.sp_origins] == [4096]
+    weights, peak = program.ir.weight_bytes(), peak_activation_bytes(program.ir)
+    print(f"motif-image-6b {mesh}: weights {weights / 2**30:.2f} GiB + peak activations {peak / 2**30:.2f} GiB "
+          "per chip")
+    assert weights + peak < 11.99 * 2**30  # one Wormhole chip's DRAM as ttnn's allocator reports it (12 banks)
+    if mesh.tp.factor == 4:
+        assert any("30 heads padded to 32" in note for note in program.graph.notes)

@@ -461,3 +461,72 @@ def test_flex_attention_becomes_sdpa_with_its_dense_mask(mesh, pcc_log):
     for result in program.pcc_report():
         pcc_log("flex attention (sliding window)", mesh, result)
         assert result.pcc >= 0.9999
+
+
+class RegistersBeforeImage(torch.nn.Module):
+    """Learned register tokens concatenated in front of the image tokens, then joint attention with the prompt and a
+    one-token stream behind it (Motif-Image's layout, in miniature), two blocks deep."""
+
+    def __init__(self):
+        super().__init__()
+        self.registers = torch.nn.Parameter(torch.randn(1, 4, 32))
+        self.patch = torch.nn.Linear(8, 32)
+        self.qkv = torch.nn.ModuleList(torch.nn.Linear(32, 96) for _ in range(2))
+        self.qkv_c = torch.nn.ModuleList(torch.nn.Linear(32, 96) for _ in range(2))
+
+    def forward(self, x, prompt, token):
+        image = torch.cat([self.registers.expand(x.shape[0], -1, -1), self.patch(x)], dim=1)
+        c = torch.cat([prompt, token[:, None]], dim=1)
+        for qkv, qkv_c in zip(self.qkv, self.qkv_c):
+            q, k, v = (t.unflatten(-1, (2, 16)).transpose(1, 2) for t in qkv(image).chunk(3, -1))
+            q_c, k_c, v_c = (t.unflatten(-1, (2, 16)).transpose(1, 2) for t in qkv_c(c).chunk(3, -1))
+            out = torch.nn.functional.scaled_dot_product_attention(
+                torch.cat([q, q_c], 2), torch.cat([k, k_c], 2), torch.cat([v, v_c], 2)).transpose(1, 2).flatten(2)
+            image, c = image + out[:, :image.shape[1]], c + out[:, image.shape[1]:]
+        return (image[:, 4:],)
+
+
+def test_learned_tokens_in_front_of_the_image_join_the_joint_stream():
+    """The register tokens hold no image tokens: each joint attention's main stream is the 64 image tokens alone (the
+    learned 4 go with the prompt and the one-token stream), in every block, so sequence parallelism shards the image
+    from its projection on; the value is unchanged (run_passes verifies every pass)."""
+    import meshdit
+
+    torch.manual_seed(0)
+    model = RegistersBeforeImage().eval()
+    inputs = {"x": torch.randn(1, 64, 8), "prompt": torch.randn(1, 11, 32), "token": torch.randn(1, 32)}
+    graph = run_passes(capture(model, inputs), verify_inputs=inputs)
+    joint = [n for n in graph.op_nodes() if n.target is ops.joint_sdpa]
+    assert [(n.args[0].meta["val"].shape[-2], n.args[3].meta["val"].shape[-2]) for n in joint] == [(64, 16)] * 2
+    program = meshdit.lower(model, "1x2 sp2@1", inputs)
+    assert program.pcc_report()[0].pcc >= 0.9999
+    origins = program.graph.sharding.sp_origins
+    nodes = {node.name: node for node in program.graph.gm.graph.nodes}
+    assert [nodes[name].meta["val"].shape[dim] for name, dim in origins] == [64]
+
+
+def test_a_size_one_dim_keeps_its_place_through_a_reshape():
+    """[1, 1, 64] -> [1, 1, 4, 16] (a one-token stream of batch 1): dim 1 maps to dim 1, not to the batch dim."""
+    from meshdit.ir.graph import reshape_dim_map
+
+    assert reshape_dim_map((1, 1, 64), (1, 1, 4, 16), 1) == 1
+    assert reshape_dim_map((1, 1, 64), (1, 1, 4, 16), 0) == 0
+    assert reshape_dim_map((2, 8, 64), (2, 8, 4, 16), 1) == 1 and reshape_dim_map((2, 8, 64), (16, 64), 1) is None
+
+
+def test_adaln_modulation_through_an_unsqueeze():
+    """silu(emb) -> linear -> [:, None] -> chunk(6, -1) (Motif's adaLN) is an adaLN modulation like SD3's: its linear
+    is column-parallel under tp (its output gathered), not a whole weight on every device."""
+    class Modulated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(16, 6 * 32)
+
+        def forward(self, x, emb):
+            a, b, c, d, e, f = self.linear(torch.nn.functional.silu(emb)).unsqueeze(1).chunk(6, dim=-1)
+            y = torch.nn.functional.layer_norm(x, (32,)) * (1 + a) + b
+            return (y * c + d * e + f,)
+
+    inputs = {"x": torch.randn(1, 8, 32), "emb": torch.randn(1, 16)}
+    graph = run_passes(capture(Modulated().eval(), inputs), verify_inputs=inputs)
+    assert [p.info["chunks"] for p in graph.patterns if p.kind == "adaln_modulation"] == [6]

@@ -188,14 +188,16 @@ def reshape_dim_map(src_shape, dst_shape, d):
     """Dim of a reshape's output that carries input dim d unchanged (same size, same products of the dims
     before and after it), or None when the reshape splits or merges d."""
     before, after = math.prod(src_shape[:d]), math.prod(src_shape[d + 1:])
-    prefix = 1
+    prefix, found = 1, []
     for e, size in enumerate(dst_shape):
         if prefix == before and size == src_shape[d] and math.prod(dst_shape[e + 1:]) == after:
-            return e
+            found.append(e)
         prefix *= size
         if prefix > before:
-            return None
-    return None
+            break
+    # a dim of size 1 fits wherever other size-1 dims sit ([1, 1, 64] -> [1, 1, 4, 16]: a one-token stream of
+    # batch 1); it stays at its own index when that is one of the places
+    return (d if d in found else found[0]) if found else None
 
 
 def replace_node(node: fx.Node, replacement) -> None:

@@ -30,16 +30,18 @@ aten = torch.ops.aten
 def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: set | None = None,
                   through_slices: bool = False) -> dict:
     """{origin node: its token dim} for the token dim `dim` of `node` (see the module docstring). A slice of the
-    token dim keeps a subset of the same tokens: with `through_slices` the walk goes on through it (to tell where
-    tokens come from); without, the slice is the origin (where sequence parallelism shards)."""
+    token dim keeps a subset of the same tokens, a cat along it joins tokens of several origins: with
+    `through_slices` the walk goes on through both, following which positions it is tracing (to tell where tokens
+    come from: register tokens sliced back out of an attention over [registers, image, prompt] come from the
+    registers, not from the image); without, the slice or cat is the origin (where sequence parallelism shards)."""
     origins = {} if origins is None else origins
     seen = set() if seen is None else seen
-    stack = [(node, dim)]
+    stack = [(node, dim, None)]  # (node, token dim, (lo, hi) of the positions traced there, None = all)
     while stack:
-        node, t = stack.pop()
-        if (node, t) in seen or is_const(node):
+        node, t, span = stack.pop()
+        if (node, t, span) in seen or is_const(node):
             continue
-        seen.add((node, t))
+        seen.add((node, t, span))
         if node.op == "placeholder":
             origins[node] = t
             continue
@@ -49,35 +51,58 @@ def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: se
             # an attention output's tokens are its queries' tokens (a joint attention's second output: the joint ones)
             attention = node.args[0]
             stack.append((attention.args[3] if attention.target is joint_sdpa and node.args[1] == 1 else
-                          attention.args[0], t))
+                          attention.args[0], t, span))
             continue
         if target is aten.scaled_dot_product_attention.default:
-            stack.append((node.args[0], t))
+            stack.append((node.args[0], t, span))
             continue
         last = len(shape) - 1
         if target is aten.permute.default:
-            stack.append((node.args[0], list(node.args[1])[t]))
+            stack.append((node.args[0], list(node.args[1])[t], span))
         elif target is aten.reshape.default:
             d = reshape_dim_map(shape, shape_of(node.args[0]), t)
             if d is None:
                 origins.setdefault(node, t)  # the reshape makes the token dim (patchify)
             else:
-                stack.append((node.args[0], d))
+                stack.append((node.args[0], d, span))
         elif (target in UNARY or is_row_wise(node)) and t != last:
-            stack.append((node.args[0], t))
+            stack.append((node.args[0], t, span))
         elif target in BINARY:
             for operand in node.args[:2]:
                 if isinstance(operand, fx.Node):
                     od = t - (len(shape) - len(shape_of(operand)))
                     if od >= 0 and shape_of(operand)[od] == shape[t]:  # broadcast operands carry no tokens
-                        stack.append((operand, od))
-        elif target is aten.slice.Tensor and (through_slices or node.args[1] % len(shape) != t):
-            stack.append((node.args[0], t))
+                        stack.append((operand, od, span))
+        elif target is aten.slice.Tensor and node.args[1] % len(shape) != t:
+            stack.append((node.args[0], t, span))
+        elif target is aten.slice.Tensor and through_slices:
+            stack.append((node.args[0], t, _sliced_span(node, span)))
         elif target is aten.cat.default and (node.args[1] if len(node.args) > 1 else 0) % len(shape) != t:
-            stack.extend((part, t) for part in node.args[0])
+            stack.extend((part, t, span) for part in node.args[0])
+        elif target is aten.cat.default and through_slices:
+            lo, hi = span or (0, shape[t])
+            start = 0
+            for part in node.args[0]:
+                size = shape_of(part)[t]
+                if start < hi and lo < start + size:
+                    stack.append((part, t, (max(lo, start) - start, min(hi, start + size) - start)))
+                start += size
         else:
             origins.setdefault(node, t)
     return origins
+
+
+def _sliced_span(node: fx.Node, span):
+    """The positions of a slice's input that positions `span` of its output (None: all of them) come from."""
+    size = shape_of(node)[node.args[1] % len(shape_of(node))]
+    length = shape_of(node.args[0])[node.args[1] % len(shape_of(node))]
+    start = node.args[2] if len(node.args) > 2 and node.args[2] is not None else 0
+    step = node.args[4] if len(node.args) > 4 else 1
+    start = max(0, start + length if start < 0 else start)
+    if step != 1:
+        return None  # strided: every position of the input may be traced (conservative)
+    lo, hi = span or (0, size)
+    return (start + lo, start + hi)
 
 
 def latent_input(mg: ModelGraph) -> fx.Node | None:

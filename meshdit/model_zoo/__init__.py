@@ -1,8 +1,9 @@
 """Model zoo: the only place in meshdit that knows model names.
 
-Each entry gives a diffusers class, a config, example inputs, the inputs that are static (position ids), and the
-seeds' parallel configs. Weights are random and seeded (nothing is downloaded); full-size entries are meant to be
-built on the meta device for planning, and real checkpoints load from safetensors files or diffusers folders.
+Each entry gives a diffusers class (or one defined here, for models diffusers does not ship: model_zoo/motif.py), a
+config, example inputs, the inputs that are static (position ids), and the seeds' parallel configs. Weights are
+random and seeded (nothing is downloaded); full-size entries are meant to be built on the meta device for planning,
+and real checkpoints load from safetensors files or diffusers folders.
 
     model = model_zoo.build("sd3-tiny")                     # seeded random weights, eval mode
     model = model_zoo.build("sd35-large", device="meta")    # 8B parameters, nothing allocated
@@ -12,6 +13,7 @@ built on the meta device for planning, and real checkpoints load from safetensor
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 from dataclasses import dataclass, field
@@ -22,8 +24,8 @@ import torch
 @dataclass(frozen=True)
 class ZooEntry:
     name: str
-    family: str  # sd3 | flux | mochi
-    class_name: str  # diffusers class
+    family: str  # sd3 | flux | mochi | motif
+    class_name: str  # diffusers class, or "module.Class" for a class in model_zoo/module.py
     config: dict
     inputs: dict  # input name -> (shape, dtype) for batch 1; see example_inputs
     static_inputs: tuple = ()
@@ -35,6 +37,9 @@ class ZooEntry:
 SD3_PARALLEL = {"2x4": ((2, 1), (2, 0), (2, 1)), "4x8": ((2, 1), (4, 0), (4, 1))}
 FLUX_PARALLEL = {"2x4": ((2, 0), (4, 1)), "4x8": ((4, 0), (8, 1))}
 MOCHI_PARALLEL = {"2x4": ((2, 0), (4, 1)), "4x8": ((8, 1), (4, 0))}
+# the Motif seed's examples, ((cfg, axis), (sp, axis), (tp, axis)): QuietBox cfg2 sp2 tp2, Galaxy cfg2 sp4 tp4
+MOTIF_PARALLEL = {"2x4": ((2, 1), (2, 0), (2, 1)), "4x8": ((2, 1), (4, 0), (4, 1))}
+MOTIF_CLASS = "motif.MotifImageTransformer2DModel"
 
 ENTRIES = {
     "sd3-tiny": ZooEntry(
@@ -93,6 +98,26 @@ ENTRIES = {
          "encoder_hidden_states": ((1, 256, 4096), torch.float32), "timestep": ((1,), torch.int64),
          "encoder_attention_mask": ((1, 256), torch.bool)},
         parallel=MOCHI_PARALLEL, description="Mochi-1 preview transformer, 848x480, 168 frames (28 latent frames)"),
+    "motif-tiny": ZooEntry(
+        # modulation width (96) differs from the hidden width (64), as Motif's 4096 does from 1920; 31 prompt tokens
+        # and the time token make 32
+        "motif-tiny", "motif", MOTIF_CLASS,
+        dict(num_layers=2, hidden_dim=64, num_attention_heads=4, mlp_hidden_dim=256, modulation_dim=96,
+             time_embed_dim=32, pooled_text_dim=32, text_dim=32, latent_channels=4, height=128, width=128,
+             pos_emb_size=8),
+        {"hidden_states": ((1, 4, 16, 16), torch.float32), "encoder_hidden_states": ((1, 31, 32), torch.float32),
+         "pooled_projections": ((1, 32), torch.float32), "timestep": ((1,), torch.float32)},
+        parallel=MOTIF_PARALLEL, description="Motif-Image-6B-shaped MMDiT, 2 blocks, 4 heads x 16, 4 registers"),
+    "motif-image-6b": ZooEntry(
+        # the published config (motif_image.json); the prompt is CLIP-L|CLIP-G (77) then T5-XXL (256) tokens
+        "motif-image-6b", "motif", MOTIF_CLASS,
+        dict(num_layers=30, hidden_dim=1920, num_attention_heads=30, mlp_hidden_dim=7680, modulation_dim=4096,
+             time_embed_dim=4096, pooled_text_dim=2048, text_dim=4096, latent_channels=16, patch_size=2,
+             height=1024, width=1024, vae_compression=8, pos_emb_size=64, register_token_num=4),
+        {"hidden_states": ((1, 16, 128, 128), torch.float32),
+         "encoder_hidden_states": ((1, 333, 4096), torch.float32),
+         "pooled_projections": ((1, 2048), torch.float32), "timestep": ((1,), torch.float32)},
+        parallel=MOTIF_PARALLEL, description="Motif-Image-6B-Preview transformer, 1024x1024 image"),
 }
 
 # Tiny models shaped for the real ttnn library (the conformance harness): its attention kernels need head_dim a
@@ -134,6 +159,16 @@ ENTRIES.update({
         dict(ENTRIES["mochi-tiny"].inputs, hidden_states=((1, 4, 4, 16, 16), torch.float32),
              encoder_hidden_states=((1, 32, 256), torch.float32)),
         parallel=MOCHI_PARALLEL, description="mochi-tiny with 6 heads x 32 and 256 video tokens"),
+    "motif-tiny-tt": ZooEntry(
+        # 6 heads x 32 pad to 8 at tp 4 as Motif's 30 do to 32. The register tokens join the prompt's side of the
+        # joint attention (they hold no image tokens), so 16 x 16 patches are 256 sequence-sharded tokens and
+        # 4 registers + 27 prompt tokens + the time token make 32 joint ones
+        "motif-tiny-tt", "motif", MOTIF_CLASS,
+        dict(ENTRIES["motif-tiny"].config, hidden_dim=192, num_attention_heads=6, mlp_hidden_dim=768,
+             modulation_dim=256, height=256, width=256, pos_emb_size=16),
+        dict(ENTRIES["motif-tiny"].inputs, hidden_states=((1, 4, 32, 32), torch.float32),
+             encoder_hidden_states=((1, 27, 32), torch.float32)),
+        parallel=MOTIF_PARALLEL, description="motif-tiny with 6 heads x 32, 256 image and 32 joint tokens"),
 })
 
 
@@ -159,6 +194,11 @@ def entry(name: str) -> ZooEntry:
 
 
 def _model_class(e: ZooEntry):
+    """The entry's class: "module.Class" is defined in this package (model_zoo/module.py), a bare name is a diffusers
+    export."""
+    if "." in e.class_name:
+        module, name = e.class_name.rsplit(".", 1)
+        return getattr(importlib.import_module(f"{__name__}.{module}"), name)
     import diffusers
 
     return getattr(diffusers, e.class_name)

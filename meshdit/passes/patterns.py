@@ -3,11 +3,13 @@
 Rewrites (each keeps the graph's value):
   x * rsqrt(mean(x*x, -1) + eps) [* w]          -> aten.rms_norm          (RMSNorm written out by hand)
   sdpa(cat(q_a, q_b), cat(k_a, k_b), cat(v_a, v_b)) -> ops.joint_sdpa     (joint attention over two streams;
-                                                   run after passes/streams.py has pushed cats down to attention)
+                                                   run after passes/streams.py has pushed cats down to attention;
+                                                   a main stream inside a nested cat is taken out of it, and
+                                                   all the other streams form the joint one)
 Annotations (recorded in ModelGraph.patterns, used by the plan and by sharding):
   linear                     every aten.linear
   mlp                        linear -> activation (gelu, gelu-tanh, silu, swiglu/geglu gate) -> linear
-  adaln_modulation           silu(c) -> linear -> split into shift/scale/gate chunks
+  adaln_modulation           silu(c) -> linear [-> reshape] -> split into shift/scale/gate chunks
   modulate                   norm(x) * (1 + scale) [+ shift]
   attention / joint_attention  the sdpa node with the linears producing its q, k, v
 """
@@ -24,7 +26,7 @@ from ..errors import node_location
 from ..ir import ops
 from ..ir.graph import ModelGraph, calls, emit, finalize, is_const, replace_node
 from ..ir.op_classes import ACTIVATIONS, LAYOUT, NORMS
-from ..ir.tokens import StreamOracle
+from ..ir.tokens import StreamOracle, token_origins
 
 aten = torch.ops.aten
 
@@ -90,19 +92,51 @@ def fuse_rms_norm(mg: ModelGraph) -> int:
     return fused
 
 
-def _cat_parts(node):
-    """(parts, dim) when node is a cat along the sequence dim (-2) of a rank-4 [B, H, S, D] tensor."""
+def _stream_parts(node):
+    """The token streams a cat along the sequence dim (-2) of a rank-4 [B, H, S, D] tensor joins, nested cats
+    flattened (a stream that is itself a concatenation: learned register tokens in front of the image tokens), or
+    None when node is no such cat."""
     if not (isinstance(node, fx.Node) and node.target is aten.cat.default):
         return None
-    parts, dim = node.args[0], (node.args[1] if len(node.args) > 1 else 0)
+    dim = node.args[1] if len(node.args) > 1 else 0
     rank = len(node.meta["val"].shape)
-    if rank != 4 or dim % rank != 2 or len(parts) != 2:
+    if rank != 4 or dim % rank != 2:
         return None
+    parts = []
+    for part in node.args[0]:
+        parts.extend(_stream_parts(part) or [part])
     return parts
 
 
+def _main_group(flat: list, top: list, oracle: StreamOracle):
+    """Indices into the flattened streams `flat` of the main stream when the model concatenated learned tokens (no
+    runtime input behind them: register tokens) in front of or behind it: the run of streams whose tokens come from
+    the latent input, taken out of the concatenation it shares with them, so that the image tokens are sharded from
+    their patch embedding on and the learned ones join the joint stream. None when the model's own parts `top` are
+    to be kept (no such concatenation, or one that also holds runtime tokens, such as history latents)."""
+    latent = [oracle.is_main(p, 2) for p in flat]
+    if None in latent or all(latent) or not any(latent):
+        return None
+    run = [i for i, from_latent in enumerate(latent) if from_latent]
+    if run != list(range(run[0], run[-1] + 1)):
+        return None
+    main = flat[run[0]:run[-1] + 1]
+    for part in top:
+        members = _stream_parts(part) or [part]
+        if members == main:
+            return None  # the model's own parts already hold the main stream apart
+        if main[0] in members:
+            learned = [m for m in members if m not in main]
+            return run if all(not token_origins(m, 2, through_slices=True) for m in learned) else None
+    return None
+
+
 def fuse_joint_attention(mg: ModelGraph) -> int:
+    """sdpa over concatenated streams -> joint_sdpa(main stream, joint stream). With more than two streams the
+    joint stream is the concatenation of all but the main one: key order does not change attention, and each
+    stream's output is sliced back out in the model's order."""
     graph = mg.gm.graph
+    oracle = StreamOracle(mg)
     fused = 0
     for sdpa in calls(graph, aten.scaled_dot_product_attention.default):
         q, k, v = sdpa.args[:3]
@@ -110,22 +144,33 @@ def fuse_joint_attention(mg: ModelGraph) -> int:
         extra.update(sdpa.kwargs)
         if extra.get("attn_mask") is not None or extra.get("is_causal") or extra.get("dropout_p", 0.0):
             continue
-        cats = [_cat_parts(t) for t in (q, k, v)]
-        if any(c is None for c in cats):
+        flat = [_stream_parts(t) for t in (q, k, v)]
+        if any(s is None for s in flat):
             continue
-        sizes = [[p.meta["val"].shape[2] for p in c] for c in cats]
-        if not (sizes[0] == sizes[1] == sizes[2]):
+        run = _main_group(flat[0], list(q.args[0]), oracle)
+        streams = flat if run is not None else [list(t.args[0]) for t in (q, k, v)]
+        sizes = [[p.meta["val"].shape[2] for p in s] for s in streams]
+        if len(sizes[0]) < 2 or not (sizes[0] == sizes[1] == sizes[2]):
             continue
-        # A first guess (the longer stream); orient_joint_attention decides structurally once the streams are apart.
-        main = 0 if sizes[0][0] >= sizes[0][1] else 1
-        joint = 1 - main
-        args = [c[main] for c in cats] + [c[joint] for c in cats]
+        if run is None:
+            # A first guess (the longest stream); orient_joint_attention decides structurally once streams are apart.
+            run = [max(range(len(sizes[0])), key=lambda i: sizes[0][i])]
+        groups = (run, [i for i in range(len(sizes[0])) if i not in run])
         with graph.inserting_before(sdpa):
-            node = emit(graph, ops.joint_sdpa, tuple(args), {"scale": extra.get("scale"),
-                                                              "joint_first": joint == 0}, like=sdpa)
+            args = [s[g[0]] if len(g) == 1 else emit(graph, aten.cat.default, ([s[i] for i in g], 2), like=t)
+                    for g in groups for s, t in zip(streams, (q, k, v))]
+            node = emit(graph, ops.joint_sdpa, tuple(args), {"scale": extra.get("scale"), "joint_first": run[0] > 0},
+                        like=sdpa)
             outs = [emit(graph, operator.getitem, (node, i), like=sdpa) for i in (0, 1)]
             # the model saw one concatenated output; sink_concats then cancels this cat against its splits
-            merged = emit(graph, aten.cat.default, ([outs[1], outs[0]] if joint == 0 else outs, 2), like=sdpa)
+            pieces = {}
+            for out, group in zip(outs, groups):
+                start = 0
+                for i in group:
+                    pieces[i] = out if len(group) == 1 else \
+                        emit(graph, aten.slice.Tensor, (out, 2, start, start + sizes[0][i]), like=sdpa)
+                    start += sizes[0][i]
+            merged = emit(graph, aten.cat.default, ([pieces[i] for i in range(len(sizes[0]))], 2), like=sdpa)
         replace_node(sdpa, merged)
         fused += 1
     finalize(mg)
@@ -233,8 +278,9 @@ def annotate(mg: ModelGraph) -> list:
         for lin in silu.users:
             if lin.target is not aten.linear.default:
                 continue
-            chunks = [u for u in lin.users if u.target is aten.slice.Tensor]
-            if len(chunks) >= 2 and len(chunks) == len(lin.users):
+            out = _through(lin)  # a reshape between the linear and its chunks: emb[:, None].chunk(6, -1)
+            chunks = [u for u in out.users if u.target is aten.slice.Tensor]
+            if len(chunks) >= 2 and len(chunks) == len(out.users):
                 found.append(Pattern("adaln_modulation", {"silu": silu.name, "linear": lin.name},
                                      {"chunks": len(chunks)}))
     for mul in calls(graph, aten.mul.Tensor):
