@@ -32,6 +32,10 @@ ROWS = [
     ("flux1-dev", "4x8", 28, 1, 1, "sharded", 9.0, 9.0 - 28 * 0.30, 6.5),
     ("flux1-schnell", "2x4", 4, 1, 1, "sharded", 4.70, 23.0 - 28 * 0.75, 2.0),
     ("flux1-schnell", "4x8", 4, 1, 1, "sharded", 2.40, 9.0 - 28 * 0.30, 1.0),
+    # Motif: 20 steps (its README); encoders+VAE from TT-DiT's perf-test budgets (28 steps: 2x4 0.52 s/step of 16.5 s,
+    # 4x8 0.2 s/step of 6.5 s, tt_dit_design.md); the seed runs cfg on the mesh (batch 2, one forward per step)
+    ("motif-image-6b", "2x4", 20, 1, 2, "sharded", 10.5, 16.5 - 28 * 0.52, None),
+    ("motif-image-6b", "4x8", 20, 1, 2, "sharded", 10.5, 6.5 - 28 * 0.2, 6.5),
     ("mochi1", "2x4", 50, 2, 1, "replicated", 1385.0, 1385.0 - 1320.0, None),
     ("mochi1", "4x8", 50, 2, 1, "replicated", 430.0, 430.0 - 400.0, None),
 ]

@@ -1,6 +1,6 @@
-"""meshdit.compile_transformer as a drop-in transformer of diffusers pipelines: tiny random-weight pipelines built
-from configs (model_zoo.pipelines), run twice with the same seed, once in torch and once with the lowered
-transformer; the final latents and the decoded image must agree."""
+"""meshdit.compile_transformer as a drop-in transformer of diffusers pipelines (SD3, Flux, Mochi, and Motif's written
+in the same style): tiny random-weight pipelines built from configs (model_zoo.pipelines), run twice with the same
+seed, once in torch and once with the lowered transformer; the final latents and the decoded image must agree."""
 
 import numpy as np
 import pytest
@@ -31,6 +31,8 @@ def _run(pipe, family, steps=2):
     ("sd3", "2x4 cfg2@1 sp2@0 tp2@1", {"dtype": "bf16"}),
     ("flux", "2x4 sp2@0 tp4@1", {"static_inputs": ("img_ids", "txt_ids")}),
     ("mochi", "2x4 sp2@0 tp4@1", {}),
+    # Motif's pipeline (model_zoo/motif_pipeline.py) swaps the negative prompt for zeros mid-run: same program
+    ("motif", "2x4 cfg2@1 sp2@0 tp2@1", {}),
 ])
 def test_pipeline_with_lowered_transformer_matches_torch(tmp_path, family, mesh, options):
     pipe = pipelines.tiny_pipeline(family, str(tmp_path))

@@ -1,6 +1,7 @@
 """Tiny diffusers pipelines around the zoo's tiny transformers, built locally from configs (nothing downloaded).
 
-    pipe = pipelines.tiny_pipeline("sd3", vocab_dir)       # StableDiffusion3Pipeline around sd3-tiny
+    pipe = pipelines.tiny_pipeline("sd3", vocab_dir)       # StableDiffusion3Pipeline around sd3-tiny (also flux,
+                                                           # mochi, and motif: model_zoo/motif_pipeline.py)
     pipe.transformer = meshdit.compile_transformer(pipe.transformer, "2x4 cfg2@1 sp2@0 tp2@1")
     out = pipe(**pipelines.call_arguments("sd3"))
 
@@ -21,6 +22,7 @@ from . import build
 
 PROMPT = "a small red cube on a wooden table in the morning light"
 NEGATIVE = "blurry dark low quality"
+FAMILIES = ("sd3", "flux", "mochi", "motif")
 WORDS = sorted(set((PROMPT + " " + NEGATIVE + " an image of a photo with the sun and a tree").split()))
 
 
@@ -89,8 +91,9 @@ def _mochi_vae(latent_channels: int, seed: int):
 
 
 def tiny_pipeline(family: str, vocab_dir: str, seed: int = 0):
-    """A StableDiffusion3Pipeline ("sd3"), FluxPipeline ("flux") or MochiPipeline ("mochi") around the zoo's tiny
-    transformer of that family, on CPU in float32. Weights are seeded: two calls build the same pipeline."""
+    """A StableDiffusion3Pipeline ("sd3"), FluxPipeline ("flux"), MochiPipeline ("mochi") or MotifPipeline ("motif")
+    around the zoo's tiny transformer of that family, on CPU in float32. Weights are seeded: two calls build the
+    same pipeline."""
     from diffusers import FlowMatchEulerDiscreteScheduler
 
     if family == "sd3":
@@ -118,7 +121,17 @@ def tiny_pipeline(family: str, vocab_dir: str, seed: int = 0):
         return MochiPipeline(
             transformer=build("mochi-tiny", seed=seed), scheduler=FlowMatchEulerDiscreteScheduler(),
             vae=_mochi_vae(4, seed + 1), text_encoder=_t5(32, seed + 4), tokenizer=_tokenizer(vocab_dir, 32))
-    raise KeyError(f"no tiny pipeline for family {family!r}; there are sd3, flux, mochi")
+    if family == "motif":
+        from .motif_pipeline import MotifPipeline
+
+        # SD3's encoders: 15 CLIP tokens (hidden 8 + 24 = text width 32, pooled 32) then 16 T5 tokens, and the
+        # transformer's time token makes 32
+        return MotifPipeline(
+            transformer=build("motif-tiny", seed=seed), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=_vae(4, seed + 1), text_encoder=_clip(8, 15, True, seed + 2), tokenizer=_tokenizer(vocab_dir, 15),
+            text_encoder_2=_clip(24, 15, True, seed + 3), tokenizer_2=_tokenizer(vocab_dir, 15),
+            text_encoder_3=_t5(32, seed + 4), tokenizer_3=_tokenizer(vocab_dir, 16))
+    raise KeyError(f"no tiny pipeline for family {family!r}; there are {', '.join(FAMILIES)}")
 
 
 def call_arguments(family: str, steps: int = 2, seed: int = 0) -> dict:
@@ -132,4 +145,7 @@ def call_arguments(family: str, steps: int = 2, seed: int = 0) -> dict:
     if family == "mochi":
         return common | dict(negative_prompt=NEGATIVE, height=64, width=64, num_frames=7, guidance_scale=4.5,
                              max_sequence_length=32, output_type="np")
-    raise KeyError(f"no tiny pipeline for family {family!r}; there are sd3, flux, mochi")
+    if family == "motif":  # the image size follows the transformer (its position table); 2 steps cross the switch
+        return common | dict(negative_prompt=NEGATIVE, guidance_scale=5.0, negative_switch=0.7,
+                             max_sequence_length=16, output_type="np")
+    raise KeyError(f"no tiny pipeline for family {family!r}; there are {', '.join(FAMILIES)}")
