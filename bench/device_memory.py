@@ -28,7 +28,8 @@ GIB = 1024 ** 3
 # sequence and so leaves no axis for tp: every chip holds all the weights.
 CASES = [("sd35-large", "2x4", "bf16"), ("sd35-large", "2x4", "bfp8"), ("sd35-large", "4x8", "bf16"),
          ("sd35-large", "4x8", "bfp8"), ("flux1-dev", "2x4", "bfp8"), ("flux1-dev", "4x8", "bfp8"),
-         ("mochi1", "2x4", "bfp8"), ("mochi1", "4x8", "bfp8"),
+         ("flux1-schnell", "2x4", "bfp8"), ("flux1-schnell", "4x8", "bfp8"), ("mochi1", "2x4", "bfp8"),
+         ("mochi1", "4x8", "bfp8"), ("motif-image-6b", "2x4", "bf16"), ("motif-image-6b", "4x8", "bf16"),
          ("sd35-large", "4x8 cfg2@0 sp8@1 ulysses2@0", "bfp8"), ("mochi1", "4x8 sp8@1 ulysses4@0", "bfp8")]
 
 
