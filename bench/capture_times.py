@@ -40,7 +40,7 @@ def measure(name: str) -> dict:
     stages = dict(line.split(" ", 1) for line in program.plan().splitlines()[1].split(": ", 1)[1].split(", "))
     return {"model": name, "params": sum(p.numel() for p in model.parameters()) / 1e9, "export": export_s,
             "capture": float(stages["capture"].rstrip("s")), "passes": float(stages["passes"].rstrip("s")),
-            "lowering": float(stages["lowering"].rstrip("s")), "total": total,
+            "lowering": sum(float(stages.get(k, "0s").rstrip("s")) for k in ("lowering", "emit")), "total": total,
             "ops": sum(sum(v.values()) for v in program.coverage().values())}
 
 
