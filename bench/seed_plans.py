@@ -59,26 +59,29 @@ def measure(name, mesh_key, steps, forwards, batch, residual, published, other, 
     started = time.perf_counter()
     chosen = lower(name, mesh_key, batch, None)
     searched = time.perf_counter() - started
-    hand_s, chosen_s = hand.estimate().seconds, chosen.estimate().seconds
+    hand_s, estimate = hand.estimate().seconds, chosen.estimate()
+    chosen_s = estimate.seconds
+    shares = sorted(estimate.totals.items(), key=lambda kv: -kv[1])
+    bound = ", ".join(f"{k} {v / chosen_s:.0%}" for k, v in shares[:3])
     line = next(line for line in chosen.plan().splitlines() if "plan search" in line)
     return dict(name=name, mesh=mesh_key, steps=steps, forwards=forwards, hand_mesh=f"{hand.mesh} {residual}",
                 chosen_mesh=f"{chosen.mesh} {chosen.residual}", hand_s=hand_s, chosen_s=chosen_s,
                 hand_image=steps * forwards * hand_s + other, chosen_image=steps * forwards * chosen_s + other,
-                other=other, published=published, target=target, searched=searched,
+                other=other, published=published, target=target, searched=searched, bound=bound,
                 candidates=line.split(":")[1].split(";")[0].strip())
 
 
 def table(rows) -> str:
     out = ["| model | mesh | steps x forwards | TT-DiT plan | modelled ms/forward | chosen plan | modelled "
            "ms/forward | s/image TT-DiT plan (modelled) | s/image chosen (modelled) | encoders+VAE (published) | "
-           "TT-DiT s/image (published) | target | search |",
-           "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
+           "TT-DiT s/image (published) | target | chosen plan's time goes to | search |",
+           "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         target = f"{r['target']:.1f}" if r["target"] else "-"
         out.append(f"| {r['name']} | {r['mesh']} | {r['steps']} x {r['forwards']} | {r['hand_mesh']} | "
                    f"{r['hand_s'] * 1e3:,.0f} | {r['chosen_mesh']} | {r['chosen_s'] * 1e3:,.0f} | "
                    f"{r['hand_image']:,.1f} | {r['chosen_image']:,.1f} | {r['other']:.1f} | "
-                   f"{r['published']:,.1f} | {target} | {r['candidates']}, {r['searched']:.0f} s |")
+                   f"{r['published']:,.1f} | {target} | {r['bound']} | {r['candidates']}, {r['searched']:.0f} s |")
     return "\n".join(out)
 
 
