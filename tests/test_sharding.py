@@ -147,6 +147,18 @@ def test_heads_are_padded_when_tp_does_not_divide_them(mesh, heads, padded, pcc_
     assert result.pcc >= 0.9999
 
 
+def test_heads_are_padded_through_rotary_as_matmul(pcc_log):
+    """Mochi's RoPE becomes cat(even, odd) @ M (passes/pairs.py): padding 6 heads to 8 at tp 4 must find the q/k
+    projections through that matmul, or the queries keep 6 heads while the keys get 8."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model_zoo.build("mochi-tiny-tt"), "1x4 tp4@1", model_zoo.example_inputs("mochi-tiny-tt"))
+    assert any("6 heads padded to 8" in note for note in program.graph.notes)
+    result = program.pcc_report()[0]
+    pcc_log("mochi 6 heads, rotary as matmul", "1x4 tp4@1 fp32", result)
+    assert result.pcc >= 0.9999
+
+
 @pytest.mark.parametrize("name, mesh", [("sd3-tiny", "1x2 sp2@1 ulysses2"), ("sd3-tiny", "1x4 sp4@1 ulysses4"),
                                         ("flux-tiny", "2x4 sp2@0 tp4@1 ulysses2"),
                                         ("mochi-tiny", "2x2 sp2@0 tp2@1 ulysses2")])

@@ -29,9 +29,14 @@ def linears_back(start, limit=40):
         seen.add(node)
         if node.target is aten.linear.default:
             found.add(node)
-        elif node.op == "call_function" and node.target in BACK_THROUGH:
+        elif node.op == "call_function" and (node.target in BACK_THROUGH or _head_dim_map(node)):
             stack.extend(n for n in node.all_input_nodes if not is_const(n))
     return found
+
+
+def _head_dim_map(node: fx.Node) -> bool:
+    """x @ M with a constant M: a linear map of the head dim (RoPE's rotation, passes/pairs.py), not a projection."""
+    return node.target is aten.matmul.default and is_const(node.args[1])
 
 
 def linears_forward(start, limit=40):
