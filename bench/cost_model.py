@@ -44,8 +44,8 @@ POINTS = [
 ]
 FIT_SET = [("sd35-large", "2x4"), ("sd35-large", "4x8"), ("mochi1", "4x8")]
 WHY_FIT_SET = ("the points whose meshdit programs are closest to TT-DiT's blocks, so the efficiencies do not absorb "
-               "a structural gap: SD3.5 Large on both systems (TT-DiT's residual layout; separate QKV and unfused "
-               "GELU remain) pins matmul, collectives and per-op overhead, Mochi-1 on Galaxy (71% of its FLOPs are "
+               "a structural gap: SD3.5 Large on both systems (TT-DiT's residual layout, fused QKV with ttnn's head "
+               "split and concat, GELU inside ff1's matmul) pins matmul, collectives and per-op overhead, Mochi-1 on Galaxy (71% of its FLOPs are "
                "attention, HW note section 4) pins "
                "SDPA. Flux.1-dev was held out on both systems because its RoPE ran op by op on tensors whose last "
                "dim is 2, padded to 32-wide tiles (tt_dit_perf_techniques.md estimated +0.6-1.1 s per step before "
@@ -142,7 +142,8 @@ def misses(rows) -> list:
                      f"per q/k. Without them the ratio is {(est.seconds - r['narrow']) / r['published']:.2f}. "
                      f"{ring_sdpa_use(r['ir'], r['system'])} (TT-DiT: q/k chunks 128/512 for Flux and Mochi). "
                      f"Dispatch overhead is {est.totals['dispatch'] / est.seconds:.0%} ({est.device_ops} device ops; "
-                     "TT-DiT fuses QKV, bias and activation into fewer). The model predicts meshdit's program, and "
+                     "TT-DiT fuses QKV, which meshdit keeps as three linears where per-head norms and RoPE come "
+                     "before the permute to [B, H, N, D], as diffusers writes Flux and Mochi). The model predicts meshdit's program, and "
                      "these are places where meshdit's program does more work than TT-DiT's; whether the rest of "
                      "the gap is the model or the program cannot be told apart without hardware.")
     return lines

@@ -101,6 +101,8 @@ def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
     mlps = collections.Counter(p.info.get("act") for p in mg.patterns if p.kind == "mlp")
     if mlps:
         lines.append("  mlp activations: " + ", ".join(f"{k} x{n}" for k, n in sorted(mlps.items())))
+    if ir.fusions:
+        lines.append("  fused at lowering: " + ", ".join(f"{k} x{n}" for k, n in sorted(ir.fusions.items())))
     lines.extend(block_lines(ir))
     cov = ir.coverage()
     n_dev, n_host = sum(cov["device"].values()), sum(cov["host"].values())

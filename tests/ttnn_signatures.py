@@ -48,6 +48,10 @@ SIGNATURES = {
         ("input_tensor_q", "input_tensor_k", "input_tensor_v"),
         ("attn_mask", "is_causal", "scale", "sliding_window_size", "memory_config", "program_config",
          "compute_kernel_config", "attention_sink")),
+    "ttnn.transformer.split_query_key_value_and_split_heads": (
+        ("input_tensor", "kv_input_tensor"),
+        ("num_heads", "num_kv_heads", "transpose_key", "memory_config", "use_falcon7b_backend")),
+    "ttnn.transformer.concatenate_heads": (("input_tensor",), ("memory_config",)),
     "ttnn.transformer.joint_scaled_dot_product_attention": (
         ("input_tensor_q", "input_tensor_k", "input_tensor_v", "joint_tensor_q", "joint_tensor_k", "joint_tensor_v"),
         ("joint_strategy", "program_config", "scale", "compute_kernel_config")),

@@ -9,6 +9,9 @@ Precision-sensitive subgraphs stay float32 whatever the activation dtype (`fp32`
 
 from __future__ import annotations
 
+import collections
+import os
+
 import torch
 import torch.fx as fx
 
@@ -65,6 +68,11 @@ class Builder:
         self.values: dict = {}  # FX node -> Ref | tuple of Ref | literal
         self.configs: dict = {}
         self.module_classes: dict = {}  # module path -> class name, for naming block functions
+        # FX node -> its IR value, for nodes an op lowered earlier already computed (an activation fused into its
+        # linear, the k and v heads of a fused QKV projection): lower_graph takes the value and emits nothing
+        self.absorbed: dict = {}
+        self.fusions = collections.Counter()  # what lowering fused (or kept apart, and why): the plan prints it
+        self.fusion_seen: set = set()
         self.node: fx.Node | None = None
         self._count = 0
 
@@ -114,13 +122,16 @@ class Builder:
         self.config("CCL")
         return CclSemaphores(kind, axis)
 
-    def weight(self, node: fx.Node, transform: WeightTransform = IDENTITY, dtype: str | None = None) -> WeightRef:
-        """A program weight made from a constant placeholder, prepared on host by `transform`."""
+    def weight(self, node: fx.Node, transform: WeightTransform = IDENTITY, dtype: str | None = None,
+               more: tuple = (), owner: fx.Node | None = None) -> WeightRef:
+        """A program weight made from a constant placeholder, prepared on host by `transform`; `more`: further
+        constant placeholders the transform fuses with it (k and v after q), of the same shape and upload layout;
+        `owner`: the node whose sharding decision holds the upload layout (by default the node being lowered)."""
         const = node.meta["key"]
-        base = self.mg.constants[const].source or const  # parameters keep their state-dict name
+        base = self._weight_base(node, more)
         name = f"{base}:{transform.name}" if transform.name else base
         shape = tuple(node.meta["val"].shape)
-        layout = self.decision().arg_layouts.get(node.name)
+        layout = self.decision(owner).arg_layouts.get(node.name)
         dims = [p.dim if isinstance(p, Shard) else None for p in layout] if layout else [None] * len(self.mesh_shape)
         dims = [transform.dim(d, len(shape)) if d is not None else None for d in dims]
         shape = transform.shape(shape)
@@ -132,8 +143,19 @@ class Builder:
             # one device's piece; a token dim (sp axis) is padded, the runtime zero-fills it
             local = self.mesh_axes.local_shape(shape, [R if d is None else Shard(d) for d in dims])
             self.weights[name] = WeightSpec(name, const, transform, TensorSpec(name, tuple(local), tdtype),
-                                            tuple(shape), tuple(dims))
+                                            tuple(shape), tuple(dims), tuple(m.meta["key"] for m in more))
         return WeightRef(name)
+
+    def _weight_base(self, node: fx.Node, more: tuple) -> str:
+        """A weight's name: the state-dict name of its parameter; for fused constants their names' common prefix
+        and suffix around the parts that differ (`attn.to_{q,k,v}.weight`), so the instances of a repeated block
+        still name their weights alike once the block's prefix is stripped."""
+        names = [self.mg.constants[n.meta["key"]].source or n.meta["key"] for n in (node,) + tuple(more)]
+        if len(names) == 1:
+            return names[0]
+        head = len(os.path.commonprefix(names))
+        tail = len(os.path.commonprefix([n[head:][::-1] for n in names]))
+        return names[0][:head] + "{" + ",".join(n[head:len(n) - tail] for n in names) + "}" + names[0][len(names[0]) - tail:]
 
     # --- ops --------------------------------------------------------------------------------------------------
     def call(self, fn: str, args: tuple, kwargs: dict | None = None, shapes=None, dtype: str | None = None):

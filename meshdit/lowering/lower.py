@@ -117,6 +117,9 @@ def lower_graph(mg: ModelGraph, mesh: MeshConfig | None = None, act_dtype="float
             if node.target is operator.getitem:
                 b.values[node] = b.values[node.args[0]][node.args[1]]
                 continue
+            if node in b.absorbed:
+                b.values[node] = b.absorbed.pop(node)
+                continue
             result = lower_node(b, node)
             b.values[node] = result if result is not None else _host_fallback(b, node, allow_host_fallback)
         elif node.op == "output":
@@ -139,6 +142,7 @@ def lower_graph(mg: ModelGraph, mesh: MeshConfig | None = None, act_dtype="float
         batched_inputs=tuple(batched_inputs),
         buffers=b.buffers,
         module_classes=b.module_classes,
+        fusions=dict(b.fusions),
     )
     if blocks:
         find_blocks(ir)

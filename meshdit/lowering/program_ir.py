@@ -132,6 +132,7 @@ class WeightSpec:
     spec: TensorSpec  # one device's piece (token dims padded)
     global_shape: tuple = ()  # shape of the prepared host array (logical, before it is padded and split)
     placements: tuple = ()  # per mesh axis: the dim sharded over that axis, or None (replicated)
+    more_constants: tuple = ()  # further constants the transform reads after `constant` (fused q, k, v)
 
 
 @dataclass
@@ -166,6 +167,7 @@ class ProgramIR:
     module_classes: dict = field(default_factory=dict)  # module path -> class name (names block functions)
     blocks: dict = field(default_factory=dict)  # block kind name -> blocks.BlockKind (emitted as one function each)
     calls: list = field(default_factory=list)  # blocks.BlockCall per block instance, in program order
+    fusions: dict = field(default_factory=dict)  # what lowering fused, or kept apart and why -> count
 
     def last_uses(self) -> dict:
         return last_uses(self.ops, refs_in(self.outputs))

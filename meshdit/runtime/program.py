@@ -132,7 +132,8 @@ class Program:
     # --- weights ----------------------------------------------------------------------------------------------
     def _prepare_weights(self):
         values = self.graph.constant_values()
-        self.weights = {name: w.transform.prepare(values[w.constant]) for name, w in self.ir.weights.items()}
+        self.weights = {name: w.transform.prepare(values[w.constant], *(values[c] for c in w.more_constants))
+                        for name, w in self.ir.weights.items()}
         self._weights_digest = None
         if self._runner is not None:
             self._runner.weights = None  # uploaded again on the next call

@@ -12,13 +12,44 @@ from ..builder import TTNN_DTYPE, Builder
 from ..ccl import all_gather_async
 from ..program_ir import Code
 from ..registry import lowering
+from . import heads
 from ..weights import ROW, TRANSPOSE
+from ...sharding.placement import Partial
 
 aten = torch.ops.aten
+
+# Activations ttnn.linear applies to its output in the matmul kernel (`activation=`), by what torch computes. The
+# strings are ttnn 0.81.1's (unary_op_utils string_to_unary_with_param): "gelu" is GELU with the accurate (erf)
+# kernel, "gelu_tanh" is GELU_TANH (torch's tanh form); "gelu_approx" (the fast kernel ttnn.gelu's
+# fast_and_approximate_mode runs) is not used, so a fused linear computes what the model's activation does.
+FUSED_ACTIVATIONS = {(aten.gelu.default, "none"): "gelu", (aten.gelu.default, "tanh"): "gelu_tanh",
+                     (aten.silu.default, None): "silu", (aten.relu.default, None): "relu"}
+
+
+def fused_activation(b: Builder, lin):
+    """(activation node, ttnn activation string) when the linear's output goes only to an activation ttnn.linear
+    can apply in its kernel, else (None, None). Not when the output is a partial sum (a row-parallel linear: the
+    activation comes after the reduction, which is a graph node between them anyway) or when the two are computed
+    in different dtypes (the float32 region)."""
+    users = list(lin.users)
+    if len(users) != 1 or users[0].args[0] is not lin:
+        return None, None
+    act = users[0]
+    approximate = act.kwargs.get("approximate", act.args[1] if len(act.args) > 1 else "none") \
+        if act.target is aten.gelu.default else None
+    name = FUSED_ACTIVATIONS.get((act.target, approximate))
+    if name is None or any(isinstance(p, Partial) for p in (b.decision(lin).layout or ())):
+        return None, None
+    if b.dtype_of(lin.meta["val"].dtype, lin) != b.dtype_of(act.meta["val"].dtype, act):
+        return None, None
+    return act, name
 
 
 @lowering(aten.linear.default)
 def linear(b: Builder, input, weight, bias):
+    fused = heads.fused_qkv(b, input, weight, bias)
+    if fused is not None:
+        return fused
     kwargs = {}
     if is_const(weight):
         weight_value = b.weight(weight, TRANSPOSE, dtype=b.weight_dtype)
@@ -27,8 +58,15 @@ def linear(b: Builder, input, weight, bias):
         kwargs["transpose_b"] = True
     if bias is not None:
         kwargs["bias"] = b.weight(bias, ROW) if is_const(bias) else b.arg(bias)
+    act, activation = fused_activation(b, b.node)
+    if act is not None:
+        kwargs["activation"] = activation
     kwargs.update(compute_kernel_config=b.config("MATMUL_CONFIG"), dtype=Code(TTNN_DTYPE[b.act_dtype]))
-    return b.call("ttnn.linear", (b.arg(input), weight_value), kwargs)
+    out = b.call("ttnn.linear", (b.arg(input), weight_value), kwargs)
+    if act is not None:
+        b.absorbed[act] = out
+        b.fusions[f"activation in linear ({activation})"] += 1
+    return out
 
 
 @lowering(aten.matmul.default, aten.mm.default, aten.bmm.default)

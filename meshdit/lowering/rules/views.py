@@ -7,6 +7,7 @@ import torch
 from ..builder import Builder
 from ..program_ir import Code
 from ..registry import lowering
+from . import heads
 
 aten = torch.ops.aten
 
@@ -18,6 +19,9 @@ def reshape(b: Builder, input, shape):
 
 @lowering(aten.permute.default)
 def permute(b: Builder, input, dims):
+    merged = heads.concatenate_heads(b, input, dims)
+    if merged is not None:
+        return merged
     return b.call("ttnn.permute", (b.arg(input), list(dims)))
 
 

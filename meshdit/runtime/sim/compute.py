@@ -15,9 +15,21 @@ from .registry import public_op, sim_op
 from .tensor import TILE, _f, _map, float32
 
 
+# ttnn.linear's `activation=` strings (ttnn 0.81.1 string_to_unary_with_param), as the kernel computes them: "gelu"
+# is GELU's accurate (erf) kernel, "gelu_tanh" GELU_TANH, "gelu_approx" the fast GELU kernel, which the simulated
+# ttnn.gelu(fast_and_approximate_mode=True) also computes in its tanh form.
+LINEAR_ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
+                      "gelu_approx": lambda y: F.gelu(y, approximate="tanh"), "silu": F.silu, "relu": F.relu}
+
+
 @sim_op("linear")
 def linear(input_tensor_a, input_tensor_b, *, bias=None, transpose_a=False, transpose_b=False, memory_config=None,
            dtype=None, program_config=None, activation=None, compute_kernel_config=None, core_grid=None, **_):
+    if activation is not None and activation not in LINEAR_ACTIVATIONS:
+        raise RuntimeError(f"TT_THROW (simulated) @ unary_op_utils.cpp: unknown activation {activation!r} for "
+                           f"ttnn.linear (string_to_unary_with_param); this simulation knows "
+                           f"{sorted(LINEAR_ACTIVATIONS)}")
+
     def fn(a, b, c=None):
         a = a.transpose(-1, -2) if transpose_a else a
         b = b.transpose(-1, -2) if transpose_b else b
@@ -25,7 +37,7 @@ def linear(input_tensor_a, input_tensor_b, *, bias=None, transpose_a=False, tran
         if c is not None:
             y = y + _f(c)
         if activation is not None:
-            y = {"gelu": F.gelu, "silu": F.silu, "relu": F.relu}[activation](y)
+            y = LINEAR_ACTIVATIONS[activation](y)
         return y
 
     inputs = (input_tensor_a, input_tensor_b) + ((bias,) if bias is not None else ())
