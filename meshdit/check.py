@@ -169,6 +169,10 @@ def _final_tensors(ir, graph) -> dict:
     for name, op in last.items():
         for index, tensor in enumerate(op.outputs):
             final[tensor] = (nodes[name], index if len(op.outputs) > 1 else None)
+    for tensor, name in ir.holds.items():  # fused ops: the node whose value the tensor holds, if any
+        final.pop(tensor, None)
+        if name in nodes:
+            final[tensor] = (nodes[name], None)
     return final
 
 

@@ -98,6 +98,46 @@ def test_qkv_is_one_linear_and_heads_split_by_ttnn(mesh):
     assert program.pcc_report()[0].pcc > 0.9999
 
 
+class HeadsLastAttention(torch.nn.Module):
+    """Flux's order: projections viewed as heads [B, N, H, D], per-head norm and RoPE (pair rotation) there, and the
+    permute to [B, H, N, D] last (passes/heads_first.py moves it up to the head reshape)."""
+
+    def __init__(self, dim=128, heads=4):
+        super().__init__()
+        self.heads = heads
+        self.proj = torch.nn.ModuleDict({r: torch.nn.Linear(dim, dim) for r in "qkv"})
+        self.norm_q, self.norm_k = torch.nn.RMSNorm(dim // heads, eps=1e-6), torch.nn.RMSNorm(dim // heads, eps=1e-6)
+        self.out = torch.nn.Linear(dim, dim)
+        for norm in (self.norm_q, self.norm_k):
+            torch.nn.init.normal_(norm.weight, 1.0, 0.2)
+
+    def forward(self, x, cos, sin):
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        b, n, _ = x.shape
+        q, k, v = (self.proj[r](x).unflatten(-1, (self.heads, -1)) for r in "qkv")
+        q, k = self.norm_q(q), self.norm_k(k)
+        q, k = (apply_rotary_emb(t, (cos, sin), sequence_dim=1) for t in (q, k))
+        o = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.out(o.transpose(1, 2).reshape(b, n, -1))
+
+
+@pytest.mark.parametrize("mesh", ["1x1", "2x2 sp2@0 tp2@1"])
+def test_norm_and_rope_before_the_permute_run_heads_first(mesh):
+    """Per-head work on [B, N, H, D] pads H (4, or 2 per device) to a 32-row tile; moved after the permute it runs
+    on [B, H, N, D], whose tiled rows are the tokens, and q, k, v come from one fused linear and ttnn's head split."""
+    torch.manual_seed(0)
+    inputs = {"x": torch.randn(1, 64, 128), "cos": torch.randn(64, 32), "sin": torch.randn(64, 32)}
+    program = meshdit.lower(HeadsLastAttention().eval(), mesh, inputs)
+    assert program.ir.fusions["fused QKV + split heads"] == 1
+    heads = 4 // (2 if "tp2" in mesh else 1)
+    heads_last = [op.fn for op in program.ir.ops for name in op.outputs
+                  if name in program.ir.tensors and len(program.ir.tensors[name].shape) == 4
+                  and program.ir.tensors[name].shape[-2] == heads]
+    assert not heads_last  # no tensor tiles its heads as rows
+    assert program.pcc_report()[0].pcc > 0.9999
+
+
 def test_qkv_with_bias_on_some_projections_stays_three_linears():
     program = meshdit.lower(SelfAttention(bias_on=("q",)).eval(), "1x1", {"x": torch.randn(1, 64, 128)})
     assert [op.fn for op in program.ir.ops].count("ttnn.linear") == 4

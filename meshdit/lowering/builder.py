@@ -73,6 +73,7 @@ class Builder:
         self.absorbed: dict = {}
         self.fusions = collections.Counter()  # what lowering fused (or kept apart, and why): the plan prints it
         self.fusion_seen: set = set()
+        self.holds: dict = {}  # see ProgramIR.holds
         self.node: fx.Node | None = None
         self._count = 0
 

@@ -32,7 +32,7 @@ from . import attention, ccl, rules  # noqa: F401  (registers their lowering rul
 from .blocks import find_blocks
 from .buffers import assign_gather_buffers
 from .builder import Builder
-from .program_ir import InputSpec, ProgramIR, Ref, TensorSpec
+from .program_ir import InputSpec, ProgramIR, Ref, TensorSpec, refs_in
 from .registry import lower_node
 
 aten = torch.ops.aten
@@ -119,6 +119,8 @@ def lower_graph(mg: ModelGraph, mesh: MeshConfig | None = None, act_dtype="float
                 continue
             if node in b.absorbed:
                 b.values[node] = b.absorbed.pop(node)
+                for ref in refs_in(b.values[node]):  # a fused op's output holds this node's value
+                    b.holds[ref] = node.name
                 continue
             result = lower_node(b, node)
             b.values[node] = result if result is not None else _host_fallback(b, node, allow_host_fallback)
@@ -143,6 +145,7 @@ def lower_graph(mg: ModelGraph, mesh: MeshConfig | None = None, act_dtype="float
         buffers=b.buffers,
         module_classes=b.module_classes,
         fusions=dict(b.fusions),
+        holds=dict(b.holds),
     )
     if blocks:
         find_blocks(ir)

@@ -168,6 +168,10 @@ class ProgramIR:
     blocks: dict = field(default_factory=dict)  # block kind name -> blocks.BlockKind (emitted as one function each)
     calls: list = field(default_factory=list)  # blocks.BlockCall per block instance, in program order
     fusions: dict = field(default_factory=dict)  # what lowering fused, or kept apart and why -> count
+    # tensor -> the graph node whose value it holds, where that is not the node of the op writing it (a fused
+    # op's output holds a later node's value: a linear with its activation), or None when it holds no node's value
+    # (a fused QKV before the head split); meshdit.check compares tensors with node values by it
+    holds: dict = field(default_factory=dict)
 
     def last_uses(self) -> dict:
         return last_uses(self.ops, refs_in(self.outputs))

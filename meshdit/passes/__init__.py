@@ -8,7 +8,8 @@ complex values into real pairs -> linear maps of the last dim through narrow vie
 matmuls ->
 merge common subexpressions (shared position tables) -> fuse RMSNorm -> keep concatenated token streams apart
 (push cats down to attention) -> joint attention -> split its outputs back into streams -> orient each joint
-attention (its main stream is the one from the latent input) -> annotate structure (linear, MLP, adaLN, attention).
+attention (its main stream is the one from the latent input) -> per-head work (norms, RoPE) moved after the
+permute to heads-first [B, H, N, D] -> annotate structure (linear, MLP, adaLN, attention).
 `verify` (tests use it) runs the graph in torch after every pass and checks it still matches the first one.
 """
 
@@ -23,6 +24,7 @@ from .canonicalize import canonicalize
 from .complex import decompose_complex
 from .cleanup import drop_noops
 from .cse import eliminate_common_subexpressions
+from .heads_first import heads_first
 from .mutations import functionalize_mutations
 from .pairs import pair_maps_as_matmuls
 from ..ir.graph import ModelGraph
@@ -42,6 +44,7 @@ PIPELINE = (
     ("fuse_joint_attention", fuse_joint_attention),
     ("split_joint_outputs", sink_concats),
     ("orient_joint_attention", orient_joint_attention),
+    ("heads_first", heads_first),
     ("cse_streams", eliminate_common_subexpressions),
     ("annotate", annotate),
 )

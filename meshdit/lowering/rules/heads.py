@@ -11,11 +11,12 @@ and
 becomes
     ttnn.transformer.concatenate_heads.
 
-Both are recognised from graph structure at lowering, per device (local shapes, after sharding). Where the
-pattern does not hold (a bias on only some projections, K/V from another stream, per-head work between the
-reshape and the permute such as Flux's and Mochi's norms and RoPE in [B, N, H, D], head dims that are not whole
-tiles, which both ttnn ops refuse), the separate linears, reshapes and permutes are emitted as before, and
-`heads_first_report` says which attentions were fused and why the others were not.
+Both are recognised from graph structure at lowering, per device (local shapes, after sharding). Per-head work
+after the permute (norms, RoPE: passes/heads_first.py moves Flux's and Mochi's there from [B, N, H, D]) stays
+between the split and attention. Where the pattern does not hold (a bias on only some projections, K/V from another
+stream, head dims that are not whole tiles, which both ttnn ops refuse), the separate linears, reshapes and permutes
+are emitted as before, and the plan's "fused at lowering" line says which attentions were fused and why the others
+were not.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ...ir.graph import is_const
-from ...ir.op_classes import LAYOUT, NORMS
+from ...ir.op_classes import BINARY, LAYOUT, NORMS, UNARY
 from ...ir.ops import ATTENTION
 from ...ir.tiles import TILE
 from ...sharding.placement import Shard
@@ -33,6 +34,7 @@ from ..weights import ROW, TRANSPOSE, heads_fused
 
 aten = torch.ops.aten
 HEADS_PERM = [0, 2, 1, 3]  # [B, N, H, D] <-> [B, H, N, D]
+PER_HEAD = NORMS | LAYOUT | UNARY | BINARY | {aten.slice.Tensor, aten.cat.default}
 
 
 def _only_user(node):
@@ -55,22 +57,27 @@ def _heads_view(lin):
     return reshape, permute
 
 
+def _per_head(node) -> bool:
+    """Work on one head's values at a time, which the head split can precede: norms and views, and RoPE's elementwise
+    ops with tables, slices and concatenations of the head dim, x @ M with a constant M."""
+    return node.target in PER_HEAD or (node.target is aten.matmul.default and is_const(node.args[1]))
+
+
 def _attention_slot(permute):
-    """(attention node, argument index) the permuted heads reach through per-head norms and views only."""
-    node = permute
-    for _ in range(8):
-        user = _only_user(node) if len(node.users) == 1 else None
-        if user is None:
-            users = list(node.users)
-            if len(users) == 1 and users[0].target in ATTENTION:
-                return users[0], list(users[0].args).index(node)
-            return None
-        if user.target in ATTENTION:
-            return user, list(user.args).index(node)
-        if user.target not in NORMS | LAYOUT:
-            return None
-        node = user
-    return None
+    """(attention node, argument index) the permuted heads reach, through per-head work only (passes/heads_first.py
+    moves norms and RoPE after the permute); None when they reach anything else or several attention arguments."""
+    slots, seen, stack = set(), set(), [permute]
+    while stack:
+        node = stack.pop()
+        for user in node.users:
+            if user.target in ATTENTION:
+                slots.add((user, list(user.args).index(node)))
+            elif not _per_head(user) or len(seen) > 64:
+                return None
+            elif user not in seen:
+                seen.add(user)
+                stack.append(user)
+    return next(iter(slots)) if len(slots) == 1 else None
 
 
 def qkv_group(b: Builder, lin):
@@ -158,6 +165,7 @@ def fused_qkv(b: Builder, input, weight, bias):
             if node is not lin:
                 b.absorbed[node] = None  # read by nothing but the next node of the chain, absorbed too
         b.absorbed[permute] = out
+    b.holds[qkv.name] = None  # q, k and v side by side: no graph node's value
     return qkv  # the value of `lin` itself: read by nobody but its reshape, which is absorbed
 
 
