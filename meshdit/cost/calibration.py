@@ -40,7 +40,7 @@ class Efficiency:
 
 
 # From bench/cost_model.py (see the module docstring); rerun it to refit, and it says when these differ
-FITTED = Efficiency(matmul=0.256, sdpa=0.170, op_overhead_s=16.1e-6)
+FITTED = Efficiency(matmul=0.292, sdpa=0.133, op_overhead_s=21.4e-6)
 # HW note section 7, set A: matmul 0.6 (GEMM_FLOPS.md, BF16 HiFi2 52-65%), SDPA 0.45 (Blackhole ring-joint SDPA
 # math utilisation 53-57%, tech_reports/FlashAttention/RingSDPA_SingleChipProxy.md), no per-op overhead
 SOURCED = Efficiency(matmul=0.6, sdpa=0.45, op_overhead_s=0.0)
