@@ -175,7 +175,7 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
         return prepared[mesh.cfg.factor]
 
     def lowered(mesh, layout):
-        """(prepared, graph, ir) of one parallel config: sharded and lowered on its own copy when searching."""
+        """((prepared, graph), ir) of one parallel config: sharded and lowered on its own copy when searching."""
         p = prepare(mesh)
         _check_static_branches(p.graph, example_inputs, p.batched, mesh)
         graph = _graph_copy(p.graph) if searching else p.graph
@@ -186,26 +186,13 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
         t0 = time.perf_counter()
         ir = lower_graph(graph, mesh, act, weights, allow_host_fallback, p.batched)
         timings["lowering"] += time.perf_counter() - t0
-        return p, graph, ir
+        return (p, graph), ir
 
     search_notes = []
     if searching:
         t0 = time.perf_counter()
-        results, best = [], None
-        for mesh, layout in todo:
-            candidate = search.Candidate(mesh, layout)
-            try:
-                p, graph, ir = lowered(mesh, layout)
-            except MeshditError as error:
-                results.append(search.refuse(candidate, error))
-                continue
-            results.append(search.measure(candidate, ir))
-            if candidate.fits and (best is None or candidate.seconds < best.seconds):
-                if best is not None:
-                    best.program = None  # only the fastest fitting program is kept
-                candidate.program, best = (p, graph, ir), candidate
-        chosen = search.choose(results)
-        (p, graph, ir), mesh = chosen.program, chosen.mesh
+        chosen, results = search.run(todo, lowered)
+        ((p, graph), ir), mesh = chosen.program, chosen.mesh
         chosen.program = None
         search_notes = search.search_lines(results, chosen)
         searched = time.perf_counter() - t0 - timings["capture"] - timings["passes"]
@@ -213,7 +200,7 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
                    f"sharding and lowering {len(results)} candidates": searched}
     else:
         mesh = todo[0][0]
-        p, graph, ir = lowered(*todo[0])
+        (p, graph), ir = lowered(*todo[0])
     t0 = time.perf_counter()
     source = emit_source(ir)
     timings["emit"] = time.perf_counter() - t0

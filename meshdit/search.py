@@ -2,6 +2,7 @@
 modelled step time among those that fit a chip's DRAM.
 
     candidates(shape, batch)   every MeshConfig x residual layout the mesh admits (cfg only where the batch splits)
+    run(todo, lower_one)       lower each, measure it (modelled time, memory), keep the fastest that fits
     choose(results)            the fastest candidate that fits, or ConfigError naming the closest
     search_lines(results, ...) the plan's table of the top candidates
 
@@ -72,7 +73,7 @@ class Candidate:
     peak_bytes: int = 0  # peak live activations per device, tile-padded
     dram_bytes: float = 0.0  # the chip's DRAM
     refused: str | None = None  # why it was not lowered (a MeshditError's message)
-    program: object = None  # (graph, ir) while the search keeps it
+    program: object = None  # (payload, ir) of the fastest fitting candidate while the search keeps it
 
     @property
     def fits(self) -> bool:
@@ -105,6 +106,26 @@ def measure(candidate: Candidate, ir) -> Candidate:
 def refuse(candidate: Candidate, error: MeshditError) -> Candidate:
     candidate.refused = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
     return candidate
+
+
+def run(todo: list, lower_one) -> tuple:
+    """Lower every (MeshConfig, residual) of `todo` with `lower_one(mesh, residual)` -> (payload, program IR); a
+    MeshditError refuses the candidate. The chosen one's `.program` is (payload, IR). Returns the chosen Candidate, holding its payload in `.program` (only the
+    fastest fitting payload is kept while searching, to bound memory), and every Candidate."""
+    results, best = [], None
+    for mesh, layout in todo:
+        candidate = Candidate(mesh, layout)
+        try:
+            payload, ir = lower_one(mesh, layout)
+        except MeshditError as error:
+            results.append(refuse(candidate, error))
+            continue
+        results.append(measure(candidate, ir))
+        if candidate.fits and (best is None or candidate.seconds < best.seconds):
+            if best is not None:
+                best.program = None
+            candidate.program, best = (payload, ir), candidate
+    return choose(results), results
 
 
 def choose(results: list) -> Candidate:
