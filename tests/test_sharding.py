@@ -526,6 +526,28 @@ def test_column_partition_needs_whole_tiles_or_row_major():
     assert sim.to_layout(sim.mesh_partition(rows, 2, cluster_axis=1), sim.TILE_LAYOUT).shape == (1, 32, 24)
 
 
+def test_row_partition_into_part_tiles_goes_row_major(pcc_log):
+    """A replicated per-head operand cut along its heads (the tiled rows of [B, N, H, D], 2 heads over tp 2) is not
+    whole tiles per device: lowering cuts it row-major, as it does columns (HeliosTransformer3DModel's partial RoPE
+    once its q/k projections became column-parallel)."""
+    from meshdit.model_zoo import catalog
+    from meshdit.lowering.program_ir import refs_in
+
+    model = catalog.build("HeliosTransformer3DModel")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model, "2x2 sp2@0 tp2@1", catalog.example_inputs("HeliosTransformer3DModel",
+                                                                                   model=model))
+    made = {name: op for op in program.ir.ops for name in op.outputs}
+    row_cuts = [op for op in program.ir.ops if op.fn == "ttnn.mesh_partition"
+                and made[refs_in(op.args)[0]].fn == "ttnn.to_layout"
+                and op.args[1] == len(program.ir.tensors[refs_in(op.args)[0]].shape) - 2]
+    assert row_cuts
+    result = program.pcc_report()[0]
+    pcc_log("Helios partial RoPE heads cut row-major", "2x2 sp2@0 tp2@1 fp32", result)
+    assert result.pcc >= 0.9999
+
+
 def test_all_to_all_grows_in_dim_and_splits_out_dim():
     """ttnn's all_to_all_async_generic output is the input with in_dim x ring and out_dim / ring: ulysses gathers
     the tokens (in_dim 2) and splits the heads (out_dim 1)."""

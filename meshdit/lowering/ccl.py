@@ -86,9 +86,9 @@ def mesh_partition(b: Builder, x, dim, axis):
     # [.., n, ..] on every device -> each device keeps its own [.., n / devices, ..]; no data moves
     value = _pad_for_cut(b, b.weight(x) if is_const(x) else b.arg(x), x, dim, axis)
     piece = b.local(b.node)
-    if dim == len(piece) - 1 and piece[dim] % TILE:
-        # ttnn partitions a tiled tensor's columns only into whole 32-wide tiles ("width begin index aligned to
-        # tiles"): untilize, partition, tilize again (a row-major tensor cuts at any width)
+    if dim >= len(piece) - 2 and piece[dim] % TILE:
+        # ttnn partitions a tiled tensor's rows and columns only into whole 32-wide tiles ("height/width begin index
+        # aligned to tiles"): untilize, partition, tilize again (a row-major tensor cuts anywhere)
         dtype = b.node.meta["val"].dtype
         whole = list(b.arg_local(x))
         whole[dim] = piece[dim] * b.mesh_shape[axis]
