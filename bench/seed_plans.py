@@ -95,8 +95,9 @@ def main(argv=None):
         print({k: v for k, v in rows[-1].items()}, flush=True)
     body = table(rows)
     print(body)
-    replace_block("seed-plans", body + "\n\n" + NOTE, "Seed models: TT-DiT's plan against the plan search "
-                  "(modelled, not measured)")
+    replace_block("seed-plans", body + "\n\n" + NOTE, "## Seed models: TT-DiT's plan against the plan search "
+                  "(modelled, not measured)\n\n`python bench/seed_plans.py`. Seconds per image = steps x forwards "
+                  "per step x the modelled forward + the published non-denoising part.")
 
 
 NOTE = ("Both plans are meshdit's own programs, modelled with the same cost model and run settings, so the "

@@ -16,6 +16,16 @@ def meta_model(name: str):
     return model_zoo.build(name, device="meta")
 
 
+def cfg_plan(name: str, mesh):
+    """The full-size model planned on meta in a cfg config (batch 2: both halves), bf16; the plan printed."""
+    model = meta_model(name)  # one module for every config: they share one export
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model, mesh, model_zoo.example_inputs(name, device="meta", batch=2), dtype="bf16")
+    print(f"\n{program.plan()}")
+    return program
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name, blocks", [("sd35-large", 38), ("flux1-dev", 19), ("flux1-schnell", 19),
                                           ("mochi1", 48)])
@@ -46,13 +56,8 @@ def test_sd35_large_sharded_plans(mesh_shape):
 
     mesh = MeshConfig.from_tuples(tuple(int(v) for v in mesh_shape.split("x")),
                                   model_zoo.entry("sd35-large").parallel[mesh_shape])
-    model = meta_model("sd35-large")  # one module for both configs: they share one export (conftest)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = meshdit.lower(model, mesh, model_zoo.example_inputs("sd35-large", device="meta", batch=2),
-                                dtype="bf16")
+    program = cfg_plan("sd35-large", mesh)
     plan = program.plan()
-    print(f"\n{plan}")
     assert "transformer_blocks.0: 7 collectives" in plan
     # one function per distinct block: the 37 joint blocks, and the last one (its prompt stream ends there)
     assert sorted(len(kind.instances) for kind in program.ir.blocks.values()) == [1, 37]
@@ -72,13 +77,8 @@ def test_motif_image_6b_seed_configs_plan_and_fit(mesh_shape):
     from meshdit.report import peak_activation_bytes
 
     mesh = model_zoo.seed_mesh("motif-image-6b", mesh_shape)
-    model = meta_model("motif-image-6b")  # one module for both configs: they share one export (conftest)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = meshdit.lower(model, mesh, model_zoo.example_inputs("motif-image-6b", device="meta", batch=2),
-                                dtype="bf16")
+    program = cfg_plan("motif-image-6b", mesh)
     plan = program.plan()
-    print(f"\n{plan}")
     assert "mmdit_blocks x30" in plan and program.coverage()["host"] == {}
     assert program.coverage()["device"]["ttnn.transformer.ring_joint_scaled_dot_product_attention"] == 30
     nodes = {node.name: node for node in program.graph.gm.graph.nodes}

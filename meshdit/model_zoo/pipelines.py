@@ -90,6 +90,14 @@ def _mochi_vae(latent_channels: int, seed: int):
                               scaling_factor=1.5).eval()
 
 
+def _sd3_encoders(vocab_dir: str, clip_tokens: int, t5_tokens: int, seed: int) -> dict:
+    """SD3's three text encoders and tokenizers (Motif conditions the same way): CLIP-L and CLIP-G (hidden 8 + 24 =
+    the joint width 32, pooled 32) and T5 (d_model 32)."""
+    return dict(text_encoder=_clip(8, clip_tokens, True, seed + 2), tokenizer=_tokenizer(vocab_dir, clip_tokens),
+                text_encoder_2=_clip(24, clip_tokens, True, seed + 3), tokenizer_2=_tokenizer(vocab_dir, clip_tokens),
+                text_encoder_3=_t5(32, seed + 4), tokenizer_3=_tokenizer(vocab_dir, t5_tokens))
+
+
 def tiny_pipeline(family: str, vocab_dir: str, seed: int = 0):
     """A StableDiffusion3Pipeline ("sd3"), FluxPipeline ("flux"), MochiPipeline ("mochi") or MotifPipeline ("motif")
     around the zoo's tiny transformer of that family, on CPU in float32. Weights are seeded: two calls build the
@@ -99,12 +107,10 @@ def tiny_pipeline(family: str, vocab_dir: str, seed: int = 0):
     if family == "sd3":
         from diffusers import StableDiffusion3Pipeline
 
-        # prompt: 16 CLIP tokens (hidden 8 + 24 = joint width 32, pooled 32) then 16 T5 tokens
+        # prompt: 16 CLIP tokens then 16 T5 tokens
         return StableDiffusion3Pipeline(
             transformer=build("sd3-tiny", seed=seed), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-            vae=_vae(4, seed + 1), text_encoder=_clip(8, 16, True, seed + 2), tokenizer=_tokenizer(vocab_dir, 16),
-            text_encoder_2=_clip(24, 16, True, seed + 3), tokenizer_2=_tokenizer(vocab_dir, 16),
-            text_encoder_3=_t5(32, seed + 4), tokenizer_3=_tokenizer(vocab_dir, 16))
+            vae=_vae(4, seed + 1), **_sd3_encoders(vocab_dir, 16, 16, seed))
     if family == "flux":
         from diffusers import FluxPipeline
 
@@ -124,13 +130,10 @@ def tiny_pipeline(family: str, vocab_dir: str, seed: int = 0):
     if family == "motif":
         from .motif_pipeline import MotifPipeline
 
-        # SD3's encoders: 15 CLIP tokens (hidden 8 + 24 = text width 32, pooled 32) then 16 T5 tokens, and the
-        # transformer's time token makes 32
+        # SD3's encoders: 15 CLIP tokens then 16 T5 tokens, and the transformer's time token makes 32
         return MotifPipeline(
             transformer=build("motif-tiny", seed=seed), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
-            vae=_vae(4, seed + 1), text_encoder=_clip(8, 15, True, seed + 2), tokenizer=_tokenizer(vocab_dir, 15),
-            text_encoder_2=_clip(24, 15, True, seed + 3), tokenizer_2=_tokenizer(vocab_dir, 15),
-            text_encoder_3=_t5(32, seed + 4), tokenizer_3=_tokenizer(vocab_dir, 16))
+            vae=_vae(4, seed + 1), **_sd3_encoders(vocab_dir, 15, 16, seed))
     raise KeyError(f"no tiny pipeline for family {family!r}; there are {', '.join(FAMILIES)}")
 
 
