@@ -38,3 +38,7 @@ ROW_WISE = frozenset({aten.linear.default}) | NORMS
 LAYOUT = frozenset({aten.reshape.default, aten.permute.default, aten.to.dtype})
 # Data movement that selects, joins or pads values (no arithmetic).
 SELECT = frozenset({aten.slice.Tensor, aten.cat.default, aten.constant_pad_nd.default, aten.expand.default})
+# Work attention does on each head's values between the head split and attention (norms, RoPE: elementwise ops with
+# tables, slices and concatenations of the head dim; also x @ M with a constant M, which is a matmul): the head
+# split can precede it (passes/heads_first.py moves it so, lowering/rules/heads.py fuses QKV across it)
+PER_HEAD = UNARY | BINARY | NORMS | frozenset({aten.slice.Tensor, aten.cat.default})

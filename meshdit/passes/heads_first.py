@@ -20,7 +20,7 @@ import torch
 import torch.fx as fx
 
 from ..ir.graph import ModelGraph, emit, finalize, is_const, shape_of
-from ..ir.op_classes import BINARY, NORMS, UNARY
+from ..ir.op_classes import BINARY, NORMS, PER_HEAD, UNARY
 from .fold import fold_constants
 
 aten = torch.ops.aten
@@ -52,6 +52,8 @@ def _commutes(node: fx.Node, inside) -> bool:
     `inside(a)`: a is a region value (else a table from outside, or a scalar)."""
     t, args = node.target, node.args
     tensors = node.all_input_nodes
+    if t not in PER_HEAD and t is not aten.matmul.default:
+        return False
     if t in UNARY:
         return inside(args[0])
     if t in BINARY:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ...ir.graph import is_const
-from ...ir.op_classes import BINARY, LAYOUT, NORMS, UNARY
+from ...ir.op_classes import LAYOUT, PER_HEAD
 from ...ir.ops import ATTENTION
 from ...ir.tiles import TILE
 from ...sharding.placement import Shard
@@ -34,7 +34,6 @@ from ..weights import ROW, TRANSPOSE, heads_fused
 
 aten = torch.ops.aten
 HEADS_PERM = [0, 2, 1, 3]  # [B, N, H, D] <-> [B, H, N, D]
-PER_HEAD = NORMS | LAYOUT | UNARY | BINARY | {aten.slice.Tensor, aten.cat.default}
 
 
 def _only_user(node):
@@ -60,7 +59,7 @@ def _heads_view(lin):
 def _per_head(node) -> bool:
     """Work on one head's values at a time, which the head split can precede: norms and views, and RoPE's elementwise
     ops with tables, slices and concatenations of the head dim, x @ M with a constant M."""
-    return node.target in PER_HEAD or (node.target is aten.matmul.default and is_const(node.args[1]))
+    return node.target in PER_HEAD | LAYOUT or (node.target is aten.matmul.default and is_const(node.args[1]))
 
 
 def _attention_slot(permute):
