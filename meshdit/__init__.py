@@ -27,6 +27,7 @@ import torch.utils._pytree as pytree
 
 from .capture import capture
 from .errors import ConfigError, MeshditError
+from .lowering.builder import FIDELITIES
 from .sharding import MeshConfig
 
 DTYPE_NAMES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16",
@@ -111,14 +112,17 @@ def _graph_copy(graph):
 
 def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None = None, *, dtype="fp32",
           weight_dtype=None, static_inputs=(), allow_host_fallback=True, check=True, residual=None,
-          strict=False):
+          strict=False, matmul_fidelity="HiFi2"):
     """Lower `model` to a TT-NN Program for `mesh_config`, specialised to the shapes of `example_inputs`.
 
     mesh_config: a mesh with its parallel factors ("2x4 cfg2@1 sp2@0 tp2@1", a MeshConfig), or a mesh shape alone
     ("2x4"): the plan search (meshdit.search) then lowers every parallel config the mesh admits, keeps those that
     fit a chip's DRAM and takes the least modelled step time; the plan lists the top candidates.
     dtype: activation dtype on device (fp32 or bf16); weight_dtype: matmul weight dtype (bf16 or bfp8; defaults to
-    dtype). static_inputs: input names whose values are baked in (inputs read by data-dependent ops always are).
+    dtype). matmul_fidelity: math fidelity of the matmuls, HiFi2 (TT-DiT's default) or LoFi (TT-DiT's opt-in
+    bf8_weights_lofi profile with weight_dtype="bfp8": twice the matmul throughput; the simulated mesh truncates
+    operands as LoFi's multiplier reads them, so the PCC check reports what it costs). static_inputs: input names
+    whose values are baked in (inputs read by data-dependent ops always are).
     residual: tp layout of the residual stream, "replicated" (all-reduce after row-parallel linears) or "sharded"
     (TT-DiT's: reduce-scatter into a hidden-sharded residual, distributed norms, all-gather before column-parallel
     linears); None: replicated, or both tried by the plan search. allow_host_fallback: run ops without a TT-NN
@@ -149,6 +153,9 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
         raise ConfigError("example_inputs is required: the dict of keyword arguments the module's forward takes")
     if residual not in (None, *search.RESIDUALS):
         raise ConfigError(f"residual={residual!r}: use 'replicated' or 'sharded'")
+    fidelity = {f.lower(): f for f in FIDELITIES}.get(str(matmul_fidelity).lower())
+    if fidelity is None:
+        raise ConfigError(f"matmul_fidelity={matmul_fidelity!r}: use one of {', '.join(FIDELITIES)}")
     searching = _is_mesh_shape(mesh_config)
     if searching:
         shape = tuple(int(v) for v in mesh_config.strip().split("x"))
@@ -184,7 +191,7 @@ def lower(model: torch.nn.Module, mesh_config="1x1", example_inputs: dict | None
             shard_graph(graph, mesh, layout, strict)
             timings["sharding"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        ir = lower_graph(graph, mesh, act, weights, allow_host_fallback, p.batched)
+        ir = lower_graph(graph, mesh, act, weights, allow_host_fallback, p.batched, matmul_fidelity=fidelity)
         timings["lowering"] += time.perf_counter() - t0
         return (p, graph), ir
 

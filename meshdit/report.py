@@ -86,7 +86,8 @@ def collective_table(ir: ProgramIR) -> list:
 
 def plan_text(mg: ModelGraph, ir: ProgramIR, timings: dict, mesh: str) -> str:
     lines = [f"meshdit plan: {mg.model_name} on mesh {mesh}, activations {ir.act_dtype}, "
-             f"matmul weights {ir.weight_dtype}" + (" (planned on meta)" if mg.on_meta else "")]
+             f"matmul weights {ir.weight_dtype}" + (f", matmuls {ir.matmul_fidelity}" if ir.matmul_fidelity != "HiFi2"
+                                                    else "") + (" (planned on meta)" if mg.on_meta else "")]
     lines.append("  stages: " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
     stats = mg.gm.meta.get("pass_stats", {})
     if stats:

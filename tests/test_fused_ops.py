@@ -1,5 +1,7 @@
-"""Fused emission: an activation inside its linear (`ttnn.linear(..., activation=)`), and heads-first attention
-(one fused QKV linear, `ttnn.transformer.split_query_key_value_and_split_heads`, `concatenate_heads`)."""
+"""Fused emission: an activation inside its linear (`ttnn.linear(..., activation=)`), heads-first attention
+(one fused QKV linear, `ttnn.transformer.split_query_key_value_and_split_heads`, `concatenate_heads`), RoPE as
+`ttnn.experimental.rotary_embedding_llama`, and adaLN modulation chunks computed where the sharded residual reads
+them."""
 
 import pytest
 import torch
@@ -169,3 +171,202 @@ def test_simulated_head_split_and_concat_follow_ttnn():
     assert torch.equal(torch.from_numpy(sim.from_device(merged).to_numpy()), x[..., :64])
     with pytest.raises(RuntimeError, match="head size 16"):
         sim.transformer.concatenate_heads(_on_device(torch.randn(1, 2, 64, 16)))
+
+
+ROTARY = "ttnn.experimental.rotary_embedding_llama"
+
+
+def _rope_inputs(n=64, head_dim=32):
+    return {"x": torch.randn(1, n, 128 if head_dim == 32 else 4 * head_dim), "cos": torch.randn(n, head_dim),
+            "sin": torch.randn(n, head_dim)}
+
+
+@pytest.mark.parametrize("mesh", ["1x1", "2x2 sp2@0 tp2@1"])
+def test_rope_is_ttnns_rotary_op_in_bfloat16(mesh):
+    """x * cos + (x @ M) * sin with M one 32 x 32 pair rotation repeated along the diagonal: one rotary op per q and
+    per k, the 32 x 32 block as its transformation matrix, tables sharded with the tokens under sp."""
+    torch.manual_seed(0)
+    program = meshdit.lower(HeadsLastAttention().eval(), mesh, _rope_inputs(), dtype="bf16")
+    fns = [op.fn for op in program.ir.ops]
+    assert program.ir.fusions["RoPE as ttnn rotary_embedding_llama"] == 2
+    assert fns.count(ROTARY) == 2 and "ttnn.matmul" not in fns
+    (matrix,) = [w for w in program.ir.weights.values() if w.transform.name == "rotary_tile"]
+    assert matrix.spec.shape == (1, 1, 32, 32) and matrix.spec.dtype == "bfloat16"
+    rope = next(op for op in program.ir.ops if op.fn == ROTARY)
+    tokens = 64 // (2 if "sp2" in mesh else 1)
+    assert [program.ir.tensors[a.name].shape for a in rope.args[1:3]] == [(1, 1, tokens, 32)] * 2
+    assert "RoPE as ttnn rotary_embedding_llama x2" in program.plan()
+    result = program.pcc_report()[0]
+    print(f"rotary op {mesh} bf16: PCC {result.pcc:.6f}")
+    assert result.pcc > 0.999
+
+
+class RotateHalfAttention(HeadsLastAttention):
+    """RoPE in its rotate-half form (channel i pairs with i + D/2), written as diffusers writes it or, with
+    `matrix`, as x @ M with M given."""
+
+    def __init__(self, dim=128, heads=4, matrix=False):
+        super().__init__(dim, heads)
+        d = dim // heads
+        rotate = torch.zeros(d, d)
+        rotate[torch.arange(d // 2) + d // 2, torch.arange(d // 2)] = -1.0  # (x1, x2) -> (-x2, x1)
+        rotate[torch.arange(d // 2), torch.arange(d // 2) + d // 2] = 1.0
+        self.register_buffer("rotate", rotate if matrix else None)
+
+    def forward(self, x, cos, sin):
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        b, n, _ = x.shape
+        q, k, v = (self.proj[r](x).unflatten(-1, (self.heads, -1)).transpose(1, 2) for r in "qkv")
+        if self.rotate is None:
+            q, k = (apply_rotary_emb(t, (cos, sin), use_real_unbind_dim=-2) for t in (q, k))
+        else:
+            q, k = (t * cos + (t @ self.rotate) * sin for t in (q, k))
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.out(o.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_rope_stays_four_ops_where_ttnn_refuses_it():
+    """float32 (ttnn's rotary op takes bfloat16 only), and a rotation that pairs channels across a 32-wide tile
+    (rotate-half over 64-wide heads, as x @ M): kept as matmul + elementwise, with the reason in the plan. Rotate-half
+    over 32-wide heads stays inside one tile: ttnn's op computes it with M as its transformation matrix."""
+    torch.manual_seed(0)
+    fp32 = meshdit.lower(HeadsLastAttention().eval(), "1x1", _rope_inputs())
+    assert fp32.ir.fusions["RoPE kept as matmul + elementwise (float32 (ttnn's rotary op takes bfloat16 only))"] == 2
+    assert ROTARY not in [op.fn for op in fp32.ir.ops] and fp32.pcc_report()[0].pcc > 0.9999
+    across = meshdit.lower(RotateHalfAttention(256, matrix=True).eval(), "1x1", _rope_inputs(head_dim=64),
+                           dtype="bf16")
+    reason = "RoPE kept as matmul + elementwise (its rotation pairs channels across a 32-wide tile (rotate-half RoPE))"
+    assert across.ir.fusions[reason] == 2
+    assert ROTARY not in [op.fn for op in across.ir.ops] and across.pcc_report()[0].pcc > 0.999
+    within = meshdit.lower(RotateHalfAttention().eval(), "1x1", _rope_inputs(), dtype="bf16")
+    assert [op.fn for op in within.ir.ops].count(ROTARY) == 2 and within.pcc_report()[0].pcc > 0.999
+
+
+def _bf16_on_device(t):
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 1))
+    return sim.Tensor(t.numpy(), data_type=sim.bfloat16, device=mesh, layout=sim.TILE_LAYOUT)
+
+
+def test_simulated_rotary_op_follows_ttnn():
+    """Every 32-wide tile of x times T, then x * cos + that * sin (intermediates in bfloat16, as the kernel's
+    circular buffers hold them); the refusals real ttnn 0.81.1 gives on the mock."""
+    torch.manual_seed(0)
+    x, cos, sin = torch.randn(1, 2, 64, 64), torch.randn(1, 1, 64, 64), torch.randn(1, 1, 64, 64)
+    pairs = torch.zeros(32, 32)
+    pairs[torch.arange(1, 32, 2), torch.arange(0, 32, 2)] = -1.0  # (x0, x1) -> (-x1, x0)
+    pairs[torch.arange(0, 32, 2), torch.arange(1, 32, 2)] = 1.0
+    rotated = (x.reshape(1, 2, 64, 2, 32) @ pairs).reshape(x.shape)
+    assert torch.equal(rotated[..., 0], -x[..., 1]) and torch.equal(rotated[..., 1], x[..., 0])
+    args = [_bf16_on_device(t) for t in (x, cos, sin, pairs.reshape(1, 1, 32, 32))]
+    got = torch.from_numpy(sim.from_device(sim.experimental.rotary_embedding_llama(*args)).to_numpy())
+    want = x * cos + rotated * sin
+    assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.9999
+    x3 = _bf16_on_device(x[0])
+    with pytest.raises(RuntimeError, match="rank-4"):
+        sim.experimental.rotary_embedding_llama(x3, *args[1:])
+    with pytest.raises(RuntimeError, match="dtype = bfloat16"):
+        sim.experimental.rotary_embedding_llama(_on_device(x), *args[1:])
+    with pytest.raises(RuntimeError, match="Transformation matrix"):
+        sim.experimental.rotary_embedding_llama(*args[:3], _bf16_on_device(torch.eye(64).reshape(1, 1, 64, 64)))
+    wide = [_bf16_on_device(t) for t in (torch.randn(1, 1, 32, 256), torch.randn(1, 1, 32, 256))]
+    accumulate = sim.WormholeComputeKernelConfig(fp32_dest_acc_en=True)
+    with pytest.raises(RuntimeError, match="fp32_dest_acc_en must be False"):
+        sim.experimental.rotary_embedding_llama(_bf16_on_device(torch.randn(1, 1, 32, 256)), wide[0], wide[1],
+                                                args[3], compute_kernel_config=accumulate)
+
+
+class Modulated(torch.nn.Module):
+    """An adaLN-modulated MLP block: shift, scale and gate from one linear of the conditioning, chunked."""
+
+    def __init__(self, dim=64):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ada = torch.nn.Linear(dim, 3 * dim)
+        self.up, self.down = torch.nn.Linear(dim, 4 * dim), torch.nn.Linear(4 * dim, dim)
+
+    def forward(self, x, c):
+        shift, scale, gate = self.ada(torch.nn.functional.silu(c)).chunk(3, dim=-1)
+        h = self.norm(x) * (1 + scale[:, None]) + shift[:, None]
+        return x + gate[:, None] * self.down(torch.nn.functional.gelu(self.up(h), approximate="tanh"))
+
+
+def test_adaln_chunks_are_computed_where_the_sharded_residual_reads_them():
+    """With the residual sharded over tp, each modulation chunk is its own column-parallel linear: every device
+    computes its piece of shift, scale and gate, which is the piece its shard of the residual reads. Kept whole,
+    the linear's output would be sharded across the chunks: gathered, sliced, and cut again per chunk."""
+    torch.manual_seed(0)
+    inputs = {"x": torch.randn(1, 64, 64), "c": torch.randn(1, 64)}
+    sharded = meshdit.lower(Modulated().eval(), "1x2 tp2@1", inputs, residual="sharded")
+    replicated = meshdit.lower(Modulated().eval(), "1x2 tp2@1", inputs, residual="replicated")
+    modulation = [op for op in sharded.ir.ops if op.fn == "ttnn.linear" and
+                  sharded.ir.tensors[op.outputs[0]].shape == (1, 32)]
+    assert len(modulation) == 3  # shift, scale, gate: 32 of 64 features each per device
+    cut = [sharded.ir.tensors[op.outputs[0]].shape for op in sharded.ir.ops
+           if op.fn in ("ttnn.mesh_partition", "ttnn.slice", "ttnn.experimental.all_gather_async")]
+    assert all(shape[-2] == 64 for shape in cut)  # only the tokens' residual and hidden states, no chunk
+    # the whole-linear form, kept for the replicated residual, whose consumers want every chunk whole
+    assert [op.fn for op in replicated.ir.ops].count("ttnn.slice") == 3
+    for program in (sharded, replicated):
+        assert program.pcc_report()[0].pcc > 0.9999
+
+
+class TwoModulated(torch.nn.Module):
+    """Two modulated blocks: under a sharded residual the second one's norm reads the sharded residual (the
+    first's reads the replicated model input, which is partitioned after it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = torch.nn.ModuleList([Modulated(), Modulated()])
+
+    def forward(self, x, c):
+        for block in self.blocks:
+            x = block(x, c)
+        return x
+
+
+@pytest.mark.parametrize("mesh, residual", [("1x1", "replicated"), ("1x2 tp2@1", "sharded")])
+def test_modulation_folds_into_the_norm_bias_and_addcmul(mesh, residual):
+    """norm(x) * (1 + scale) + shift is one norm with weight 1 + scale and bias shift (the distributed norm under a
+    sharded residual); the 1 goes into the scale linear's bias once the chunk is its own linear; x + gate * y is one
+    ttnn.addcmul. Batch 1: one modulation row per device."""
+    torch.manual_seed(0)
+    inputs = {"x": torch.randn(1, 64, 64), "c": torch.randn(1, 64)}
+    program = meshdit.lower(TwoModulated().eval(), mesh, inputs, dtype="bf16", residual=residual)
+    fusions, fns = program.ir.fusions, [op.fn for op in program.ir.ops]
+    assert fusions["gated residual as addcmul"] == 2 and fns.count("ttnn.addcmul") == 2
+    if residual == "sharded":
+        assert fusions["adaLN modulation in its norm"] == 1  # the second block's distributed norm
+        assert fusions["number added into the linear's bias"] == 2
+        norm = next(op for op in program.ir.ops if op.fn == "ttnn.layer_norm_post_all_gather")
+        assert {"weight", "bias"} <= set(norm.kwargs)
+    else:
+        assert fusions["adaLN modulation in its norm"] == 2 and "ttnn.multiply" not in fns
+    result = program.pcc_report()[0]
+    print(f"modulation folded {mesh} {residual} bf16: PCC {result.pcc:.6f}")
+    assert result.pcc > 0.999
+
+
+def test_modulation_with_a_row_per_batch_entry_stays_apart():
+    """Batch 2 on one device: a norm's weight is one row for every token, so 1 + scale (a row per batch entry)
+    cannot be it; the gate broadcasts in ttnn.addcmul as in torch."""
+    torch.manual_seed(0)
+    inputs = {"x": torch.randn(2, 64, 64), "c": torch.randn(2, 64)}
+    program = meshdit.lower(Modulated().eval(), "1x1", inputs, dtype="bf16")
+    assert "adaLN modulation in its norm" not in program.ir.fusions
+    assert program.ir.fusions["gated residual as addcmul"] == 1
+    assert program.pcc_report()[0].pcc > 0.999
+
+
+def test_simulated_addcmul_and_norm_rows_follow_ttnn():
+    torch.manual_seed(0)
+    a, g, h = torch.randn(2, 64, 32), torch.randn(2, 1, 32), torch.randn(2, 64, 32)
+    got = sim.addcmul(_on_device(a), _on_device(g), _on_device(h), value=0.5)
+    assert torch.allclose(torch.from_numpy(sim.from_device(got).to_numpy()), a + 0.5 * g * h, atol=1e-6)
+    with pytest.raises(RuntimeError, match="wider than input_a"):
+        sim.addcmul(_on_device(g), _on_device(a), _on_device(h))
+    x = _on_device(torch.randn(2, 64, 32))
+    one_row = sim.layer_norm(x, epsilon=1e-6, weight=_on_device(torch.ones(1, 1, 32)))
+    assert tuple(one_row.shape) == (2, 64, 32)
+    with pytest.raises(RuntimeError, match="not one row"):
+        sim.layer_norm(x, epsilon=1e-6, weight=_on_device(torch.ones(2, 1, 32)))

@@ -87,3 +87,53 @@ def test_device_pcc_runs_without_torch():
             "assert device.pcc(x, x) == 1.0 and abs(device.pcc(x, -x) + 1) < 1e-12\n"
             "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- math fidelity: what a matmul's multiplier phases read of its operands -------------------------------------------
+def test_mantissa_truncation_keeps_the_leading_bits():
+    from meshdit.runtime.numerics import truncate_mantissa
+
+    x = torch.tensor([1.0, 1.9999, 1.53125, -1.53125, 3.1, 0.0])
+    assert truncate_mantissa(x, 4).tolist() == [1.0, 1.9375, 1.5, -1.5, 3.0, 0.0]  # steps of 2**-4 below the lead
+    assert truncate_mantissa(x, 6)[2].item() == 1.53125
+    assert torch.equal(truncate_mantissa(x, 7), x)  # bfloat16's whole mantissa
+
+
+@pytest.mark.parametrize("fidelity, weight_bits, activation_bits", [("LoFi", 4, 6), ("HiFi2", 7, 6), ("HiFi4", 7, 7)])
+def test_simulated_matmul_reads_what_its_fidelity_reads(fidelity, weight_bits, activation_bits):
+    """in0 (activations) goes to SrcB, in1 (weights) to SrcA: LoFi reads 4 mantissa bits of the weights and 6 of
+    the activations (tt-metal tech_reports/matrix_engine), HiFi2 all of the weights, HiFi4 everything."""
+    from meshdit.runtime import sim
+    from meshdit.runtime.numerics import round_bfloat16, truncate_mantissa
+
+    torch.manual_seed(0)
+    a, b = round_bfloat16(torch.randn(32, 64)), round_bfloat16(torch.randn(64, 32))
+    mesh = sim.open_mesh_device(sim.MeshShape(1, 1))
+    on = lambda t: sim.Tensor(t.numpy(), data_type=sim.bfloat16, device=mesh, layout=sim.TILE_LAYOUT)  # noqa: E731
+    config = sim.WormholeComputeKernelConfig(math_fidelity=getattr(sim.MathFidelity, fidelity), fp32_dest_acc_en=True)
+    got = torch.from_numpy(sim.from_device(sim.linear(on(a), on(b), compute_kernel_config=config,
+                                                      dtype=sim.float32)).to_numpy())
+    want = truncate_mantissa(a, activation_bits) @ truncate_mantissa(b, weight_bits)
+    assert torch.allclose(got, want, atol=1e-4)
+    if fidelity != "HiFi4":
+        assert not torch.allclose(got, a @ b, atol=1e-3)
+
+
+def test_lofi_profile_is_opt_in_and_its_pcc_is_reported():
+    """matmul_fidelity="LoFi" with bfp8 weights (TT-DiT's bf8_weights_lofi): every matmul's kernel config says LoFi,
+    the simulated PCC is checked against the bfp8 threshold, and the cost model gives its matmuls twice the rate."""
+    import meshdit
+    from meshdit import model_zoo
+
+    inputs = model_zoo.example_inputs("sd3-tiny-tt")
+    programs = {f: meshdit.lower(model_zoo.build("sd3-tiny-tt"), "1x1", inputs, dtype="bf16", weight_dtype="bfp8",
+                                 matmul_fidelity=f) for f in ("HiFi2", "LoFi")}
+    assert "MathFidelity.LoFi" in programs["LoFi"].ir.configs["MATMUL_CONFIG"]
+    assert "matmuls LoFi" in programs["LoFi"].plan().splitlines()[0]
+    pccs = {f: p.pcc_report()[0].pcc for f, p in programs.items()}
+    print(f"sd3-tiny-tt 1x1 bf16 bfp8: PCC HiFi2 {pccs['HiFi2']:.6f}, LoFi {pccs['LoFi']:.6f}")
+    assert 0.99 <= pccs["LoFi"] < pccs["HiFi2"]
+    compute = {f: p.estimate().totals["matmul"] for f, p in programs.items()}
+    assert compute["LoFi"] < compute["HiFi2"]
+    with pytest.raises(meshdit.ConfigError, match="matmul_fidelity='HiFi5'"):
+        meshdit.lower(model_zoo.build("sd3-tiny-tt"), "1x1", inputs, matmul_fidelity="HiFi5")

@@ -45,7 +45,8 @@ def modelled(system, chunks, heads, local, prompt, ring, head_dim):
 
 def test_few_heads_per_chip_get_smaller_q_chunks_that_keep_the_grid_busy():
     """Flux.1-dev on Galaxy (sp4 tp8): 3 heads x (1024 image + 512 prompt) queries per chip. A q chunk of 256 gives
-    18 items for the ring's 48 cores; the choice keeps more of them busy and is modelled faster."""
+    18 items for the ring's 56 cores (7 of Galaxy's 8 rows); the choice keeps more of them busy and is modelled
+    faster."""
     system, heads, local, prompt = systems.GALAXY, 3, 1024, 512
     before = sdpa.Chunks(old_chunk(local), old_chunk(local))
     after = ring_choice(system, heads, local, prompt, 4, 128)

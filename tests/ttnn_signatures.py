@@ -27,6 +27,7 @@ SIGNATURES = {
     "ttnn.multiply": _BINARY,
     "ttnn.subtract": _BINARY,  # assumed: same binding as add / multiply
     "ttnn.divide": _BINARY,  # assumed
+    "ttnn.addcmul": (("input_a", "input_b", "input_c"), ("value", "memory_config", "output_tensor")),
     "ttnn.softmax": (("input_tensor", "dim"), ("memory_config", "compute_kernel_config", "numeric_stable")),
     "ttnn.reshape": (("input_tensor", "shape"), ("memory_config", "pad_value", "reshape_tile_mode",
                                                  "sub_core_grids", "skip_padding_fill")),
@@ -52,6 +53,8 @@ SIGNATURES = {
         ("input_tensor", "kv_input_tensor"),
         ("num_heads", "num_kv_heads", "transpose_key", "memory_config", "use_falcon7b_backend")),
     "ttnn.transformer.concatenate_heads": (("input_tensor",), ("memory_config",)),
+    "ttnn.experimental.rotary_embedding_llama": (("input_tensor", "cos_cache", "sin_cache", "trans_mat"),
+                                                 ("is_decode_mode", "memory_config", "compute_kernel_config")),
     "ttnn.transformer.joint_scaled_dot_product_attention": (
         ("input_tensor_q", "input_tensor_k", "input_tensor_v", "joint_tensor_q", "joint_tensor_k", "joint_tensor_v"),
         ("joint_strategy", "program_config", "scale", "compute_kernel_config")),

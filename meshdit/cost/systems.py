@@ -88,13 +88,20 @@ class System:
     # (BasicEthernetGuide); T3K/QuietBox 2 (t3k_mesh_graph_descriptor.textproto, count 2); WH Galaxy 4
     # (single_galaxy_mesh_graph_descriptor.textproto, count 4)
     links_per_neighbour: int
-    # Compute grid with dispatch on worker cores, as meshdit's programs open the mesh (runtime/device.py
-    # open_mesh): a row goes to dispatch on T3K/Galaxy chips, 8x7 (tt_dit_perf_techniques.md, "dispatch cores");
+    # Compute grid with dispatch on worker cores (runtime/device.py open_mesh): a row goes to dispatch on T3K/Galaxy
+    # chips, 8x7 (tt_dit_perf_techniques.md, "dispatch cores");
     # an N150 keeps 8x8 (HW note section 1: "compute grid 8x8 = 64 on n150")
     worker_dispatch_grid: tuple = (8, 7)
     chip: Chip = WORMHOLE
     # Run settings, not hardware: None means what the program's ops say
-    dispatch: str = "worker"  # "worker" (meshdit's programs) or "ethernet" (TT-DiT's)
+    # Where dispatch runs when meshdit's programs open this system on hardware (runtime/device.py open_mesh; the
+    # mocked clusters always take worker dispatch): "ethernet" leaves the whole 8x8 grid to compute, as TT-DiT runs
+    # T3K and Galaxy; "worker" gives a row of it to dispatch. Galaxy: ethernet, with all 4 links per CCL, as TT-DiT.
+    # T3K: worker, keeping both links per CCL; TT-DiT's ethernet dispatch there runs with 1 link, which the cost
+    # model puts slower for 3 of the 4 seed models on T3K (SD3.5 Large 486 vs 503 ms, Flux.1-dev 623 vs 677,
+    # Motif 375 vs 388; Mochi-1 15.0 vs 14.7 s per forward, modelled on the seed configs' programs on
+    # 2026-12-02). Unverified on hardware either way.
+    dispatch: str = "worker"
     links: int | None = None  # links every CCL uses; None: the op's num_links (capped by links_per_neighbour)
     # TT_MM_THROTTLE_PERF=5 caps matmul throughput at 33% of peak on > 48 cores (HW note section 1,
     # ttnn/cpp/ttnn/operations/compute_throttle_utils.hpp); None: not set
@@ -112,8 +119,9 @@ class System:
     def ccl_links(self) -> int:
         """The num_links meshdit's programs give every CCL on this system: every ethernet link to a neighbour (4 on
         Galaxy, as TT-DiT runs it; 2 on T3K, where TT-DiT uses 1 with dispatch on ethernet cores while meshdit
-        dispatches on worker cores). ttnn refuses more ("Requested link index 2 is out of bounds. 2 ethernet
-        channels available", tt_metal/fabric/fabric.cpp:163, seen on the mocked T3K; 4 on the mocked Galaxy)."""
+        dispatches on worker cores there: see `dispatch`). ttnn refuses more ("Requested link index 2 is out of
+        bounds. 2 ethernet channels available", tt_metal/fabric/fabric.cpp:163, seen on the mocked T3K; 4 on the
+        mocked Galaxy)."""
         return max(1, self.links_per_neighbour)
 
     def links_for(self, op_links: int | None) -> int:
@@ -133,7 +141,7 @@ class System:
 N150 = System("N150", (1, 1), links_per_neighbour=0, worker_dispatch_grid=(8, 8))
 N300 = System("N300", (1, 2), links_per_neighbour=2)
 T3K = System("T3K", (2, 4), links_per_neighbour=2)
-GALAXY = System("Galaxy", (4, 8), links_per_neighbour=4)
+GALAXY = System("Galaxy", (4, 8), links_per_neighbour=4, dispatch="ethernet")
 SYSTEMS = {"n150": N150, "n300": N300, "t3k": T3K, "quietbox": T3K, "galaxy": GALAXY}
 
 

@@ -26,10 +26,13 @@ from .weights import IDENTITY, WeightTransform
 TTNN_DTYPE = {"float32": "ttnn.float32", "bfloat16": "ttnn.bfloat16", "bfloat8_b": "ttnn.bfloat8_b",
               "int32": "ttnn.int32", "uint32": "ttnn.uint32"}
 
-# Compute kernel configs as TT-DiT sets them: matmuls HiFi2 with fp32 accumulation, norms HiFi4.
+# Compute kernel configs as TT-DiT sets them: matmuls HiFi2 (LoFi in its opt-in bf8_weights_lofi profile) with fp32
+# accumulation, norms HiFi4.
+FIDELITIES = ("LoFi", "HiFi2", "HiFi3", "HiFi4")
+MATMUL_CONFIG = ("ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.{fidelity}, "
+                 "math_approx_mode=False, fp32_dest_acc_en=True, packer_l1_acc=True)")
 CONFIGS = {
-    "MATMUL_CONFIG": "ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.HiFi2, "
-                     "math_approx_mode=False, fp32_dest_acc_en=True, packer_l1_acc=True)",
+    "MATMUL_CONFIG": MATMUL_CONFIG.format(fidelity="HiFi2"),
     "NORM_CONFIG": "ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.HiFi4, "
                    "math_approx_mode=False, fp32_dest_acc_en=True, packer_l1_acc=False)",
     "SDPA_CONFIG": "ttnn.WormholeComputeKernelConfig(math_fidelity=ttnn.MathFidelity.HiFi2, "
@@ -50,8 +53,10 @@ def module_stack(node: fx.Node) -> list:
 
 class Builder:
     def __init__(self, mg: ModelGraph, act_dtype: str, weight_dtype: str, mesh_axes: MeshAxes, fp32: set,
-                 whole_mesh: tuple | None = None):
+                 whole_mesh: tuple | None = None, matmul_fidelity: str = "HiFi2"):
         self.mg = mg
+        self.matmul_fidelity = matmul_fidelity
+        self.config_texts = {**CONFIGS, "MATMUL_CONFIG": MATMUL_CONFIG.format(fidelity=matmul_fidelity)}
         self.plan = mg.sharding  # None on one device
         self.mesh_axes = mesh_axes
         self.mesh_shape = tuple(mesh_axes.shape)
@@ -71,6 +76,7 @@ class Builder:
         # FX node -> its IR value, for nodes an op lowered earlier already computed (an activation fused into its
         # linear, the k and v heads of a fused QKV projection): lower_graph takes the value and emits nothing
         self.absorbed: dict = {}
+        self.fused: dict = {}  # FX node -> the rule of the fused pattern it ends (lowering/registry.py)
         self.fusions = collections.Counter()  # what lowering fused (or kept apart, and why): the plan prints it
         self.fusion_seen: set = set()
         self.holds: dict = {}  # see ProgramIR.holds
@@ -115,7 +121,7 @@ class Builder:
         return self.weight(a) if is_const(a) else self.arg(a)
 
     def config(self, name: str, expression: str | None = None) -> Code:
-        self.configs[name] = expression or CONFIGS[name]
+        self.configs[name] = expression or self.config_texts[name]
         return Code(name)
 
     def semaphores(self, kind: str, axis: int) -> CclSemaphores:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from .. import __version__
+from ..cost.systems import system_for
 from .program_ir import CclSemaphores, Code, ProgramIR, Ref, WeightRef, leaves, refs_in
 
 HEADER = '''\
@@ -51,6 +52,7 @@ def use_backend(name="sim"):
 
 MODEL_NAME = {model_name!r}  # what the program was lowered from (part of the weight cache key)
 MESH_SHAPE = {mesh_shape}  # the whole mesh
+DISPATCH = {dispatch!r}  # dispatch cores on hardware (the mocked clusters take worker dispatch whatever this says)
 SUBMESH_SHAPE = {submesh_shape}  # one cfg branch runs on each submesh of this shape
 CFG_FACTOR = {cfg_factor}
 BATCHED_INPUTS = {batched}  # split along dim 0 over the cfg submeshes
@@ -144,6 +146,7 @@ def emit_source(ir: ProgramIR, blocks: bool = True, probes: bool = False) -> str
                         for name, spec in sorted(ir.buffers.items()))
     head = HEADER.format(title=title, model_name=ir.model_name, version=__version__, rows=ir.mesh_shape[0], cols=ir.mesh_shape[1],
                          act_dtype=ir.act_dtype, weight_dtype=ir.weight_dtype, mesh_shape=tuple(ir.mesh_shape),
+                         dispatch=system_for(tuple(ir.mesh_shape)).dispatch,
                          submesh_shape=tuple(ir.submesh_shape), cfg_factor=ir.cfg_factor,
                          batched=list(ir.batched_inputs), inputs=_table(inputs), outputs=outputs,
                          weights=_table(weights), static=_table(ir.static_inputs), configs=configs, buffers=buffers)

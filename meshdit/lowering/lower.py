@@ -33,7 +33,7 @@ from .blocks import find_blocks
 from .buffers import assign_gather_buffers
 from .builder import Builder
 from .program_ir import InputSpec, ProgramIR, Ref, TensorSpec, refs_in
-from .registry import lower_node
+from .registry import find_fused_patterns, lower_node
 
 aten = torch.ops.aten
 
@@ -91,14 +91,18 @@ def _host_fallback(b: Builder, node, allow: bool):
 
 
 def lower_graph(mg: ModelGraph, mesh: MeshConfig | None = None, act_dtype="float32", weight_dtype=None,
-                allow_host_fallback=True, batched_inputs=(), blocks: bool = True) -> ProgramIR:
+                allow_host_fallback=True, batched_inputs=(), blocks: bool = True,
+                matmul_fidelity: str = "HiFi2") -> ProgramIR:
     """mesh: the MeshConfig the graph was sharded for (shard_graph); None for one device. blocks: find repeated
-    blocks so the program is emitted as one function per block kind (False: one flat forward)."""
+    blocks so the program is emitted as one function per block kind (False: one flat forward). matmul_fidelity: the
+    math fidelity of every matmul's compute kernel config."""
     mesh = mesh or MeshConfig()
     mesh_axes = mg.sharding.mesh_axes if mg.sharding is not None else MeshAxes(tuple(mesh.shape))
     weight_dtype = weight_dtype or act_dtype
     b = Builder(mg, act_dtype, weight_dtype, mesh_axes,
-                float32_region(mg) if act_dtype != "float32" else set(), whole_mesh=tuple(mesh.shape))
+                float32_region(mg) if act_dtype != "float32" else set(), whole_mesh=tuple(mesh.shape),
+                matmul_fidelity=matmul_fidelity)
+    find_fused_patterns(b)
     inputs, outputs = [], []
     for node in mg.gm.graph.nodes:
         b.node = node
@@ -146,6 +150,7 @@ def lower_graph(mg: ModelGraph, mesh: MeshConfig | None = None, act_dtype="float
         module_classes=b.module_classes,
         fusions=dict(b.fusions),
         holds=dict(b.holds),
+        matmul_fidelity=matmul_fidelity,
     )
     if blocks:
         find_blocks(ir)

@@ -172,6 +172,7 @@ class ProgramIR:
     # op's output holds a later node's value: a linear with its activation), or None when it holds no node's value
     # (a fused QKV before the head split); meshdit.check compares tensors with node values by it
     holds: dict = field(default_factory=dict)
+    matmul_fidelity: str = "HiFi2"  # the math fidelity of every matmul (lower's matmul_fidelity)
 
     def last_uses(self) -> dict:
         return last_uses(self.ops, refs_in(self.outputs))

@@ -69,15 +69,19 @@ def is_real(ttnn) -> bool:
 
 
 # --- mesh ------------------------------------------------------------------------------------------------------------
-def open_mesh(ttnn, mesh_shape: tuple, trace_region_size: int = 0):
-    """Open the whole mesh. On real ttnn: 1-D fabric for multi-chip meshes and dispatch on worker cores (T3K's
-    default ethernet dispatch reports an 8x8 grid its newer ops reject; worker dispatch gives a consistent 8x7).
+def open_mesh(ttnn, mesh_shape: tuple, trace_region_size: int = 0, dispatch: str = "worker"):
+    """Open the whole mesh. On real ttnn: 1-D fabric for multi-chip meshes; dispatch on ethernet cores where the
+    program says so (the whole 8x8 grid computes; Galaxy), else on worker cores (a row of the grid dispatches; T3K,
+    keeping both ethernet links for CCLs). A mocked cluster always takes worker dispatch: with ethernet dispatch it
+    reports an 8x8 grid that ttnn's newer ops reject ("compute worker grid on this device is 8x7").
     trace_region_size: bytes per device reserved for traces (0: none, and a trace capture then fails)."""
     if not is_real(ttnn):
         return ttnn.open_mesh_device(ttnn.MeshShape(*mesh_shape), trace_region_size=trace_region_size)
     if tuple(mesh_shape) != (1, 1):
         ttnn.set_fabric_config(ttnn.FabricConfig.FABRIC_1D)
-    kwargs = {"dispatch_core_config": ttnn.DispatchCoreConfig(ttnn.DispatchCoreType.WORKER)}
+    mocked = bool(os.environ.get("TT_METAL_MOCK_CLUSTER_DESC_PATH"))
+    core = ttnn.DispatchCoreType.ETH if dispatch == "ethernet" and not mocked else ttnn.DispatchCoreType.WORKER
+    kwargs = {"dispatch_core_config": ttnn.DispatchCoreConfig(core)}
     if trace_region_size:
         kwargs["trace_region_size"] = trace_region_size
     return ttnn.open_mesh_device(ttnn.MeshShape(*mesh_shape), **kwargs)
@@ -385,7 +389,7 @@ class Runner:
         if self.mesh is None:
             p = self.program
             self._region = self.trace_region_size if self.trace else 0
-            self.mesh = open_mesh(self.ttnn, p.MESH_SHAPE, self._region)
+            self.mesh = open_mesh(self.ttnn, p.MESH_SHAPE, self._region, getattr(p, "DISPATCH", "worker"))
             self.meshes = split_submeshes(self.ttnn, self.mesh, p.SUBMESH_SHAPE, p.CFG_FACTOR)
             self.configs = [p.make_configs(m) for m in self.meshes]
         return self

@@ -6,6 +6,14 @@
   much smaller than the block maximum lose precision or flush to zero. Emulated per 16-wide group of the last dim.
 - float32 / int32 / uint32: exact.
 Arithmetic itself is done in float32 (the matmul configs accumulate in fp32) and rounded at each op's output.
+
+Math fidelity (matmul operands): Wormhole's multipliers are 5 x 7 bits. A matmul's in1 (weights) goes to SrcA and
+in0 (activations) to SrcB (llk_unpack_AB_matmul: "In0 -> srcB, In1 -> srcA"); each fidelity phase multiplies a
+4-bit slice of SrcA's mantissa (plus the hidden bit) by a 6-bit slice of SrcB's (tt-metal
+tech_reports/matrix_engine/matrix_engine.md): LoFi the high slices only, HiFi2 adds SrcA's next 4 bits, HiFi3 adds
+SrcB's next 6 bits against SrcA's high slice, HiFi4 all four products. `fidelity_operands` truncates bfloat16 /
+bfloat8_b operands to the mantissa bits their phases read (float32 operands are left exact: their TF32-like source
+format is not emulated).
 """
 
 from __future__ import annotations
@@ -54,3 +62,30 @@ def round_to(t: torch.Tensor, dtype_name: str) -> torch.Tensor:
     if dtype_name in ("int32", "uint32"):
         return t.to(torch.int64)
     raise ValueError(f"unknown device dtype {dtype_name}")
+
+
+# fidelity -> (mantissa bits of SrcA (in1) read, of SrcB (in0) read) for bfloat16-family sources (7 stored bits).
+# HiFi3's missing low x low product and HiFi4 are within bfloat16's own precision: treated as exact.
+FIDELITY_BITS = {"LoFi": (4, 6), "HiFi2": (7, 6), "HiFi3": (7, 7), "HiFi4": (7, 7)}
+BF16_MANTISSA_BITS = 7
+
+
+def truncate_mantissa(t: torch.Tensor, bits: int) -> torch.Tensor:
+    """Keep the hidden bit and the `bits` most significant stored mantissa bits of each value (the rest dropped,
+    as a multiplier slice reads them: truncation toward zero)."""
+    if bits >= BF16_MANTISSA_BITS:
+        return t
+    mantissa, exponent = torch.frexp(t.to(torch.float32))  # |mantissa| in [0.5, 1): the hidden bit is 0.5
+    scale = float(2 ** (bits + 1))
+    return torch.ldexp(torch.trunc(mantissa * scale) / scale, exponent)
+
+
+def fidelity_operands(in0: torch.Tensor, in1: torch.Tensor, fidelity: str, in0_format: str, in1_format: str):
+    """A matmul's operands as the fidelity's phases read them (see the module docstring)."""
+    a_bits, b_bits = FIDELITY_BITS[fidelity]
+    low = ("bfloat16", "bfloat8_b")
+    if in0_format in low:
+        in0 = truncate_mantissa(in0, b_bits)
+    if in1_format in low:
+        in1 = truncate_mantissa(in1, a_bits)
+    return in0, in1

@@ -7,7 +7,7 @@ Runs on the graph of one cfg submesh (cfg is data parallelism over submeshes, ha
 module each:
   1. tensor parallelism (tp.py, heads.py, widths.py): heads padded to a multiple of tp; linears split where local
      slicing needs it; each linear's role (column- or row-parallel) from the recognised patterns; linear widths
-     that tp does not divide zero-padded; row-parallel biases added after the reduction.
+     that tp does not divide zero-padded; row-parallel biases shared over tp (or added after the reduction).
   2. sequence parallelism (sequence.py): where the main stream's token dim first appears, to be partitioned there.
   3. propagation (propagate.py, rules/): per-op rules per mesh axis, collectives on every edge whose placement
      changes; the decision for each node recorded in the plan (decisions.py), which lowering reads.
@@ -28,7 +28,7 @@ from .mesh_config import MeshConfig
 from .placement import MeshAxes, Shard
 from .propagate import Propagator
 from .sequence import sequence_origins
-from .tp import choose_roles, detach_row_bias, split_concat_linears, split_sliced_linears
+from .tp import choose_roles, share_row_bias, split_concat_linears, split_sliced_linears
 from .widths import pad_linear_widths
 
 
@@ -111,14 +111,22 @@ def _tensor_parallel(mg: ModelGraph, plan: ShardingPlan, tp: int) -> None:
     pad_heads(mg, tp)
     gated = {p.nodes["up"] for p in mg.patterns if p.kind == "mlp" and p.info["act"] in ("swiglu", "geglu")}
     split_sliced_linears(mg, gated)
+    modulation = {}
+    if plan.residual == "sharded":
+        # One column-parallel linear per adaLN chunk: each device then computes its own piece of every chunk, which
+        # is the piece its shard of the residual reads. Kept whole, the linear's output is sharded across the
+        # chunks: gathered, sliced, and each chunk cut again (TT-DiT permutes the weight rows to the same end).
+        modulation = split_sliced_linears(mg, {p.nodes["linear"] for p in mg.patterns if p.kind == "adaln_modulation"})
     split_concat_linears(mg)
     finalize(mg)
     fold_constants(mg)
     annotate(mg)
     roles = choose_roles(mg, tp)
+    for part in (name for names in modulation.values() for name in names):
+        roles.setdefault(part, "col")
     pad_linear_widths(mg, roles, tp)
     annotate(mg)
-    detach_row_bias(mg, {n for n, r in roles.items() if r == "row"})
+    share_row_bias(mg, {n for n, r in roles.items() if r == "row"}, tp)
     finalize(mg)
     fold_constants(mg)
     plan.linear_roles = roles

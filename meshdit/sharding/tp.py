@@ -2,13 +2,15 @@
 
 Roles come from the recognised patterns, never from model names:
   col  q/k/v projections (heads sharded, so attention runs on local heads), MLP up-projections (FFN width sharded),
-       adaLN modulation linears (their small output is gathered);
+       adaLN modulation linears (their small output is gathered, or with a sharded residual split into one linear
+       per chunk, whose local piece is what the residual's shard reads);
   row  attention output projections and MLP down-projections: each device holds a slice of the input features, its
        product is a summand (a Partial), reduced once;
   rep  everything else (whole weights on every device).
-Before roles are chosen: a linear whose output is cut into gated-MLP halves becomes one linear per half, and a
-linear over a channel concat becomes a sum of linears, so that every device slices only its own part. After: a
-row-parallel bias is added once, after the reduction.
+Before roles are chosen: a linear whose output is cut into gated-MLP halves (or, with a sharded residual, into
+adaLN's modulation chunks) becomes one linear per piece, and a linear over a channel concat becomes a sum of
+linears, so that every device slices only its own part. After: a
+row-parallel bias is shared (bias / tp on every device) or added once after the reduction.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from .trace import linears_back, linears_forward
 aten = torch.ops.aten
 
 
-def split_sliced_linears(mg: ModelGraph, linears: set) -> int:
-    """linear(x, W, b) whose users all slice the last dim -> one linear per slice with sliced W and b."""
+def split_sliced_linears(mg: ModelGraph, linears: set) -> dict:
+    """linear(x, W, b) whose users all slice the last dim -> one linear per slice with sliced W and b. Returns the
+    name of each linear split -> the names of its parts."""
     graph = mg.gm.graph
-    count = 0
+    parts: dict = {}
     for lin in calls(graph, aten.linear.default):
         if lin.name not in linears:
             continue
@@ -43,11 +46,11 @@ def split_sliced_linears(mg: ModelGraph, linears: set) -> int:
                 w_part = emit(graph, aten.slice.Tensor, (w, 0, lo, hi), like=lin)
                 b_part = emit(graph, aten.slice.Tensor, (bias, 0, lo, hi), like=lin) if bias is not None else None
                 part = emit(graph, aten.linear.default, (x, w_part, b_part), like=lin)
+            parts.setdefault(lin.name, []).append(part.name)
             user.replace_all_uses_with(part)
             graph.erase_node(user)
         graph.erase_node(lin)
-        count += 1
-    return count
+    return parts
 
 
 def split_concat_linears(mg: ModelGraph) -> int:
@@ -79,13 +82,26 @@ def split_concat_linears(mg: ModelGraph) -> int:
     return count
 
 
-def detach_row_bias(mg: ModelGraph, rows: set) -> None:
-    """Row-parallel linear: every device would add the bias once more; add it after the reduction instead."""
+# node meta key: the tp factor a row-parallel linear's constant bias was divided by (each device adds its share)
+BIAS_SHARED_OVER = "bias_shared_over"
+
+
+def share_row_bias(mg: ModelGraph, rows: set, tp: int) -> None:
+    """Row-parallel linear: every device would add the whole bias, tp times in the sum. A constant bias becomes
+    bias / tp, added by every device inside its linear (exact for a power-of-two tp: the division only changes the
+    exponent), so the sum holds it once and no op is spent on it; otherwise the bias is added after the reduction."""
     graph = mg.gm.graph
+    exact = tp & (tp - 1) == 0
     for lin in [n for n in graph.nodes if n.op == "call_function" and n.name in rows]:
         if len(lin.args) < 3 or lin.args[2] is None:
             continue
         bias = lin.args[2]
+        if exact and is_const(bias):
+            with graph.inserting_before(lin):
+                share = emit(graph, aten.mul.Tensor, (bias, 1.0 / tp), like=lin)  # folded into a constant
+            lin.args = (lin.args[0], lin.args[1], share)
+            lin.meta[BIAS_SHARED_OVER] = tp
+            continue
         lin.args = (lin.args[0], lin.args[1], None)
         users = list(lin.users)
         with graph.inserting_after(lin):

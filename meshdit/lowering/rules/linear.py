@@ -13,7 +13,7 @@ from ..ccl import all_gather_async
 from ..program_ir import Code
 from ..registry import lowering
 from . import heads
-from ..weights import ROW, TRANSPOSE
+from ..weights import ROW, TRANSPOSE, row_plus
 from ...sharding.placement import Partial
 
 aten = torch.ops.aten
@@ -45,6 +45,34 @@ def fused_activation(b: Builder, lin):
     return act, name
 
 
+def scalar_after(b: Builder, lin, bias):
+    """(add node, number, view) when the linear's only reader adds a number to its output, directly or through one
+    reshape (adaLN's 1 + scale[:, None]), which its constant bias can hold instead; else (None, None, None). Not on a
+    pending sum (row-parallel: no bias there anyway), across the float32 region's edge, or where another fused
+    pattern claimed the add."""
+    none = None, None, None
+    if bias is None or not is_const(bias) or len(lin.users) != 1:
+        return none
+    add, view = next(iter(lin.users)), None
+    if add.target is aten.reshape.default and len(add.users) == 1:
+        add, view = next(iter(add.users)), add
+    if add.target is not aten.add.Tensor or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1 or \
+            add in b.fused or add in b.absorbed:
+        return none
+    number = add.args[1] if add.args[0] is (view or lin) else add.args[0]
+    if not isinstance(number, (int, float)) or isinstance(number, bool):
+        return none
+    if any(isinstance(p, Partial) for p in (b.decision(lin).layout or ())) or \
+            b.dtype_of(lin.meta["val"].dtype, lin) != b.dtype_of(add.meta["val"].dtype, add):
+        return none
+    return add, float(number), view
+
+
+def _holding(b: Builder, value, node):
+    b.holds[value.name] = node.name  # the reshape's output holds the add's value (check.py compares it so)
+    return value
+
+
 @lowering(aten.linear.default)
 def linear(b: Builder, input, weight, bias):
     fused = heads.fused_qkv(b, input, weight, bias)
@@ -56,13 +84,23 @@ def linear(b: Builder, input, weight, bias):
     else:
         weight_value = b.arg(weight)
         kwargs["transpose_b"] = True
-    if bias is not None:
+    add, number, view = scalar_after(b, b.node, bias)
+    if add is not None:
+        kwargs["bias"] = b.weight(bias, row_plus(number))
+    elif bias is not None:
         kwargs["bias"] = b.weight(bias, ROW) if is_const(bias) else b.arg(bias)
     act, activation = fused_activation(b, b.node)
     if act is not None:
         kwargs["activation"] = activation
     kwargs.update(compute_kernel_config=b.config("MATMUL_CONFIG"), dtype=Code(TTNN_DTYPE[b.act_dtype]))
     out = b.call("ttnn.linear", (b.arg(input), weight_value), kwargs)
+    if add is not None:
+        if view is None:
+            b.absorbed[add] = out
+        else:  # the add is the reshape's value: lowered after it, it emits nothing
+            b.holds[out.name] = None  # the linear plus the number: no graph node's value
+            b.fused[add] = lambda b, view=view, add=add: _holding(b, b.arg(view), add)
+        b.fusions["number added into the linear's bias"] += 1
     if act is not None:
         b.absorbed[act] = out
         b.fusions[f"activation in linear ({activation})"] += 1
@@ -78,23 +116,26 @@ def matmul(b: Builder, input, other=None, mat2=None):
 
 @lowering(aten.layer_norm.default)
 def layer_norm(b: Builder, input, normalized_shape, weight=None, bias=None, eps=1e-5, cudnn_enable=True):
-    return _norm(b, "ttnn.layer_norm", input, weight, bias, eps)
+    return norm(b, "ttnn.layer_norm", input, weight, bias, eps)
 
 
 @lowering(aten.rms_norm.default)
 def rms_norm(b: Builder, input, normalized_shape, weight=None, eps=None):
     eps = torch.finfo(input.meta["val"].dtype).eps if eps is None else eps  # torch's default
-    return _norm(b, "ttnn.rms_norm", input, weight, None, eps)
+    return norm(b, "ttnn.rms_norm", input, weight, None, eps)
 
 
-def _norm(b: Builder, fn: str, x, weight, bias, eps):
+def norm(b: Builder, fn: str, x, weight, bias, eps, node=None):
+    """`fn` (ttnn.layer_norm or ttnn.rms_norm) of x; distributed where sharding sharded the norm `node`'s hidden dim
+    (by default the node being lowered). weight and bias: constants, or computed rows (adaLN's modulation, folded
+    in by rules/modulation.py)."""
     kwargs = {"epsilon": float(eps)}
     if weight is not None:
         kwargs["weight"] = b.weight(weight, ROW) if is_const(weight) else b.arg(weight)
     if bias is not None:
         kwargs["bias"] = b.weight(bias, ROW) if is_const(bias) else b.arg(bias)
     kwargs["compute_kernel_config"] = b.config("NORM_CONFIG")
-    axis = b.decision().norm_axis
+    axis = b.decision(node).norm_axis
     if axis is None:
         return b.call(fn, (b.arg(x),), kwargs)
     # Hidden dim sharded over `axis`: local statistics (one tile per statistic: sum(x) and sum(x^2) for a layer

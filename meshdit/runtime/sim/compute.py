@@ -1,9 +1,10 @@
 """Compute ops: linear / matmul, layer and RMS norm (whole, and the distributed pre/post all-gather halves),
-unary and binary eltwise ops, reductions, softmax, typecast.
+unary and binary eltwise ops, reductions, softmax, typecast, the rotary embedding.
 
 Each runs per device on that device's shard in float32 and rounds its output to the output data format (tensor._map),
-so a bfloat16 program loses what the hardware loses at each op's output. Keyword names follow ttnn's; configs are
-accepted and ignored.
+so a bfloat16 program loses what the hardware loses at each op's output; a matmul's bfloat16 / bfloat8_b operands
+are first truncated to the mantissa bits its math fidelity reads (numerics.fidelity_operands). Keyword names follow
+ttnn's; configs are accepted, and otherwise ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from .registry import public_op, sim_op
-from .tensor import TILE, _f, _map, float32
+from ..numerics import fidelity_operands, round_to
+from .tensor import TILE, TILE_LAYOUT, _f, _map, float32
 
 
 # ttnn.linear's `activation=` strings (ttnn 0.81.1 string_to_unary_with_param), as the kernel computes them: "gelu"
@@ -30,10 +32,15 @@ def linear(input_tensor_a, input_tensor_b, *, bias=None, transpose_a=False, tran
                            f"ttnn.linear (string_to_unary_with_param); this simulation knows "
                            f"{sorted(LINEAR_ACTIVATIONS)}")
 
+    # ttnn's default compute kernel config on Wormhole is LoFi (init_device_compute_kernel_config)
+    fidelity = compute_kernel_config.math_fidelity if compute_kernel_config is not None else "LoFi"
+    formats = (input_tensor_a.dtype.name, input_tensor_b.dtype.name)
+
     def fn(a, b, c=None):
         a = a.transpose(-1, -2) if transpose_a else a
         b = b.transpose(-1, -2) if transpose_b else b
-        y = torch.matmul(_f(a), _f(b))
+        a, b = fidelity_operands(_f(a), _f(b), fidelity, *formats)  # what the multiplier phases read
+        y = torch.matmul(a, b)
         if c is not None:
             y = y + _f(c)
         if activation is not None:
@@ -49,6 +56,16 @@ def matmul(input_tensor_a, input_tensor_b, **kwargs):
     return public_op("linear")(input_tensor_a, input_tensor_b, **kwargs)
 
 
+def _norm_row(param, x):
+    """A norm's weight or bias: one row for every token. ttnn's norm kernels broadcast row 0 of a tiled weight
+    (mul_tiles_bcast_rows), so a weight with several rows (one per batch entry, say) would silently apply the first
+    to every token: refused here, where the simulation would otherwise apply each row to its own tokens."""
+    if param.numel() != x.shape[-1]:
+        raise RuntimeError(f"simulated norm: weight/bias {list(param.shape)} is not one row of {x.shape[-1]} "
+                           "(ttnn broadcasts a norm's weight as a single row)")
+    return _f(param).reshape(-1)
+
+
 def _norm(kind):
     def op(input_tensor, *, epsilon=1e-12, weight=None, bias=None, residual_input_tensor=None, memory_config=None,
            program_config=None, compute_kernel_config=None, **_):
@@ -59,9 +76,9 @@ def _norm(kind):
             else:
                 y = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + epsilon)
             if w is not None:
-                y = y * _f(w).reshape(-1)
+                y = y * _norm_row(w, x)
             if b is not None:
-                y = y + _f(b).reshape(-1)
+                y = y + _norm_row(b, x)
             return y
 
         extras = [t for t in (weight, bias, residual_input_tensor)]
@@ -126,9 +143,9 @@ def _post_all_gather(kind):
             else:
                 y = x * torch.rsqrt(st[..., 0].sum(-1, keepdim=True) / count + epsilon)
             if w is not None:
-                y = y * _f(w).reshape(-1)
+                y = y * _norm_row(w, x)
             if b is not None:
-                y = y + _f(b).reshape(-1)
+                y = y + _norm_row(b, x)
             return y
 
         extras = [t for t in (weight, bias) if t is not None]
@@ -209,6 +226,22 @@ multiply = sim_op("multiply", "mul")(_binary(torch.mul))
 divide = sim_op("divide", "div")(_binary(torch.div))
 
 
+@sim_op("addcmul")
+def addcmul(input_a, input_b, input_c, *, value=1.0, memory_config=None, output_tensor=None):
+    """input_a + value * input_b * input_c, broadcast as numpy does (ttnn's ternary ops,
+    ternary_device_operation.cpp compute_broadcasted_output_ternary); the product is rounded to the output format
+    first, as the separate multiply it replaces would have been."""
+    def fn(a, b, c):
+        product = round_to(value * _f(b) * _f(c), input_a.dtype.name)
+        if product.shape != a.shape and torch.broadcast_shapes(product.shape, a.shape) != a.shape:
+            raise RuntimeError(f"TT_FATAL (simulated) @ ternary_device_operation.cpp: addcmul output "
+                               f"{list(torch.broadcast_shapes(product.shape, a.shape))} is wider than input_a "
+                               f"{list(a.shape)} (meshdit emits the residual as input_a)")
+        return _f(a) + product
+
+    return _map(fn, input_a, input_b, input_c)
+
+
 def _comparison(fn):
     """A comparison or logical op: 1/0 in its operands' format, as ttnn gives them."""
     return _binary(lambda a, b: fn(a, b).to(torch.float32))
@@ -258,3 +291,48 @@ def typecast(input_tensor, dtype, *, memory_config=None, **_):
     if dtype.name in ("int32", "uint32"):
         return _map(lambda x: x.to(torch.int64), input_tensor, dtype=dtype)
     return _map(lambda x: x.to(torch.float32), input_tensor, dtype=dtype)
+
+
+@sim_op("experimental.rotary_embedding_llama")
+def rotary_embedding_llama(input_tensor, cos_cache, sin_cache, trans_mat, *, is_decode_mode=False, memory_config=None,
+                           compute_kernel_config=None):
+    """x * cos + (x @ T per 32-wide tile) * sin, prefill mode, refusing what ttnn 0.81.1 refuses (its
+    rotary_embedding_llama_device_operation.cpp checks, confirmed on the mock): every operand a bfloat16 tile, x rank
+    4 with a head dim that is whole tiles up to 256 (over 128 only without fp32 accumulation), cos and sin alike as
+    [1, 1 or heads, .., head dim], T [1, 1, 32, 32]. The kernel's intermediates (x @ T, each product) go through
+    bfloat16 circular buffers, so they are rounded as the four separate ops would be."""
+    where = "TT_FATAL (simulated) @ rotary_embedding_llama_device_operation.cpp"
+    if is_decode_mode:
+        raise NotImplementedError("simulated rotary_embedding_llama: decode mode (height-sharded L1) is not simulated")
+    operands = (input_tensor, cos_cache, sin_cache, trans_mat)
+    if any(t.dtype.name != "bfloat16" for t in operands):
+        raise RuntimeError(f"{where}: All input tensors must have dtype = bfloat16 (got "
+                           f"{[t.dtype.name for t in operands]})")
+    if any(t.layout is not TILE_LAYOUT for t in operands):
+        raise RuntimeError(f"{where}: Inputs to rotary embedding must be tilized")
+    shape = list(input_tensor.shape)
+    if len(shape) != 4:
+        raise RuntimeError(f"TT_THROW (simulated) @ shape_base.cpp: rotary_embedding_llama takes a rank-4 input, got "
+                           f"{shape}")
+    head_dim = shape[-1]
+    if head_dim % TILE or head_dim > 256:
+        raise RuntimeError(f"{where}: head dim {head_dim} must be a multiple of {TILE} and at most 256")
+    if head_dim > 128 and compute_kernel_config is not None and compute_kernel_config.fp32_dest_acc_en:
+        raise RuntimeError(f"{where}: If head_dim is > 128, fp32_dest_acc_en must be False")
+    table = list(cos_cache.shape)
+    if table != list(sin_cache.shape) or len(table) != 4 or table[0] != 1 or table[-1] != head_dim:
+        raise RuntimeError(f"{where}: cos {table} and sin {list(sin_cache.shape)} must match each other and be "
+                           f"[1, .., .., {head_dim}]")
+    if table[1] not in (1, shape[1]) or table[2] != shape[2]:
+        raise NotImplementedError(f"simulated rotary_embedding_llama: tables {table} for input {shape} (one row per "
+                                  "token, shared by every head or one per head, is what is simulated)")
+    if list(trans_mat.shape) != [1, 1, TILE, TILE]:
+        raise RuntimeError(f"{where}: Transformation matrix must be [1, 1, {TILE}, {TILE}], got "
+                           f"{list(trans_mat.shape)}")
+
+    def fn(x, c, s, t):
+        x = _f(x)
+        rotated = round_to((x.reshape(*x.shape[:-1], -1, TILE) @ _f(t)[0, 0]).reshape(x.shape), "bfloat16")
+        return round_to(x * _f(c), "bfloat16") + round_to(rotated * _f(s), "bfloat16")
+
+    return _map(fn, *operands)

@@ -12,7 +12,8 @@ import torch
 
 from ...ir.graph import is_row_wise, shape_of
 from ...ir.op_classes import NORMS
-from ..placement import P, R, Shard
+from ..placement import P, Partial, R, Shard
+from ..tp import BIAS_SHARED_OVER
 from . import OpOnAxis, replicated, sharding_rule
 
 aten = torch.ops.aten
@@ -30,9 +31,13 @@ def linear(op: OpOnAxis):
                 reqs[bias] = Shard(0)
             return reqs, Shard(len(op.shape) - 1)
         if role == "row":  # each device holds a slice of the input features: its product is a summand
-            if bias is not None:  # every device would add it: the tp step moves it after the reduction first
-                raise ValueError(f"row-parallel linear {op.node.name} still has its bias (tp.detach_row_bias)")
-            return {x: Shard(last), w: Shard(1)}, P
+            if bias is None:
+                return {x: Shard(last), w: Shard(1)}, P
+            # every device adds the bias: only its share (bias / tp, tp.share_row_bias) keeps the sum right
+            if op.node.meta.get(BIAS_SHARED_OVER) != op.axis_size:
+                raise ValueError(f"row-parallel linear {op.node.name} has a bias not divided by tp "
+                                 f"{op.axis_size} (tp.share_row_bias)")
+            return {x: Shard(last), w: Shard(1), bias: R}, P
     hx = op.placement(x)
     keep = hx if isinstance(hx, Shard) and hx.dim != last else R
     reqs = {x: keep, w: R}
@@ -46,6 +51,8 @@ def norm(op: OpOnAxis):
     x = op.args["input"]
     hx = op.placement(x)
     last = len(op.shape) - 1
+    if isinstance(hx, Partial) and op.plan.residual == "sharded" and op.axis == op.plan.tp_axis:
+        hx = Shard(last)  # a pending sum (a row-parallel result): reduce-scattered as the residual is, then normed
     if isinstance(hx, Shard) and hx.dim != last:
         return {x: hx}, hx  # each token is normalised on its own
     # Hidden dim sharded: a distributed norm (local statistics, gathered over the axis, applied locally). Not over

@@ -32,14 +32,17 @@ def binary(op: OpOnAxis):
     placements = [op.placement(a) for a in operands]
     partial = [isinstance(p, Partial) for p in placements]
     if any(partial):
+        # TT-DiT's layout: a row-parallel result is reduce-scattered into a hidden-dim-sharded residual
+        into_residual = op.plan.residual == "sharded" and op.axis == op.plan.tp_axis
+        scaled_by_shard = into_residual and any(isinstance(p, Shard) for p in placements)
         if node.target in (aten.mul.Tensor, aten.div.Tensor) and sum(partial) == 1 and \
-                (node.target is aten.mul.Tensor or partial[0]):
+                (node.target is aten.mul.Tensor or partial[0]) and not scaled_by_shard:
             return {a: (P if p else R) for a, p in zip(operands, partial)}, P  # scaling a pending sum
         if node.target in (aten.add.Tensor, aten.sub.Tensor) and all(partial):
             return {a: P for a in operands}, P  # a sum of pending sums: still one reduction later
-        if op.plan.residual == "sharded" and op.axis == op.plan.tp_axis and \
-                node.target in (aten.add.Tensor, aten.sub.Tensor):
-            # TT-DiT's layout: a row-parallel result is reduce-scattered into a hidden-dim-sharded residual
+        if into_residual and (node.target in (aten.add.Tensor, aten.sub.Tensor) or scaled_by_shard):
+            # (a pending sum scaled by a sharded factor, adaLN's gate: reduce-scattered to the factor's shard rather
+            # than the factor gathered to scale the sum, which is reduce-scattered into the residual anyway)
             placements = [Shard(len(shape_of(a)) - 1) if p else h for a, p, h in zip(operands, partial, placements)]
         else:
             placements = [R if p else h for p, h in zip(partial, placements)]
