@@ -49,8 +49,9 @@ WHY_FIT_SET = ("the points whose meshdit programs are closest to TT-DiT's blocks
                "attention, HW note section 4) pins "
                "SDPA. Flux.1-dev was held out on both systems because its RoPE ran op by op on tensors whose last "
                "dim is 2, padded to 32-wide tiles (tt_dit_perf_techniques.md estimated +0.6-1.1 s per step before "
-               "this model existed); since passes/pairs.py that rotation is one matmul per q/k, and Flux stays held "
-               "out, now a test of the fit; Mochi-1 on QuietBox tests the move between systems")
+               "this model existed); since passes/pairs.py that rotation is one matmul per q/k (one "
+               "rotary_embedding_llama since lowering/rules/rotary.py), and Flux stays held out, now a test of the "
+               "fit; Mochi-1 on QuietBox tests the move between systems")
 # the obvious alternative, one point per model, reported for comparison
 ONE_PER_MODEL = [("sd35-large", "4x8"), ("flux1-dev", "2x4"), ("mochi1", "4x8")]
 # TT-DiT's blocks as the research notes describe them (tt_dit_design.md sections 4.3, 4.4, 9.2;
@@ -59,13 +60,14 @@ TT_DIT_BLOCKS = {
     "sd35-large": "joint block: fused QKV per stream, fused GELU in ff1, adaLN folded into 4 distributed LayerNorms; "
                   "CCLs 6 all-gathers + 4 stats all-gathers + 2 reduce-scatters + 1 ring SDPA (last block: 4 + 3 + "
                   "1 + 1); ~60 small ops",
-    "flux1-dev": "double block as SD3.5's, RoPE as x*cos + rotate90(x)*sin (3 ops per q/k; meshdit: the same with "
-                 "rotate90 as one matmul); single block: 2 stats "
+    "flux1-dev": "double block as SD3.5's, RoPE as x*cos + rotate90(x)*sin (3 ops per q/k; meshdit: one "
+                 "rotary_embedding_llama per q/k); single block: 2 stats "
                  "all-gathers + 2 all-gathers + 2 reduce-scatters + 1 ring SDPA, attention out and MLP down in one "
                  "row-parallel matmul",
     "mochi1": "residual replicated over tp: 8 all-gathers (2 modulation, 4 attention, 2 FF) + 2 reduce-scatters + "
-              "1 ring SDPA; fused QKV; RoPE in one rotary_embedding_llama per q/k; SDPA q/k chunks 128/512 (128/256 at "
-              "sp8)",
+              "1 ring SDPA; fused QKV; RoPE in one rotary_embedding_llama per q/k (meshdit: a matmul and "
+              "elementwise ops, Mochi's halves not being in x*cos + (x@M)*sin form); SDPA q/k chunks 128/512 "
+              "(128/256 at sp8)",
 }
 
 
@@ -136,16 +138,20 @@ def misses(rows) -> list:
         if r["fit"] or abs(r["ratio"] - 1) <= 0.25:
             continue
         est = r["est"]
-        lines.append(f"- {r['name']} {r['mesh']}: modelled/published {r['ratio']:.2f}. Ops on narrow tensors (the "
-                     f"diffusers RoPE on [..., d/2, 2] pairs, each padded to a 32-wide tile) take "
-                     f"{r['narrow'] / est.seconds:.0%} of the modelled time; TT-DiT applies RoPE in one to three ops "
-                     f"per q/k. Without them the ratio is {(est.seconds - r['narrow']) / r['published']:.2f}. "
-                     f"{ring_sdpa_use(r['ir'], r['system'])} (TT-DiT: q/k chunks 128/512 for Flux and Mochi). "
-                     f"Dispatch overhead is {est.totals['dispatch'] / est.seconds:.0%} ({est.device_ops} device ops; "
-                     "TT-DiT fuses QKV, which meshdit keeps as three linears where per-head norms and RoPE come "
-                     "before the permute to [B, H, N, D], as diffusers writes Flux and Mochi). The model predicts meshdit's program, and "
-                     "these are places where meshdit's program does more work than TT-DiT's; whether the rest of "
-                     "the gap is the model or the program cannot be told apart without hardware.")
+        same_model = [f for f in rows if f["fit"] and f["name"] == r["name"]]
+        fitted = (f" The fitted point of the same model ({same_model[0]['mesh']}): "
+                  f"{ring_sdpa_use(same_model[0]['ir'], same_model[0]['system'])}.") if same_model else ""
+        lines.append(f"- {r['name']} {r['mesh']}: modelled/published {r['ratio']:.2f}. Attention is "
+                     f"{est.totals['attention'] / est.seconds:.0%} of its modelled time; "
+                     f"{ring_sdpa_use(r['ir'], r['system'])}.{fitted} The model has one SDPA efficiency and no "
+                     "fixed cost per k chunk (the online-softmax rescale of a q chunk's running output) or per ring "
+                     "step, so one efficiency cannot hold programs whose chunks and ring steps differ this much: "
+                     "fitted where chunks are small and steps many, it underrates the program with large chunks and "
+                     "few steps. (TT-DiT runs q/k chunks 128/512 for Flux and Mochi, the sequence padded to a "
+                     "multiple of k_chunk x sp; meshdit takes the largest k chunk that divides its 32-row-padded "
+                     f"local sequence.) Dispatch overhead is {est.totals['dispatch'] / est.seconds:.0%} "
+                     f"({est.device_ops} device ops). The model predicts meshdit's program; whether the rest of the "
+                     "gap is the model or the program cannot be told apart without hardware.")
     return lines
 
 
@@ -213,8 +219,8 @@ def report(rows, fitted, alternative, alt_errors) -> str:
              "throttle 33% where TT_MM_THROTTLE_PERF=5 was set). Per forward: Mochi-1's published step is two "
              "serial forwards (cfg passes), SD3.5's cfg halves run side by side. \"sourced\": the research note's "
              "datasheet efficiencies (matmul 0.6, SDPA 0.45, no per-op overhead). \"as emitted\": meshdit's own run "
-             "settings (worker dispatch 8x7 grid, every CCL on all the links the system has: 2 on T3K, 4 on "
-             "Galaxy), fitted efficiencies. \"narrow-tensor ops\": modelled share of ops whose largest tensor has a last dim of at most 8 (a quarter of a tile or less: the "
+             "settings (worker dispatch and 8x7 grid with 2 links per CCL on T3K, ethernet dispatch and 8x8 grid with "
+             "4 links on Galaxy; cost/systems.py says why), fitted efficiencies. \"narrow-tensor ops\": modelled share of ops whose largest tensor has a last dim of at most 8 (a quarter of a tile or less: the "
              "diffusers RoPE on [..., d/2, 2] pairs, which TT-DiT does in 1-3 ops per q/k), and the ratio with them "
              "taken out (not a fitted figure: it says how much of a miss that structural gap explains).",
              "",

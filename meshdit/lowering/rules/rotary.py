@@ -120,10 +120,11 @@ def _table_shape(b: Builder, table: fx.Node, reader: fx.Node) -> list:
 
 def _refusal(b: Builder, r: Rotary, add: fx.Node) -> str:
     """'' when ttnn's rotary op takes this instance on every device, else why it stays four ops."""
-    nodes = (r.x, r.rotation, r.cos_mul, r.sin_mul, add) + tuple(t for t in (r.cos, r.sin) if not is_const(t))
-    if any(b.dtype_of(n.meta["val"].dtype, n) != "bfloat16" for n in nodes + tuple(t for t in (r.cos, r.sin))):
+    nodes = (r.x, r.rotation, r.cos_mul, r.sin_mul, add, r.cos, r.sin)
+    if any(b.dtype_of(n.meta["val"].dtype, n) != "bfloat16" for n in nodes):
         return "float32 (ttnn's rotary op takes bfloat16 only)"
-    if any(isinstance(p, Partial) for n in nodes for p in (b.decision(n).layout or ())):
+    computed = [n for n in nodes if not is_const(n)]  # a constant's layout is its upload layout for its reader
+    if any(isinstance(p, Partial) for n in computed for p in (b.decision(n).layout or ())):
         return "a pending sum"
     why = _tile_block_diagonal(b, r.matrix)
     if why:
