@@ -77,7 +77,7 @@ class Splicer:
         _renumber(graph, self.renumber, self.copied, self.before)
         _rename_outputs(self.ep)
         graph.lint()
-        self.ep.graph_module.recompile()
+        _lazy_code(self.ep)
 
     # --- the traced instance ------------------------------------------------------------------------------------
     def _body(self, traced, enters, exits, nodes, position):
@@ -326,6 +326,18 @@ def _renumber(graph, bases: set, copied: dict, before: dict) -> None:
     for node, base, new in renamed:
         names._used_names.discard(node.name)
         node._rename(f"{base}_{new}" if new else base)
+
+
+def _lazy_code(ep) -> None:
+    """The graph changed, so the graph module's Python code is stale. No stage runs that code (the passes walk the
+    graph), and generating it for a full-size model costs about a second: the graph module becomes torch's lazy
+    kind, which generates its code when it is first called or its code is read."""
+    from torch.fx._lazy_graph_module import _LazyGraphModule
+
+    old = ep.graph_module
+    lazy = _LazyGraphModule(old, old.graph)  # copies the submodules and attributes the graph reads
+    lazy.meta.update(old.meta)
+    ep._graph_module = lazy  # ExportedProgram has no setter for it
 
 
 def _rename_outputs(ep):
