@@ -6,6 +6,11 @@
 forward accepts it (also over a return_dict=True the user passed), so diffusers models return a plain tuple. A module
 built on the `meta` device (with meta example inputs) captures without allocating any weight, which is how full-size
 models are planned.
+
+The export traces each distinct repeated block once (capture_blocks.py): the other instances of a module list's
+blocks are opaque calls in the trace, replaced afterwards by copies of the traced instance's ops with their own
+weights, module paths, source lines and node names. The graph is the whole-model export's; where that cannot be
+vouched for, the whole model is exported (`CapturedModel.blocks_fallback` says why).
 """
 
 from __future__ import annotations
@@ -173,7 +178,9 @@ def _export(module: torch.nn.Module, inputs: dict, blocks_once: bool):
         from .capture_blocks import BlockCapture, Fallback
 
         try:
-            with BlockCapture(module) as blocks:
+            # its own state guard: an attempt given up half-way must not leave caches of its fake tensors to the
+            # whole-model export
+            with _module_state_kept(module), BlockCapture(module) as blocks:
                 if blocks.active:
                     exported = torch.export.export(module, (), inputs, strict=False)
                     blocks.splice(exported)
@@ -181,6 +188,10 @@ def _export(module: torch.nn.Module, inputs: dict, blocks_once: bool):
         except Fallback as exc:
             fallback = str(exc)
         except Exception as exc:  # noqa: BLE001 - the whole-model export below reports its own failure
+            if _data_dependent(exc):
+                # a guard on a value in the model's own code or in a block's first instance, which the whole-model
+                # export traces alike: it would refuse the same way, so the trace on example values comes next
+                raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             fallback = f"torch.export with blocks traced once failed: {type(exc).__name__}: {first[:200]}"
     return torch.export.export(module, (), inputs, strict=False), {}, fallback

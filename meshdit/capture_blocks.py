@@ -115,7 +115,6 @@ def _fingerprint(value, depth: int = 0):
     return ("id", id(value))
 
 
-
 def _module_fingerprint(module: torch.nn.Module):
     if any(getattr(module, h, None) for h in _HOOKS):
         return None
@@ -138,6 +137,11 @@ def kind_key(block: torch.nn.Module):
 def repeated_blocks(module: torch.nn.Module) -> dict:
     """instance path -> kind id, for the numbered children of module lists (the first numbered child on each path,
     as lowering/blocks.py finds instances) whose kind has at least two instances."""
+    from torch.nn.modules import module as nn_module
+
+    if any(getattr(nn_module, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks",
+                                                       "_global_forward_hooks_always_called")):
+        return {}  # a global hook runs around every module call, which an opaque call would skip
     by_key: dict = defaultdict(list)
     for path, sub in module.named_modules():
         parts = path.split(".")
@@ -193,20 +197,26 @@ class BlockCapture:
         for path in self.kinds:
             block = self.module.get_submodule(path)
             had = "forward" in vars(block)
-            self._patched.append((block, had, vars(block).get("forward")))
+            self._patched.append((path, block, had, vars(block).get("forward")))
             block.forward = self._wrapper(path, block, block.forward)
         return self
 
     def __exit__(self, *exc):
-        for block, had, previous in self._patched:
-            if had:
-                block.forward = previous
-            else:
-                vars(block).pop("forward", None)
-        self._patched.clear()
+        self._unpatch(lambda path: True)
         for call in list(self.calls):
             _OUTPUTS.pop(call, None)
         return False
+
+    def _unpatch(self, which) -> None:
+        kept = []
+        for path, block, had, previous in self._patched:
+            if not which(path):
+                kept.append((path, block, had, previous))
+            elif had:
+                block.forward = previous
+            else:
+                vars(block).pop("forward", None)
+        self._patched = kept
 
     @property
     def active(self) -> bool:
@@ -285,6 +295,8 @@ class BlockCapture:
             self.in_place[signature[0]] = (f"{path} makes a data-dependent size (a nonzero or boolean mask "
                                            "index): each instance gets its own symbol, so every instance is traced")
             self.unmarked.append(tag)
+            kind = signature[0]
+            self._unpatch(lambda other: self.kinds[other] == kind)  # later calls run as if never patched
             return out
         out_flat, out_spec = pytree.tree_flatten(out)
         at_out = [i for i, v in enumerate(out_flat) if isinstance(v, torch.Tensor)]

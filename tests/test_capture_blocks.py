@@ -152,3 +152,15 @@ def test_the_spliced_program_runs_like_the_module():
         want = model(**fast.example_inputs)
     torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
     assert "meshdit" not in fast.exported.graph_module.code
+
+
+def test_a_global_module_hook_turns_the_fast_path_off():
+    torch.manual_seed(0)
+    model = Stack([Block() for _ in range(3)]).eval()
+    handle = nn.modules.module.register_module_forward_hook(lambda mod, args, out: None)
+    try:
+        fast, full = both(model, toy_inputs())
+    finally:
+        handle.remove()
+    assert fast.traced_blocks == {} and fast.blocks_fallback is None
+    assert_same_graph(fast, full)
