@@ -2,9 +2,10 @@
 
 A DiT is a few module lists of identical transformer blocks (Flux.1: 19 dual-stream and 38 single-stream blocks).
 Exporting the whole model runs every block's Python and traces every op again: most of the capture time. Here one
-torch.export of the whole model traces only the first instance of each block kind; every other instance is an opaque
-op in that trace, and the first instance's ops are copied in its place afterwards, with that instance's parameters,
-module paths, source lines and node names. The result is the graph the whole-model export gives.
+torch.export of the whole model traces only the first call of each block kind; every later call is an opaque op in
+that trace, and the traced call's ops are copied in its place afterwards (capture_splice.py), with that instance's
+weights, module paths, source lines, torch_fn numbers and node names. The result is the graph the whole-model
+export gives, node for node.
 
     with BlockCapture(module) as blocks:        # patches each repeated block's forward for the export
         exported = torch.export.export(module, ...)
@@ -12,11 +13,15 @@ module paths, source lines and node names. The result is the graph the whole-mod
 
 A block kind is an instance's class, its parameter and buffer names, shapes and dtypes, and the plain attributes
 of every module inside it (config values such as a layer index or a flag the forward branches on); a call reuses a
-trace only when its kind and input signature (tensor shapes, strides, dtypes; every non-tensor argument's value;
-grad and autocast state) equal the traced call's. Anything this cannot vouch for raises Fallback, and capture.py
-exports the whole model as before: hooks on a block, a forward that changes its module's attributes, a call under a
-traced region (autocast), a block that writes into its inputs or weights, reads a value it was not passed, or
-creates constant tensors or submodules.
+trace only when its kind and input signature (tensor shapes, strides, dtypes, aliasing; every non-tensor
+argument's value; grad and autocast state) equal the traced call's. What the copies could not reproduce is refused:
+ - per kind, traced in the model like the whole export does (the trace continues): a block making data-dependent
+   sizes (each instance gets its own symbol), rebinding an input (an in-place write into it, x.to(its own dtype)),
+   returning no tensor of its own or a symbolic value, called with dynamic shapes;
+ - for the whole capture, which capture.py then exports as before: a global module hook, a forward that changes
+   its module's attributes, a write into an input through a view or into a weight, a block reading a value it was
+   not passed or creating constants or submodules, markers under a traced region (autocast) or dropped by export.
+Blocks with hooks of their own are not of any kind (traced in the model).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
+from torch.fx.experimental.proxy_tensor import get_proxy_slot, set_proxy_slot
 
 _OWN_FILE = __file__.removesuffix("c")  # frames of this file's wrapper are removed from recorded stack traces
 _OUTPUTS: dict = {}  # call tag -> output (shape, stride, dtype, device) of an opaque call, read by its fake kernel
@@ -160,12 +166,10 @@ def repeated_blocks(module: torch.nn.Module) -> dict:
 class _Traced:
     tag: int  # the enter/exit markers' tag
     path: str  # the instance traced
-    outputs: list  # flat output leaves, tensors replaced by None
+    outputs: list  # per flat output leaf: ("value", v), ("in", tensor input k) or ("out", exit marker k)
     out_spec: object
     metas: list  # (shape, stride, dtype, device) per output tensor
     keep: list  # the call's non-tensor arguments: alive, so no later object reuses an id its signature holds
-    names_before: dict  # node name base -> nodes of that base made before the block's first op
-    names_made: dict  # node name base -> nodes of that base the block made (erased ones too)
     fns_before: dict  # torch function -> its torch_fn count before the block
     fns_made: dict  # torch function -> calls the block made
 
@@ -174,7 +178,6 @@ class _Traced:
 class _Call:
     path: str
     traced: _Traced
-    names_at: dict  # node name base -> nodes of that base the trace had made when this call began
     fns_at: dict  # torch function -> its torch_fn count then
 
 
@@ -193,13 +196,16 @@ class BlockCapture:
     _patched: list = field(default_factory=list)
 
     def __enter__(self):
-        self.kinds = repeated_blocks(self.module)
-        for path in self.kinds:
+        self._patch(repeated_blocks(self.module))
+        return self
+
+    def _patch(self, kinds: dict) -> None:
+        self.kinds.update(kinds)
+        for path in kinds:
             block = self.module.get_submodule(path)
             had = "forward" in vars(block)
             self._patched.append((path, block, had, vars(block).get("forward")))
             block.forward = self._wrapper(path, block, block.forward)
-        return self
 
     def __exit__(self, *exc):
         self._unpatch(lambda path: True)
@@ -247,12 +253,11 @@ class BlockCapture:
             if traced is None:
                 return capture._trace(path, block, original, flat, spec, at, signature)
             tag = next(capture._tags)
-            capture.calls[tag] = call = _Call(path, traced, *_skip_counts(traced))
+            capture.calls[tag] = _Call(path, traced, _skip_counts(traced))
             _OUTPUTS[tag] = traced.metas
             xs = [flat[i] for i in at]
-            outs = iter([torch.ops.meshdit.block_call(xs, tag, j) for j in range(len(traced.metas))])
-            leaves = [next(outs) if v is None else v for v in traced.outputs]
-            return pytree.tree_unflatten(leaves, traced.out_spec)
+            outs = [torch.ops.meshdit.block_call(xs, tag, j) for j in range(len(traced.metas))]
+            return _rebuild(traced.outputs, xs, outs, traced.out_spec)
 
         return traced_once
 
@@ -262,7 +267,7 @@ class BlockCapture:
         for value in flat:
             if isinstance(value, torch.Tensor):
                 if not all(isinstance(d, int) for d in (*value.shape, *value.stride())):
-                    self.refused = f"{path} is called with a dynamic shape"
+                    self.in_place[self.kinds[path]] = f"{path} is called with a dynamic shape"
                     return None
                 # the same tensor passed twice must be passed twice again: a write through one is seen by the other
                 alias = seen.setdefault(id(value), len(seen))
@@ -274,47 +279,69 @@ class BlockCapture:
         return (self.kinds[path], repr(spec), tuple(leaves), state)
 
     def _trace(self, path, block, original, flat, spec, at, signature):
-        tag = next(self._tags)
+        tag, kind = next(self._tags), signature[0]
         before = kind_key(block)
         keep = [v for v in flat if not isinstance(v, torch.Tensor)]
-        ins = iter([torch.ops.meshdit.block_enter(flat[i], tag, k) for k, i in enumerate(at)])
+        given = [flat[i] for i in at]
+        marked = [torch.ops.meshdit.block_enter(x, tag, k) for k, x in enumerate(given)]
+        tracer = _tracer()
+        nodes = [_node_of(m, tracer) for m in marked]
+        ins = iter(marked)
         tensor_at = set(at)
-        flat = [next(ins) if i in tensor_at else v for i, v in enumerate(flat)]
-        args, kwargs = pytree.tree_unflatten(flat, spec)
-        names_before, fns_before = _counts()
+        args, kwargs = pytree.tree_unflatten([next(ins) if i in tensor_at else v for i, v in enumerate(flat)], spec)
+        fns_before = _counts()
         symbols = _unbacked_count()
         out = original(*args, **kwargs)
-        names_after, fns_after = _counts()
+        fns_after = _counts()
         if kind_key(block) != before:
             self.refused = f"{path}.forward changes its module's attributes (a cache?): each call may trace differently"
             raise Fallback(self.refused)  # stop this export now: the whole model is exported again
-        if _unbacked_count() != symbols and self.refused is None:
+        rebound = [k for k, m in enumerate(marked) if _node_of(m, tracer) is not nodes[k]]
+        for k in rebound:
+            # an op returning its input itself (x.to(its own dtype)) makes the trace read that op's node for every
+            # later use of the tensor; the caller's tensor is the one the whole-model trace rebinds
+            set_proxy_slot(given[k], tracer, get_proxy_slot(marked[k], tracer))
+        if rebound:
+            return self._in_place(kind, tag, out, f"{path} rebinds an input (writes into it in place, or returns it "
+                                                  "from an op such as x.to(its own dtype)): later reads of that input "
+                                                  "read the block's op")
+        if _unbacked_count() != symbols:
             # each instance's copy would need sizes of its own (u1, u2, ... in the whole-model export), and its
-            # values' metadata and runtime asserts rewritten to them. This kind is traced in the model instead
-            # (its enter markers are removed by the splice); kinds already copied are unaffected
-            self.in_place[signature[0]] = (f"{path} makes a data-dependent size (a nonzero or boolean mask "
-                                           "index): each instance gets its own symbol, so every instance is traced")
-            self.unmarked.append(tag)
-            kind = signature[0]
-            self._unpatch(lambda other: self.kinds[other] == kind)  # later calls run as if never patched
-            return out
+            # values' metadata and runtime asserts rewritten to them
+            return self._in_place(kind, tag, out, f"{path} makes a data-dependent size (a nonzero or boolean mask "
+                                                  "index): each instance gets its own symbol")
         out_flat, out_spec = pytree.tree_flatten(out)
-        at_out = [i for i, v in enumerate(out_flat) if isinstance(v, torch.Tensor)]
         if any(isinstance(v, (torch.SymInt, torch.SymFloat, torch.SymBool)) for v in out_flat):
-            self.refused = f"{path} returns a symbolic value"
-        if not at_out:
-            self.refused = f"{path} returns no tensor"
-        if self.refused is not None:
-            return out
-        outs = iter([torch.ops.meshdit.block_exit(out_flat[i], tag, k) for k, i in enumerate(at_out)])
-        tensor_at = set(at_out)
-        marked = [next(outs) if i in tensor_at else v for i, v in enumerate(out_flat)]
-        metas = [(tuple(v.shape), tuple(v.stride()), v.dtype, v.device) for v in marked if isinstance(v, torch.Tensor)]
-        made = {b: n - names_before.get(b, 0) for b, n in names_after.items() if n != names_before.get(b, 0)}
+            return self._in_place(kind, tag, out, f"{path} returns a symbolic value")
+        # each output is an input passed through (the caller's own tensor, as the whole trace returns it), or a
+        # value the block made (one exit marker per distinct tensor: one returned twice stays one tensor)
+        given_at = {id(m): k for k, m in enumerate(marked)}
+        plan, made_here, index = [], [], {}
+        for v in out_flat:
+            if not isinstance(v, torch.Tensor):
+                plan.append(("value", v))
+            elif id(v) in given_at:
+                plan.append(("in", given_at[id(v)]))
+            else:
+                if id(v) not in index:
+                    index[id(v)] = len(made_here)
+                    made_here.append(v)
+                plan.append(("out", index[id(v)]))
+        if not made_here:
+            return self._in_place(kind, tag, out, f"{path} returns no tensor of its own")
+        exits = [torch.ops.meshdit.block_exit(v, tag, k) for k, v in enumerate(made_here)]
+        metas = [(tuple(v.shape), tuple(v.stride()), v.dtype, v.device) for v in exits]
         fns = {f: n - fns_before.get(f, 0) for f, n in fns_after.items() if n != fns_before.get(f, 0)}
-        self.traced[signature] = _Traced(tag, path, [None if isinstance(v, torch.Tensor) else v for v in marked],
-                                         out_spec, metas, keep, names_before, made, fns_before, fns)
-        return pytree.tree_unflatten(marked, out_spec)
+        self.traced[signature] = _Traced(tag, path, plan, out_spec, metas, keep, fns_before, fns)
+        return _rebuild(plan, given, exits, out_spec)
+
+    def _in_place(self, kind, tag, out, reason):
+        """Trace this kind's instances in the model (the whole-model export's trace, for this kind): its enter
+        markers are removed by the splice and its later calls run unpatched; kinds already copied are unaffected."""
+        self.in_place[kind] = reason
+        self.unmarked.append(tag)
+        self._unpatch(lambda other: self.kinds[other] == kind)
+        return out
 
     # --- after the export --------------------------------------------------------------------------------------
     def splice(self, ep) -> None:
@@ -333,12 +360,18 @@ def _tracer():
     return get_proxy_mode().tracer
 
 
+def _node_of(tensor, tracer):
+    return get_proxy_slot(tensor, tracer).proxy.node
+
+
+def _rebuild(plan, given, made, spec):
+    leaves = [v if how == "value" else given[v] if how == "in" else made[v] for how, v in plan]
+    return pytree.tree_unflatten(leaves, spec)
+
+
 def _counts():
-    """How many nodes of each name base the trace has made, and each torch function's call count (torch_fn meta)."""
-    tracer = _tracer()
-    names = tracer.graph._graph_namespace
-    made = {b: n + 1 for b, n in names._base_count.items() if b in names._used_names}
-    return made, dict(getattr(tracer, "torch_fn_counts", None) or {})
+    """Each torch function's call count so far (the trace numbers node.meta['torch_fn'] by it)."""
+    return dict(getattr(_tracer(), "torch_fn_counts", None) or {})
 
 
 def _unbacked_count():
@@ -350,22 +383,16 @@ def _unbacked_count():
 
 
 def _skip_counts(traced: _Traced):
-    """Advance the trace's name and torch_fn counters past what the traced block made, as if this call had traced
-    it too: the model's later nodes then get the names the whole-model export gives them (names reach the emitted
-    program), and the copies take the names skipped. Returns the counters before the skip."""
-    tracer = _tracer()
-    names = tracer.graph._graph_namespace
-    names_at, fns_at = {}, {}
-    for base, made in traced.names_made.items():
-        names_at[base] = names._base_count.get(base, -1) + 1 if base in names._used_names else 0
-        names._used_names.add(base)
-        names._base_count[base] = names_at[base] + made - 1
-    counts = getattr(tracer, "torch_fn_counts", None)
+    """Advance the trace's torch function counts past what the traced block made, as if this call had traced it
+    too: later nodes get the torch_fn numbers the whole-model export gives them, and the copies take the numbers
+    skipped. Returns the counts before the skip. (Node names are numbered after the splice: capture_splice.)"""
+    counts = getattr(_tracer(), "torch_fn_counts", None)
+    at = {}
     if counts is not None:
         for fn, made in traced.fns_made.items():
-            fns_at[fn] = counts.get(fn, 0)
-            counts[fn] = fns_at[fn] + made
-    return names_at, fns_at
+            at[fn] = counts.get(fn, 0)
+            counts[fn] = at[fn] + made
+    return at
 
 
 def _check_markers_on_top(ep) -> None:

@@ -3,8 +3,9 @@
 The traced instance's ops lie between its enter and exit markers in the exported graph (a trace records ops in
 call order). A copy for another instance maps the enter marker's outputs to that call's inputs, the traced
 instance's weights to the same-named weights of the copied instance, and rewrites the metadata later stages read:
-the module stack (paths of the copied instance, under the call site's stack) and the stack trace (the call site's
-frames, then the block's own).
+the module stack (paths of the copied instance, under the call site's stack), the stack trace (the call site's
+frames, then the block's own) and torch_fn numbers. Node names are given last, over the whole graph (_renumber),
+since torch.export numbers names in graph order and a copy shifts every later name of its bases.
 """
 
 from __future__ import annotations
@@ -37,15 +38,12 @@ class Splicer:
         # a weight's placeholder is named after its first path (torch.export drops duplicate paths of a shared one)
         self.fqn_of = {id(t): name for name, t in [*module.named_parameters(), *module.named_buffers()]}
         self._traces: dict = {}
-        self.renumber: set = set()  # name bases the export gave after tracing (see _renumber)
-        self.copied: dict = {}  # copy -> (its template, the copy's first node): for _renumber
+        self.copied: set = set()  # the copies' nodes, named by _renumber
 
     def run(self) -> None:
         graph = self.graph
-        nodes = list(graph.nodes)
-        position = {n: i for i, n in enumerate(nodes)}
         marks = {_ENTER: {}, _EXIT: {}, _CALL: {}}
-        for node in nodes:
+        for node in graph.nodes:
             if node.op == "call_function" and node.target in marks:
                 tag, index = node.args[1], node.args[2]
                 if index in marks[node.target].setdefault(tag, {}):
@@ -63,7 +61,6 @@ class Splicer:
             raise Fallback("the export dropped a block marker (a block whose inputs or outputs are unused?)")
         bodies = {tag: self._body(t, marks[_ENTER][tag], marks[_EXIT][tag], nodes, position)
                   for tag, t in traced.items()}
-        self.before = {tag: _first_index(bodies[tag][3]) for tag in traced}
         for tag, call in self.capture.calls.items():
             self._copy(call, marks[_CALL][tag], bodies[call.traced.tag])
         for tag in traced:
@@ -74,7 +71,7 @@ class Splicer:
             trace = node.meta.get("stack_trace")
             if trace and _OWN_FILE in trace:
                 node.meta["stack_trace"] = self._clean(trace)
-        _renumber(graph, self.renumber, self.copied, self.before)
+        _renumber(graph, self.copied)
         _rename_outputs(self.ep)
         graph.lint()
         _lazy_code(self.ep)
@@ -139,23 +136,21 @@ class Splicer:
             env[weight] = weight if name is None else self.state_node[self.fqn_of[id(named[name])]]
         stack_of = _StackMap(call.traced.path, call.path, first.meta.get("nn_module_stack") or {})
         trace_of = self._trace_map(next(iter(enters.values())).meta.get("stack_trace"), first.meta.get("stack_trace"))
-        name_of = _Names(call, self.renumber)
-        start = None
+        torch_fn = _TorchFn(call)
         with graph.inserting_before(first):
             for template in nodes:
                 new = graph.create_node(template.op, template.target, fx.map_arg(template.args, env.__getitem__),
-                                        fx.map_arg(template.kwargs, env.__getitem__), name_of(template.name),
-                                        template.type)
+                                        fx.map_arg(template.kwargs, env.__getitem__),
+                                        "meshdit_copy_" + _NAME.match(template.name).group(1), template.type)
                 meta = new.meta = copy.copy(template.meta)
                 if "nn_module_stack" in meta:
                     meta["nn_module_stack"] = stack_of(meta["nn_module_stack"])
                 if meta.get("stack_trace"):
                     meta["stack_trace"] = trace_of(meta["stack_trace"])
                 if "torch_fn" in meta:
-                    meta["torch_fn"] = name_of.torch_fn(meta["torch_fn"])
+                    meta["torch_fn"] = torch_fn(meta["torch_fn"])
                 env[template] = new
-                start = start or new
-                self.copied[new] = (template, start, call.traced.tag)
+                self.copied.add(new)
         for index, node in calls.items():
             source = exits[index].args[0]
             node.replace_all_uses_with(env[source] if isinstance(source, fx.Node) else source)
@@ -189,30 +184,20 @@ class Splicer:
         return rewrite
 
 
-class _Names:
-    """Names (and torch_fn counts) of a copy's nodes: those the whole-model export gives them. The trace skipped
-    that many names of each base at this call (capture_blocks._skip_counts); a copied node takes the name at the
+class _TorchFn:
+    """torch_fn metadata of a copy's nodes, numbered as the whole-model trace numbers them: the trace skipped the
+    counts the traced block made at this call (capture_blocks._skip_counts); a copied node takes the count at the
     same offset from this call's start as its template has from the traced block's start."""
 
-    def __init__(self, call, renumber: set):
+    def __init__(self, call):
         traced = call.traced
-        self.renumber = renumber
-        self.names = {b: call.names_at[b] - traced.names_before.get(b, 0) for b in traced.names_made}
         labels: dict = {}
         for fn in traced.fns_made:
             labels.setdefault(f"{fn.__class__.__name__}.{fn.__name__}", []).append(fn)
         self.fns = {label: call.fns_at[fns[0]] - traced.fns_before.get(fns[0], 0)
                     for label, fns in labels.items() if len(fns) == 1}
 
-    def __call__(self, name: str) -> str:
-        base, number = _NAME.match(name).group(1, 2)
-        if base not in self.names:
-            self.renumber.add(base)
-            return name
-        index = (int(number) if number else 0) + self.names[base]
-        return f"{base}_{index}" if index else base
-
-    def torch_fn(self, value):
+    def __call__(self, value):
         name, label = value
         if label not in self.fns:
             return value
@@ -281,43 +266,30 @@ def _index(name: str):
     return base, int(number) if number else 0
 
 
-def _first_index(nodes) -> dict:
-    """base -> the lowest number among these nodes' names, less one: what a block's numbering counts from."""
-    first: dict = {}
-    for node in nodes:
-        base, index = _index(node.name)
-        first[base] = min(first.get(base, index), index)
-    return {base: index - 1 for base, index in first.items()}
-
-
-def _renumber(graph, bases: set, copied: dict, before: dict) -> None:
-    """Names of the bases torch.export gives after the trace (`_assert_tensor_metadata_default`, inserted by a pass
-    over the finished graph) were numbered over the graph with opaque calls; the trace's counters say nothing of
-    them. That pass numbers in graph order, so a copy's node takes the number its template has past the traced
-    block's first, counted from the last one before the copy, and every later node moves up by what the copies
-    took (numbers left behind by nodes moved into a region's subgraph stay skipped, as in the whole export)."""
-    if not bases:
-        return
-    shift: dict = {}  # base -> numbers the copies so far took
-    last: dict = {}  # base -> the last number given, whole-model numbering
-    group_last: dict = {}  # (copy start, base) -> last number before that copy
+def _renumber(graph, copies: set) -> None:
+    """Name the copies' nodes and renumber the rest as the whole-model export names them. torch.export numbers the
+    nodes of each name base in graph order (in the trace, or again when a pass rebuilds the graph, as its autocast
+    regions do), skipping only numbers of nodes that left the graph (moved into a region's subgraph). So each
+    copied node takes the number after the last one of its base before it, and every later node of that base moves
+    up by the copies' nodes before it; gaps the export left stay where they were."""
+    shift: dict = {}  # base -> copied nodes of that base so far
+    last: dict = {}  # base -> the last number given
     renamed = []
     for node in graph.nodes:
         if node.op == "placeholder":
             continue
-        base, index = _index(node.name)
-        if base not in bases:
-            continue
-        if node in copied:
-            template, start, tag = copied[node]
-            base_at = group_last.setdefault((start, base), last.get(base, -1))
-            _, number = _index(template.name)
-            prior = before[tag].get(base, number - 1)
-            new = base_at + number - prior
-            shift[base] = shift.get(base, 0) + (new - last.get(base, base_at) if new > last.get(base, -1) else 0)
+        if node in copies:
+            base = node.name.removeprefix("meshdit_copy_")
+            base = _NAME.match(base).group(1)
+            new = last.get(base, _first(base) - 1) + 1
+            shift[base] = shift.get(base, 0) + 1
         else:
-            new = index + shift.get(base, 0)
-        last[base] = max(last.get(base, -1), new)
+            base, index = _index(node.name)
+            if not shift.get(base):
+                last[base] = max(last.get(base, -1), index)
+                continue
+            new = index + shift[base]
+        last[base] = new
         renamed.append((node, base, new))
     names = graph._graph_namespace
     for i, (node, _, _) in enumerate(renamed):  # free the names first (a rename never frees the old one)
@@ -326,6 +298,19 @@ def _renumber(graph, bases: set, copied: dict, before: dict) -> None:
     for node, base, new in renamed:
         names._used_names.discard(node.name)
         node._rename(f"{base}_{new}" if new else base)
+
+
+def _index(name: str):
+    base, number = _NAME.match(name).group(1, 2)
+    return base, int(number) if number else 0
+
+
+def _first(base: str) -> int:
+    """The first number of a base: 0 (the bare name), or 1 when torch.fx never gives the bare name to a node (a
+    Python builtin or keyword: `slice_1`)."""
+    from torch.fx.graph import _illegal_names
+
+    return 1 if base in _illegal_names else 0
 
 
 def _lazy_code(ep) -> None:

@@ -101,16 +101,50 @@ class Counting(Block):
 
 class WritesInput(Block):
     def forward(self, x, temb, scale=1.0):
-        temb.mul_(2.0)  # writes into its input: the copy would need the aliasing the traced call had
+        temb.mul_(2.0)  # writes into its input: the trace reads the write's node for temb from now on
         return super().forward(x, temb, scale)
 
 
+class WritesInputView(Block):
+    def forward(self, x, temb, scale=1.0):
+        temb[:, :4].mul_(2.0)  # writes into its input through a view: found in the traced ops
+        return super().forward(x, temb, scale)
+
+
+class Rebinds(Block):
+    def forward(self, x, temb, scale=1.0):
+        temb = temb.to(torch.float32)  # returns temb itself: the trace reads this op's node for temb from now on
+        return super().forward(x, temb, scale)[0], None
+
+
+class SharedTemb(Stack):
+    def forward(self, x, temb):
+        for block in self.blocks:
+            x, _ = block(x, temb, scale=0.5)  # the caller's temb again: the whole-model trace reads the last .to
+        return (self.out(x) + temb[:, None, :4],)
+
+
+def test_a_block_returning_its_input_from_an_op_is_traced_in_place():
+    torch.manual_seed(0)
+    fast, full = both(SharedTemb([Rebinds() for _ in range(3)]).eval(), toy_inputs())
+    assert "rebinds an input" in fast.blocks_fallback
+    assert fast.traced_blocks == {}
+    assert_same_graph(fast, full)
+
+
 @pytest.mark.parametrize("cls, reason", [(Counting, "changes its module's attributes"),
-                                         (WritesInput, "writes in place into a block input")])
+                                         (WritesInputView, "writes in place into a block input")])
 def test_falls_back_to_the_whole_model_export(cls, reason):
     torch.manual_seed(0)
     fast, full = both(Stack([cls() for _ in range(3)]).eval(), toy_inputs())
     assert fast.traced_blocks == {} and reason in fast.blocks_fallback
+    assert_same_graph(fast, full)
+
+
+def test_a_block_writing_into_its_input_is_traced_in_place():
+    torch.manual_seed(0)
+    fast, full = both(Stack([WritesInput() for _ in range(3)]).eval(), toy_inputs())
+    assert "rebinds an input" in fast.blocks_fallback
     assert_same_graph(fast, full)
 
 
@@ -132,13 +166,13 @@ def test_zoo_models_traced_once_give_the_whole_model_graph(name):
 
 
 def test_a_block_with_data_dependent_sizes_is_traced_per_instance():
-    """Mochi's blocks index by a boolean mask (a fresh size symbol per instance): traced in the model, same graph."""
+    """Mochi's blocks index by a boolean mask (a fresh size symbol per instance): traced in the model."""
     import diffusers
 
     torch.manual_seed(0)
-    model = diffusers.MochiTransformer3DModel(**{**model_zoo.ENTRIES["mochi-tiny"].config, "num_layers": 3}).eval()
+    model = diffusers.MochiTransformer3DModel(**{**model_zoo.ENTRIES["mochi-tiny"].config, "num_layers": 4}).eval()
     fast, full = both(model, model_zoo.example_inputs("mochi-tiny"))
-    assert fast.traced_blocks == {} and "data-dependent size" in fast.blocks_fallback
+    assert fast.traced_blocks == {} and "transformer_blocks.0" in fast.blocks_fallback
     assert_same_graph(fast, full)
 
 
