@@ -351,6 +351,8 @@ class BlockCapture:
         _check_markers_on_top(ep)
         if any(s.kind.name != "USER_OUTPUT" for s in ep.graph_signature.output_specs):
             raise Fallback("the model writes into an input or buffer (an export output other than its results)")
+        from .capture_splice import Splicer  # here: capture_splice imports this module's markers
+
         Splicer(self, ep).run()
 
 
@@ -401,5 +403,3 @@ def _check_markers_on_top(ep) -> None:
             raise Fallback(f"a repeated block is called inside a traced region ({name}: autocast or a higher-order "
                            "op), whose graph the copies cannot be spliced into")
 
-
-from .capture_splice import Splicer  # noqa: E402  (the splice needs _MARKERS and Fallback above)
