@@ -6,6 +6,11 @@
 forward accepts it (also over a return_dict=True the user passed), so diffusers models return a plain tuple. A module
 built on the `meta` device (with meta example inputs) captures without allocating any weight, which is how full-size
 models are planned.
+
+The export traces each distinct repeated block once (capture_blocks.py): the other instances of a module list's
+blocks are opaque calls in the trace, replaced afterwards by copies of the traced instance's ops with their own
+weights, module paths, source lines and node names. The graph is the whole-model export's; where that cannot be
+vouched for, the whole model is exported (`CapturedModel.blocks_fallback` says why).
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ class CapturedModel:
     param_count: int
     timings: dict = field(default_factory=dict)
     method: str = "torch.export"  # or the trace on example values torch.export's refusal fell back to
+    # repeated blocks traced once (capture_blocks.py): traced instance -> instances its ops were copied to; empty
+    # when the whole model was traced, and then blocks_fallback says why (None: no repeated blocks)
+    traced_blocks: dict = field(default_factory=dict)
+    blocks_fallback: str | None = None
 
     @property
     def tensor_input_names(self) -> list[str]:
@@ -73,8 +82,11 @@ def _with_return_dict(module: torch.nn.Module, example_inputs: dict) -> dict:
     return inputs
 
 
-def capture(module: torch.nn.Module, example_inputs: dict) -> CapturedModel:
-    """Export `module` with keyword `example_inputs`; raise CaptureError naming the cause on failure."""
+def capture(module: torch.nn.Module, example_inputs: dict, blocks_once: bool = True) -> CapturedModel:
+    """Export `module` with keyword `example_inputs`; raise CaptureError naming the cause on failure.
+
+    blocks_once: trace each distinct repeated block once and copy its ops to the other instances (the graph the
+    whole-model export gives, in a fraction of the time); False traces every instance."""
     if not isinstance(module, torch.nn.Module):
         raise CaptureError(f"capture expects a torch.nn.Module, got {type(module).__name__}")
     if not isinstance(example_inputs, dict) or not example_inputs:
@@ -114,7 +126,7 @@ def capture(module: torch.nn.Module, example_inputs: dict) -> CapturedModel:
                 module(**inputs)
         with torch.no_grad(), (_meta_safe_autocast() if on_meta else contextlib.nullcontext()), \
                 _module_state_kept(module):
-            exported = torch.export.export(module, (), inputs, strict=False)
+            exported, traced_blocks, blocks_fallback = _export(module, inputs, blocks_once)
     except Exception as exc:  # torch.export raises many types; report the first line with context
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         failure = f"torch.export failed on {type(module).__name__}: {type(exc).__name__}: {first}"
@@ -142,6 +154,8 @@ def capture(module: torch.nn.Module, example_inputs: dict) -> CapturedModel:
     finally:
         module.train(was_training)
     seconds = time.perf_counter() - start
+    if method != "torch.export":
+        traced_blocks, blocks_fallback = {}, None
     return CapturedModel(
         exported=exported,
         example_inputs=inputs,
@@ -151,7 +165,36 @@ def capture(module: torch.nn.Module, example_inputs: dict) -> CapturedModel:
         param_count=sum(p.numel() for p in module.parameters()),
         timings={"torch.export": seconds},
         method=method,
+        traced_blocks=traced_blocks,
+        blocks_fallback=blocks_fallback,
     )
+
+
+def _export(module: torch.nn.Module, inputs: dict, blocks_once: bool):
+    """torch.export of the module, tracing each repeated block once when that applies (capture_blocks.py), else the
+    whole model. Returns (exported program, traced instance -> copied instances, why the whole model was traced)."""
+    fallback = None
+    if blocks_once:
+        from .capture_blocks import BlockCapture, Fallback
+
+        try:
+            # its own state guard: an attempt given up half-way must not leave caches of its fake tensors to the
+            # whole-model export
+            with _module_state_kept(module), BlockCapture(module) as blocks:
+                if blocks.active:
+                    exported = torch.export.export(module, (), inputs, strict=False)
+                    blocks.splice(exported)
+                    return exported, blocks.summary(), "; ".join(blocks.in_place.values()) or None
+        except Fallback as exc:
+            fallback = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the whole-model export below reports its own failure
+            if _data_dependent(exc):
+                # a guard on a value in the model's own code or in a block's first instance, which the whole-model
+                # export traces alike: it would refuse the same way, so the trace on example values comes next
+                raise
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            fallback = f"torch.export with blocks traced once failed: {type(exc).__name__}: {first[:200]}"
+    return torch.export.export(module, (), inputs, strict=False), {}, fallback
 
 
 # --- fallback: a trace on the example values ----------------------------------------------------------------------
