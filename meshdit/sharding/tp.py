@@ -9,8 +9,8 @@ Roles come from the recognised patterns, never from model names:
   rep  everything else (whole weights on every device).
 Before roles are chosen: a linear whose output is cut into gated-MLP halves (or, with a sharded residual, into
 adaLN's modulation chunks) becomes one linear per piece, and a linear over a channel concat becomes a sum of
-linears, so that every device slices only its own part. After: a
-row-parallel bias is shared (bias / tp on every device) or added once after the reduction.
+linears, so that every device slices only its own part. After: a row-parallel bias is shared (bias / tp on every
+device) or added once after the reduction.
 """
 
 from __future__ import annotations
