@@ -49,24 +49,17 @@ class Fallback(Exception):
 # Ops that bracket blocks in the trace, one per tensor (an op returning a list would add getitem nodes, which would
 # shift the numbering of the model's own getitems). They return new tensors (a custom op may not alias its inputs);
 # when the markers are removed each use is rewired to the marker's input, which restores the aliasing the model had.
-@torch.library.custom_op("meshdit::block_enter", mutates_args=())
-def _block_enter(x: torch.Tensor, tag: int, index: int) -> torch.Tensor:
-    return x.clone()
+def _bracket(name: str):
+    """A marker op that stands for its input: a copy in eager mode, a tensor of its input's layout when traced."""
+    def kernel(x: torch.Tensor, tag: int, index: int) -> torch.Tensor:
+        return x.clone()
+
+    op = torch.library.custom_op(f"meshdit::{name}", kernel, mutates_args=())
+    op.register_fake(lambda x, tag, index: torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device))
+    return op
 
 
-@_block_enter.register_fake
-def _(x, tag, index):
-    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
-
-
-@torch.library.custom_op("meshdit::block_exit", mutates_args=())
-def _block_exit(x: torch.Tensor, tag: int, index: int) -> torch.Tensor:
-    return x.clone()
-
-
-@_block_exit.register_fake
-def _(x, tag, index):
-    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
+_block_enter, _block_exit = _bracket("block_enter"), _bracket("block_exit")
 
 
 @torch.library.custom_op("meshdit::block_call", mutates_args=())

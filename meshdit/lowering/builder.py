@@ -19,7 +19,7 @@ from ..cost.systems import system_for
 from ..errors import node_location
 from ..ir.graph import ModelGraph, is_const
 from ..sharding.decisions import NodeSharding
-from ..sharding.placement import MeshAxes, R, Shard
+from ..sharding.placement import MeshAxes, Partial, R, Shard
 from .program_ir import CclSemaphores, Code, Op, Ref, TensorSpec, WeightRef, WeightSpec
 from .weights import IDENTITY, WeightTransform
 
@@ -95,12 +95,17 @@ class Builder:
             meta, layout = meta[index], (layout[index] if layout else None)
         return self.mesh_axes.local_shape(meta.shape, layout)
 
-    def arg_local(self, x: fx.Node) -> tuple:
-        """Local shape of an input of the op being lowered; a constant's in the layout it is uploaded in for it."""
-        layout = self.decision().arg_layouts.get(x.name) if is_const(x) else None
+    def arg_local(self, x: fx.Node, reader: fx.Node | None = None) -> tuple:
+        """Local shape of an input of `reader` (by default the node being lowered); a constant's in the layout it is
+        uploaded in for it."""
+        layout = self.decision(reader).arg_layouts.get(x.name) if is_const(x) else None
         if layout is None:
             return self.local(x)
         return self.mesh_axes.local_shape(x.meta["val"].shape, layout)
+
+    def pending_sum(self, node: fx.Node) -> bool:
+        """Whether the node's value is a partial sum on some mesh axis (a row-parallel result not yet reduced)."""
+        return any(isinstance(p, Partial) for p in (self.decision(node).layout or ()))
 
     def dtype_of(self, torch_dtype: torch.dtype, node: fx.Node | None = None) -> str:
         if torch_dtype.is_floating_point:
@@ -117,8 +122,10 @@ class Builder:
             return type(a)(self.arg(x) for x in a)
         return a
 
-    def value_or_weight(self, a):
-        return self.weight(a) if is_const(a) else self.arg(a)
+    def value_or_weight(self, a, reader: fx.Node | None = None):
+        """An operand's IR value: a constant as the weight uploaded for `reader` (by default the node being
+        lowered), anything else as computed."""
+        return self.weight(a, owner=reader) if is_const(a) else self.arg(a)
 
     def config(self, name: str, expression: str | None = None) -> Code:
         self.configs[name] = expression or self.config_texts[name]

@@ -14,7 +14,6 @@ from ..program_ir import Code
 from ..registry import lowering
 from . import heads
 from ..weights import ROW, TRANSPOSE, row_plus
-from ...sharding.placement import Partial
 
 aten = torch.ops.aten
 
@@ -38,7 +37,7 @@ def fused_activation(b: Builder, lin):
     approximate = act.kwargs.get("approximate", act.args[1] if len(act.args) > 1 else "none") \
         if act.target is aten.gelu.default else None
     name = FUSED_ACTIVATIONS.get((act.target, approximate))
-    if name is None or any(isinstance(p, Partial) for p in (b.decision(lin).layout or ())):
+    if name is None or b.pending_sum(lin):
         return None, None
     if b.dtype_of(lin.meta["val"].dtype, lin) != b.dtype_of(act.meta["val"].dtype, act):
         return None, None
@@ -62,8 +61,7 @@ def scalar_after(b: Builder, lin, bias):
     number = add.args[1] if add.args[0] is (view or lin) else add.args[0]
     if not isinstance(number, (int, float)) or isinstance(number, bool):
         return none
-    if any(isinstance(p, Partial) for p in (b.decision(lin).layout or ())) or \
-            b.dtype_of(lin.meta["val"].dtype, lin) != b.dtype_of(add.meta["val"].dtype, add):
+    if b.pending_sum(lin) or b.dtype_of(lin.meta["val"].dtype, lin) != b.dtype_of(add.meta["val"].dtype, add):
         return none
     return add, float(number), view
 

@@ -22,7 +22,6 @@ import torch
 import torch.fx as fx
 
 from ...ir.graph import is_const, normalized_args
-from ...sharding.placement import Partial
 from ..builder import Builder
 from ..registry import fused_pattern
 from . import linear as linear_rules
@@ -45,15 +44,9 @@ def _free(b: Builder, *nodes) -> bool:
 
 def _whole(b: Builder, *nodes) -> bool:
     """No pending sum among them, and one dtype (not across the float32 region's edge)."""
-    if any(isinstance(p, Partial) for n in nodes for p in (b.decision(n).layout or ())):
+    if any(b.pending_sum(n) for n in nodes):
         return False
     return len({b.dtype_of(n.meta["val"].dtype, n) for n in nodes}) == 1
-
-
-def _local(b: Builder, value: fx.Node, reader: fx.Node) -> list:
-    if is_const(value):
-        return list(b.mesh_axes.local_shape(value.meta["val"].shape, b.decision(reader).arg_layouts.get(value.name)))
-    return list(b.local(value))
 
 
 @dataclass
@@ -81,7 +74,7 @@ def _modulated_norm(b: Builder, add) -> ModulatedNorm | None:
             if not _whole(b, norm, mul, add) or is_const(scale) or is_const(shift):
                 continue
             width = b.local(add)
-            rows = [_local(b, scale, mul), _local(b, shift, add)]
+            rows = [list(b.arg_local(scale, mul)), list(b.arg_local(shift, add))]
             if b.local(norm) != width or any(r[-1] != width[-1] or math.prod(r[:-1]) != 1 for r in rows):
                 continue  # not one row for every token (several batch rows per device, or a broadcast of x)
             return ModulatedNorm(norm, mul, scale, shift)
@@ -100,7 +93,7 @@ def _gated_residual(b: Builder, add):
             continue
         if not _whole(b, mul, add, residual, *(a for a in mul.args if not is_const(a))):
             continue
-        shapes = [_local(b, a, mul) for a in mul.args]
+        shapes = [list(b.arg_local(a, mul)) for a in mul.args]
         if list(b.local(residual)) != out or any(len(s) > len(out) for s in shapes):
             continue
         if all(all(d in (1, o) for d, o in zip(s[::-1], out[::-1])) for s in shapes):
@@ -129,11 +122,6 @@ def modulation(b: Builder, graph: fx.Graph) -> None:
             b.fused[node] = lambda b, r=found: _emit_addcmul(b, *r)
 
 
-def _operand(b: Builder, value: fx.Node, reader: fx.Node):
-    """A tensor operand of `reader`: a constant in the layout it was uploaded in for it."""
-    return b.weight(value, owner=reader) if is_const(value) else b.arg(value)
-
-
 def _emit_norm(b: Builder, m: ModulatedNorm):
     args = normalized_args(m.norm)
     fn = "ttnn.layer_norm" if m.norm.target is aten.layer_norm.default else "ttnn.rms_norm"
@@ -147,4 +135,4 @@ def _emit_norm(b: Builder, m: ModulatedNorm):
 def _emit_addcmul(b: Builder, residual, mul):
     b.fusions["gated residual as addcmul"] += 1
     gate, value = mul.args
-    return b.call("ttnn.addcmul", (b.arg(residual), _operand(b, gate, mul), _operand(b, value, mul)))
+    return b.call("ttnn.addcmul", (b.arg(residual), b.value_or_weight(gate, mul), b.value_or_weight(value, mul)))

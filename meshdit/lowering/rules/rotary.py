@@ -23,7 +23,6 @@ import torch.fx as fx
 
 from ...ir.graph import is_const
 from ...ir.tiles import TILE
-from ...sharding.placement import Partial
 from ..builder import Builder
 from ..registry import fused_pattern
 from ..weights import WeightTransform
@@ -110,11 +109,8 @@ def _tile_block_diagonal(b: Builder, matrix: fx.Node) -> str:
 
 
 def _table_shape(b: Builder, table: fx.Node, reader: fx.Node) -> list:
-    """A cos/sin table's per-device shape, as rank 4 (leading 1s): a constant's in its upload layout for `reader`."""
-    if is_const(table):
-        shape = b.mesh_axes.local_shape(table.meta["val"].shape, b.decision(reader).arg_layouts.get(table.name))
-    else:
-        shape = b.local(table)
+    """A cos/sin table's per-device shape as `reader` reads it, as rank 4 (leading 1s)."""
+    shape = b.arg_local(table, reader)
     return [1] * (4 - len(shape)) + list(shape)
 
 
@@ -123,8 +119,7 @@ def _refusal(b: Builder, r: Rotary, add: fx.Node) -> str:
     nodes = (r.x, r.rotation, r.cos_mul, r.sin_mul, add, r.cos, r.sin)
     if any(b.dtype_of(n.meta["val"].dtype, n) != "bfloat16" for n in nodes):
         return "float32 (ttnn's rotary op takes bfloat16 only)"
-    computed = [n for n in nodes if not is_const(n)]  # a constant's layout is its upload layout for its reader
-    if any(isinstance(p, Partial) for n in computed for p in (b.decision(n).layout or ())):
+    if any(b.pending_sum(n) for n in nodes if not is_const(n)):
         return "a pending sum"
     why = _tile_block_diagonal(b, r.matrix)
     if why:
@@ -160,7 +155,7 @@ def rotary_embeddings(b: Builder, graph: fx.Graph) -> None:
 
 
 def _table(b: Builder, table: fx.Node, reader: fx.Node):
-    value = b.weight(table, owner=reader) if is_const(table) else b.arg(table)
+    value = b.value_or_weight(table, reader)
     shape = _table_shape(b, table, reader)
     if len(table.meta["val"].shape) == 4:
         return value
