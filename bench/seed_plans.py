@@ -68,20 +68,23 @@ def measure(name, mesh_key, steps, forwards, batch, residual, published, other, 
                 chosen_mesh=f"{chosen.mesh} {chosen.residual}", hand_s=hand_s, chosen_s=chosen_s,
                 hand_image=steps * forwards * hand_s + other, chosen_image=steps * forwards * chosen_s + other,
                 other=other, published=published, target=target, searched=searched, bound=bound,
+                waste=(estimate.waste_bytes / estimate.dram_bytes, estimate.waste_flops / estimate.flops),
                 candidates=line.split(":")[1].split(";")[0].strip())
 
 
 def table(rows) -> str:
     out = ["| model | mesh | steps x forwards | TT-DiT plan | modelled ms/forward | chosen plan | modelled "
            "ms/forward | s/image TT-DiT plan (modelled) | s/image chosen (modelled) | encoders+VAE (published) | "
-           "TT-DiT s/image (published) | target | chosen plan's time goes to | search |",
-           "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|"]
+           "TT-DiT s/image (published) | target | chosen plan's time goes to | "
+           "tile padding (chosen: DRAM bytes, FLOPs) | search |",
+           "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
     for r in rows:
         target = f"{r['target']:.1f}" if r["target"] else "-"
         out.append(f"| {r['name']} | {r['mesh']} | {r['steps']} x {r['forwards']} | {r['hand_mesh']} | "
                    f"{r['hand_s'] * 1e3:,.0f} | {r['chosen_mesh']} | {r['chosen_s'] * 1e3:,.0f} | "
                    f"{r['hand_image']:,.1f} | {r['chosen_image']:,.1f} | {r['other']:.1f} | "
-                   f"{r['published']:,.1f} | {target} | {r['bound']} | {r['candidates']}, {r['searched']:.0f} s |")
+                   f"{r['published']:,.1f} | {target} | {r['bound']} | {r['waste'][0]:.1%}, {r['waste'][1]:.1%} | "
+                   f"{r['candidates']}, {r['searched']:.0f} s |")
     return "\n".join(out)
 
 

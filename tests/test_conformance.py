@@ -83,6 +83,38 @@ def test_padded_sequence_runs_on_real_ttnn():
     assert report.raw["outputs"] == [list(program.ir.tensors[o.name].shape) for o in program.ir.outputs]
 
 
+def test_ring_with_a_partial_last_k_chunk_runs_on_real_ttnn(pcc_log):
+    """784 image tokens over sp2: 416 keys per device (392 padded to tiles), 6.5 k chunks of 64. The kernel masks
+    the last chunk's tail (ring_joint_sdpa.cpp's local mask), so the chunk is chosen by the cost model rather than
+    by divisibility; right on the simulated mesh, accepted by real ttnn."""
+    inputs = model_zoo.example_inputs("sd3-tiny-tt", batch=2)
+    inputs["hidden_states"] = torch.randn(2, 4, 56, 56, generator=torch.Generator().manual_seed(0))
+    program, mesh = _lower_seed_config("sd3-tiny-tt", "2x4", inputs, check=True)
+    ring = next(op for op in program.ir.ops if op.fn.endswith("ring_joint_scaled_dot_product_attention"))
+    local_keys = program.ir.tensors[ring.args[1].name].shape[2]
+    k_chunk = int(re.search(r"k_chunk_size=(\d+)", program.ir.configs[ring.kwargs["program_config"].text]).group(1))
+    assert local_keys % k_chunk
+    result = program.pcc_report()[0]
+    pcc_log("sd3-tiny-tt", f"{mesh} N=784 k chunk {k_chunk} over {local_keys} keys", result)
+    assert result.ok
+    report = conformance.run_on_mock(program)
+    CONFORMANCE_LOG.append(f"{'sd3-tiny-tt':14s} {str(mesh) + ' N=784':24s} {report.summary()}")
+    assert report.raw["outputs"] == [list(program.ir.tensors[o.name].shape) for o in program.ir.outputs]
+
+
+def test_row_major_view_chains_run_on_real_ttnn():
+    """Patchify and unpatchify of a 128x128 latent run row-major (lowering/rules/views.py narrow_views): untilize,
+    6-D reshape and permute, tilize; real ttnn must accept each."""
+    from test_fused_ops import Patchify
+
+    program = meshdit.lower(Patchify().eval(), "1x1", {"x": torch.randn(1, 16, 128, 128)}, dtype="bf16",
+                            check=False)
+    assert sum(op.fn == "ttnn.to_layout" for op in program.ir.ops) == 4
+    report = conformance.run_on_mock(program)
+    CONFORMANCE_LOG.append(f"{'patchify':14s} {'1x1 row-major views':24s} {report.summary()}")
+    assert report.raw["outputs"] == [list(program.ir.tensors[o.name].shape) for o in program.ir.outputs]
+
+
 HYBRID_CASES = [("flux-tiny-tt", "2x4 sp4@1 ulysses2@0"), ("sd3-tiny-tt", "4x8 cfg2@0 sp8@1 ulysses2@0"),
                 ("mochi-tiny-tt", "2x4 sp4@1 ulysses2@0")]
 

@@ -1,7 +1,7 @@
 """Fused emission: an activation inside its linear (`ttnn.linear(..., activation=)`), heads-first attention
 (one fused QKV linear, `ttnn.transformer.split_query_key_value_and_split_heads`, `concatenate_heads`), RoPE as
-`ttnn.experimental.rotary_embedding_llama`, and adaLN modulation chunks computed where the sharded residual reads
-them."""
+`ttnn.experimental.rotary_embedding_llama`, adaLN modulation chunks computed where the sharded residual reads
+them, and patchify-style chains of reshapes and permutes run row-major."""
 
 import pytest
 import torch
@@ -370,3 +370,38 @@ def test_simulated_addcmul_and_norm_rows_follow_ttnn():
     assert tuple(one_row.shape) == (2, 64, 32)
     with pytest.raises(RuntimeError, match="not one row"):
         sim.layer_norm(x, epsilon=1e-6, weight=_on_device(torch.ones(2, 1, 32)))
+
+
+class Patchify(torch.nn.Module):
+    """DiT patchify and unpatchify around a linear: [B, C, H, W] -> [B, H/2 * W/2, 4C] tokens -> back."""
+
+    def __init__(self, channels=16):
+        super().__init__()
+        self.proj = torch.nn.Linear(4 * channels, 4 * channels)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        t = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, h * w // 4, 4 * c)
+        t = self.proj(t)
+        t = t.reshape(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+        return t
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_patchify_chains_run_row_major(dtype):
+    """Tiled, the [.., 2, 2] pieces of patchify would be padded to 32x32 tiles (256x the bytes); the chains untilize,
+    reshape and permute row-major, and tilize, where the modelled time says so (a large latent), and stay tiled where
+    the two extra ops cost more than the padding (a small one)."""
+    torch.manual_seed(0)
+    large = meshdit.lower(Patchify().eval(), "1x1", {"x": torch.randn(1, 16, 128, 128)}, dtype=dtype)
+    fns = [op.fn for op in large.ir.ops]
+    assert fns.count("ttnn.to_layout") == 4 and fns.count("ttnn.permute") == 2
+    assert all(large.ir.tensors[op.outputs[0]].layout == "ROW_MAJOR" for op in large.ir.ops
+               if op.fn in ("ttnn.permute", "ttnn.reshape"))
+    result = large.pcc_report()[0]
+    print(f"patchify row-major {dtype}: PCC {result.pcc:.6f}")
+    assert result.pcc > (0.9999 if dtype == "fp32" else 0.999)
+    estimate = large.estimate()
+    assert estimate.waste_bytes < 0.05 * estimate.dram_bytes
+    small = meshdit.lower(Patchify().eval(), "1x1", {"x": torch.randn(1, 16, 8, 8)}, dtype=dtype)
+    assert not any(op.fn == "ttnn.to_layout" for op in small.ir.ops)

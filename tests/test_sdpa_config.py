@@ -32,15 +32,15 @@ def old_chunk(length):
 
 
 def ring_choice(system, heads, local, prompt, ring, head_dim):
-    return choose_chunks(builder(system), "ring", heads, [local, prompt], [([local], ring), ([prompt], 1)], head_dim,
-                         ring_cores(system), l1_k_lengths=[local, prompt, local * ring])
+    return choose_chunks(builder(system), "ring", heads, [local, prompt], sdpa.ring_passes(local, prompt, ring),
+                         head_dim, ring_cores(system), l1_k_lengths=[local, prompt, local * ring])
 
 
 def modelled(system, chunks, heads, local, prompt, ring, head_dim):
-    def one(lengths, times):
-        return times * attention_pass(system, calibration.FITTED, "HiFi2", heads, [local, prompt], lengths, head_dim,
-                                      chunks, ring_cores(system)).seconds(0.0, system)
-    return one([local], ring) + one([prompt], 1)
+    return sum(p.times * attention_pass(system, calibration.FITTED, "HiFi2", heads, [local, prompt],
+                                        list(p.k_lengths), head_dim, chunks, ring_cores(system),
+                                        merged=p.merged).seconds(0.0, system)
+               for p in sdpa.ring_passes(local, prompt, ring))
 
 
 def test_few_heads_per_chip_get_smaller_q_chunks_that_keep_the_grid_busy():
@@ -54,7 +54,7 @@ def test_few_heads_per_chip_get_smaller_q_chunks_that_keep_the_grid_busy():
     assert sdpa.busy_cores(heads, [local, prompt], before.q, cores) == 18
     assert after.q < before.q
     assert sdpa.busy_cores(heads, [local, prompt], after.q, cores) > 30
-    assert after.k == 512  # the largest k chunk that divides the 1024 local keys
+    assert after.k == 512  # 1024 local keys: two k chunks
     assert modelled(system, after, heads, local, prompt, 4, 128) < 0.75 * modelled(system, before, heads, local,
                                                                                      prompt, 4, 128)
 
@@ -64,9 +64,28 @@ def test_many_heads_keep_large_q_chunks_and_k_chunks_grow_to_512():
     choice does not go below TT-DiT's 128 and takes k chunks of 512 (22528 = 44 x 512)."""
     chunks = ring_choice(systems.T3K, 6, 22528, 256, 2, 128)
     assert chunks.q >= 128 and chunks.k == 512
-    # keys that 512 does not divide get the largest chunk that does: 2400 = 75 x 32, 1376 = 43 x 32, 2560 = 5 x 512
-    assert ring_choice(systems.T3K, 19, 2048 + 32 * 11, 352, 2, 64).k == 32
-    assert ring_choice(systems.T3K, 6, 2560, 512, 2, 128).k == 512
+    assert ring_choice(systems.T3K, 6, 2560, 512, 2, 128).k == 512  # 2560 = 5 x 512
+
+
+def test_keys_no_large_chunk_divides_get_a_large_chunk_with_a_masked_tail():
+    """2400 local keys (75 tiles): only 32 divides them. The rule before took k chunks of 32, rescaling the running
+    output after each of 75 chunks; a chunk of 128 computes 32 masked keys (1.3% more) and rescales 18 times, and
+    the cost model says so (cost/ops.py attention_pass)."""
+    heads, local, prompt = 19, 2048 + 32 * 11, 352
+    chunks = ring_choice(systems.T3K, heads, local, prompt, 2, 64)
+    assert chunks.k >= 128 and local % chunks.k
+    divides = sdpa.Chunks(chunks.q, 32)
+    assert modelled(systems.T3K, chunks, heads, local, prompt, 2, 64) < \
+        0.9 * modelled(systems.T3K, divides, heads, local, prompt, 2, 64)
+
+
+def test_the_online_softmax_rescale_makes_small_k_chunks_dearer():
+    """The same FLOPs over k chunks of 64 and of 256: the smaller chunks rescale the running output four times as
+    often, at the matrix engine's elementwise rate (Sq x Dt tile multiplies per k chunk)."""
+    args = (systems.GALAXY, calibration.FITTED, "HiFi2", 6, [5824], [5824 * 8])
+    small, large = (attention_pass(*args, 128, sdpa.Chunks(128, k), 56) for k in (64, 256))
+    assert small.flops == large.flops
+    assert small.compute_s > 1.1 * large.compute_s
 
 
 def test_the_choice_never_takes_what_ttnn_refuses():
@@ -77,7 +96,7 @@ def test_the_choice_never_takes_what_ttnn_refuses():
     chunks = ring_choice(systems.T3K, heads, local, prompt, 2, 256)
     assert sdpa.refusal("ring", chunks, 256, heads, [local, prompt], [local, prompt, local * 2], 48) is None
     # a masked op needs chunks that divide the mask's padded lengths
-    masked = choose_chunks(builder(systems.T3K), "sdpa", 8, [96], [([160], 1)], 64, 56, masked=True)
+    masked = choose_chunks(builder(systems.T3K), "sdpa", 8, [96], [sdpa.Pass((160,))], 64, 56, masked=True)
     assert 96 % masked.q == 0 and 160 % masked.k == 0
 
 

@@ -18,6 +18,10 @@ _MATMUL_KW = ("transpose_a", "transpose_b", "memory_config", "dtype", "program_c
 SIGNATURES = {
     "ttnn.linear": (("input_tensor_a", "input_tensor_b"), ("bias",) + _MATMUL_KW),
     "ttnn.matmul": (("input_tensor_a", "input_tensor_b"), _MATMUL_KW),
+    # help(ttnn.experimental.minimal_matmul) in the conformance venv (ttnn 0.81.1)
+    "ttnn.experimental.minimal_matmul": (("input_tensor", "weight_tensor", "bias_tensor"),
+                                         ("fused_activation", "config", "memory_config", "dtype",
+                                          "compute_kernel_config", "fuse_swiglu")),
     "ttnn.layer_norm": (_NORM[0], _NORM[1] + ("recip_tensor",)),
     "ttnn.rms_norm": _NORM,
     "ttnn.gelu": (("input_tensor",), ("fast_and_approximate_mode", "memory_config", "output_tensor",

@@ -5,15 +5,17 @@ on its bottleneck link over the link bandwidth times the links it uses (min of t
 system's override, and the links per neighbour; the fits were measured on 1 link and are scaled linearly, as the
 research note assumes). Topology is the op's (`ttnn.Topology.Linear` or `Ring`).
 
-Ring joint attention: R ring steps; each runs local attention of this device's queries (its image tokens and the
-replicated prompt) against one chunk of R's K/V while the next chunk arrives over one hop. A step takes the slower
-of the two; the prompt's K/V join once.
+Ring joint attention: R ring steps (ir/sdpa.py ring_passes); each runs local attention of this device's queries
+(its image tokens and the replicated prompt) against one device's K/V while the next device's arrives over one hop,
+and merges its output into the previous steps'. A step after the first takes the slower of the two; the prompt's
+K/V join one step.
 """
 
 from __future__ import annotations
 
 import math
 
+from ..ir import sdpa as sdpa_facts
 from ..lowering.program_ir import BYTES_PER_ELEMENT, COLLECTIVE_OPS, Code, Op
 from .ops import Context, OpCost, attention_flops, attention_pass, dram_time, traffic, volume
 from .systems import CCL_FITS
@@ -81,30 +83,31 @@ def ring_joint_sdpa_cost(op: Op, ctx: Context) -> OpCost:
     q, k, v = (ctx.spec(a) for a in op.args[:3])  # this device's image tokens: [B, H, n, d]
     jq, jk = ctx.spec(op.args[3]), ctx.spec(op.args[4])  # the prompt's, the same on every device: [B, H, L, d]
     ring = axis_size(op, ctx)
-    # queries of this device (image and prompt) against one K/V chunk of the ring, and against the prompt's K/V once
+    # queries of this device (image and prompt) against one device's K/V per step, and against the prompt's K/V once
     prompt_q, prompt_k = (jq.padded_shape[-2], jk.padded_shape[-2]) if jq is not None else (0, 0)
     q_lengths = [q.padded_shape[-2], prompt_q]
-    args = (ctx.system, ctx.eff, ctx.fidelity(op), volume(q.padded_shape[:-2]))
-    rest = (q.padded_shape[-1], ctx.chunks(op), ctx.sdpa_grid_cores(op), BYTES_PER_ELEMENT[k.dtype])
-    step = attention_pass(*args, q_lengths, [k.padded_shape[-2]], *rest)
-    joint = attention_pass(*args, q_lengths, [prompt_k], *rest)
-    flops = ring * step.flops + joint.flops
+    head = (ctx.system, ctx.eff, ctx.fidelity(op), volume(q.padded_shape[:-2]), q_lengths)
+    tail = (q.padded_shape[-1], ctx.chunks(op), ctx.sdpa_grid_cores(op), BYTES_PER_ELEMENT[k.dtype])
+    passes = [(p, attention_pass(*head, list(p.k_lengths), *tail, merged=p.merged))
+              for p in sdpa_facts.ring_passes(k.padded_shape[-2], prompt_k, ring)]
+    flops = sum(p.times * cost.flops for p, cost in passes)
     logical = ring * attention_flops(q, k, False)
     if jq is not None:
         logical += ring * attention_flops(jq, k, False) + attention_flops(q, jk, False) + attention_flops(jq, jk, False)
-    # each step's compute, or its K/V re-reads per q chunk when those take longer
-    step_compute, joint_compute = step.seconds(0.0, ctx.system), joint.seconds(0.0, ctx.system)
     # K and V of one ring step cross one hop (on both directions of a line, as a line all-gather does)
     chunk = k.nbytes + v.nbytes
     fit = CCL_FITS[("all_gather", topology(op))]
     step_link = ctx.system.chip.hop_latency_s + chunk / (fit.bytes_per_s * links(op, ctx))
-    compute = ring * step_compute + joint_compute
-    total = step_compute + joint_compute + (ring - 1) * max(step_compute, step_link)
+    # each step's compute, or its K/V re-reads per q chunk when those take longer; after the first step, the next
+    # device's K/V arriving when that takes longer
+    steps = [(p.times, cost.seconds(0.0, ctx.system)) for p, cost in passes]
+    compute = sum(times * seconds for times, seconds in steps)
+    total = steps[0][1] + sum(times * max(seconds, step_link) for times, seconds in steps[1:])
     if ring > 1:
         total += fit.fixed_s
     moved, waste = traffic(ctx.tensors_read(op) + ctx.outputs(op))
     moved += (ring - 1) * chunk  # the other devices' K/V chunks are read from the persistent buffers
     total = max(total, dram_time(ctx, moved))
-    moved += ring * step.kv_reread_bytes + joint.kv_reread_bytes  # already in each step's time
+    moved += sum(p.times * cost.reread_bytes for p, cost in passes)  # already in each step's time
     return OpCost({"attention": compute, "collectives": total - compute}, flops, moved, (ring - 1) * chunk,
                   flops - logical, waste)

@@ -44,8 +44,8 @@ class BlockCost:
         for category, seconds in cost.seconds.items():
             self.seconds[category] += seconds * times
         if cost.device_op:
-            self.seconds["dispatch"] += overhead * times
-            self.ops += times
+            self.seconds["dispatch"] += overhead * times * (1 + cost.extra_ops)
+            self.ops += times * (1 + cost.extra_ops)
         self.flops += cost.flops * times
         self.waste_flops += cost.waste_flops * times
         self.waste_bytes += cost.waste_bytes * times

@@ -4,10 +4,13 @@ A roofline per op: compute at the op's math fidelity on the cores it gets, again
 dtypes; whichever is slower is the op's time. The per-op dispatch overhead is added by estimate.py, once per device
 op. Collectives and ring attention are in ccl.py.
 
-    matmul (ttnn.linear, ttnn.matmul)  2 * out elements * K FLOPs, on min(grid, output tiles) cores
-    SDPA (plain, joint)                4 * B * H * Sq * Sk * d FLOPs (QK^T and PV) over whole q/k chunks, on the
-                                       cores its (batch, head, q chunk) items keep busy (ir/sdpa.py), against
-                                       DRAM traffic with K and V read once per q chunk
+    matmul (ttnn.linear, ttnn.matmul,  2 * out elements * K FLOPs; time is the busiest core's output tiles
+      minimal_matmul)                  (ir/matmul.py: how each op spreads them over the grid) times K; ttnn.linear's
+                                       activation is a separate pass over the output
+    SDPA (plain, joint)                4 * B * H * Sq * Sk * d FLOPs (QK^T and PV) over whole q/k chunks and the
+                                       softmax's elementwise tiles (attention_pass), on the cores its (batch,
+                                       head, q chunk) items keep busy (ir/sdpa.py), against DRAM traffic with K
+                                       and V read once per q chunk
     everything else                    bytes read + written / DRAM bandwidth (a reshape that keeps the tiled
                                        last two dims is a view: no device work)
 """
@@ -18,13 +21,15 @@ import math
 import re
 from dataclasses import dataclass, field
 
+from ..ir import matmul as matmul_facts
 from ..ir import sdpa as sdpa_facts
 from ..ir.tiles import TILE, tile_up
 from ..lowering.program_ir import BYTES_PER_ELEMENT, Code, Op, ProgramIR, Ref, TensorSpec, WeightRef, leaves
 from .calibration import Efficiency
 from .systems import System
 
-MATMULS = ("ttnn.linear", "ttnn.matmul")
+MINIMAL_MATMUL = "ttnn.experimental.minimal_matmul"
+MATMULS = ("ttnn.linear", "ttnn.matmul", MINIMAL_MATMUL)
 SDPAS = ("ttnn.transformer.scaled_dot_product_attention", "ttnn.transformer.joint_scaled_dot_product_attention")
 # ttnn's compute kernel config defaults to LoFi on Wormhole when an op is given none
 # (ttnn/cpp/ttnn/operations/core/compute_kernel/compute_kernel_config.cpp, init_device_compute_kernel_config)
@@ -44,6 +49,7 @@ class OpCost:
     waste_flops: float = 0.0  # FLOPs spent on tile padding
     waste_bytes: float = 0.0  # DRAM bytes moved for tile padding
     device_op: bool = True  # dispatched to the device (pays the per-op overhead)
+    extra_ops: int = 0  # device ops ttnn runs besides the op itself (ttnn.linear's unfused activation)
 
 
 class Context:
@@ -125,25 +131,61 @@ def traffic(specs: list) -> tuple:
     return moved, moved - sum(logical_bytes(s) for s in specs)
 
 
-def compute_rate(ctx: Context, fidelity: str, cores: int, efficiency: float) -> float:
-    """FLOP/s of `cores` cores at `fidelity`, at `efficiency` of their peak."""
-    return cores * ctx.system.chip.peak_flops_per_core(fidelity) * efficiency
-
-
 def matmul_cost(op: Op, ctx: Context) -> OpCost:
     a, out = ctx.spec(op.args[0]), ctx.outputs(op)[0]
     k_padded, k_logical = a.padded_shape[-1], a.shape[-1]
     flops = 2.0 * volume(out.padded_shape) * k_padded
     logical = 2.0 * volume(out.shape) * k_logical
-    # ttnn spreads a matmul's output tiles over the grid: fewer output tiles than cores leave cores idle
-    tiles = volume(out.padded_shape[:-2]) * (out.padded_shape[-2] // TILE) * (out.padded_shape[-1] // TILE)
-    cores = max(1, min(ctx.system.cores, tiles))
-    efficiency = ctx.eff.matmul
-    if ctx.system.mm_throttle is not None:
-        efficiency = min(efficiency, ctx.system.mm_throttle)
+    split = matmul_split(op, ctx, a, out)
+    kt = k_padded // TILE
+    if op.fn == MINIMAL_MATMUL:  # K is looped in whole K blocks (zero-padded reads)
+        kt = math.ceil(kt / k_block(ctx, op)) * k_block(ctx, op)
     moved, waste = traffic(ctx.tensors_read(op) + [out])
-    seconds = max(flops / compute_rate(ctx, ctx.fidelity(op), cores, efficiency), dram_time(ctx, moved))
-    return OpCost({"matmul": seconds}, flops, moved, 0.0, flops - logical, waste)
+    compute = split_compute_s(ctx.system, ctx.eff, ctx.fidelity(op), split, kt)
+    seconds = {"matmul": max(compute, dram_time(ctx, moved))}
+    extra_ops = 0
+    if op.fn == "ttnn.linear" and op.kwargs.get("activation") is not None and "program_config" not in op.kwargs:
+        # ttnn.linear runs its activation as a separate unary op (ir/matmul.py): another pass over the output
+        unary, unary_waste = traffic([out, out])
+        seconds["data movement"] = dram_time(ctx, unary)
+        moved, waste, extra_ops = moved + unary, waste + unary_waste, 1
+    return OpCost(seconds, flops, moved, 0.0, flops - logical, waste, extra_ops=extra_ops)
+
+
+def split_compute_s(system: System, eff: Efficiency, fidelity: str, split: matmul_facts.Split, kt: int) -> float:
+    """The busiest core's output tiles, each a K-long dot product of tiles, at the fitted matmul efficiency (or the
+    throttle's cap)."""
+    efficiency = eff.matmul if system.mm_throttle is None else min(eff.matmul, system.mm_throttle)
+    return split.busiest_tiles * kt * 2.0 * TILE ** 3 / (system.chip.peak_flops_per_core(fidelity) * efficiency)
+
+
+def linear_choice(system: System, eff: Efficiency, fidelity: str, batch: int, mt: int, kt: int, nt: int,
+                  k_block: int, activation: bool, io_bytes: float, out_bytes: float) -> str:
+    """"minimal" when ttnn.experimental.minimal_matmul is modelled faster than ttnn.linear for [batch, Mt, Kt] x
+    [Kt, Nt] (ir/matmul.py: how each spreads its tiles; ttnn.linear's activation is another op over the output),
+    else "linear". io_bytes: A, the weight and the output, which both move."""
+    dram = io_bytes / system.chip.dram_effective_bytes_per_s
+    linear = max(split_compute_s(system, eff, fidelity, matmul_facts.linear_split(batch, mt, nt, system.grid), kt),
+                 dram)
+    if activation:
+        linear += eff.op_overhead_s + 2 * out_bytes / system.chip.dram_effective_bytes_per_s
+    minimal_split = matmul_facts.minimal_split(batch * mt, nt, system.grid)
+    minimal = max(split_compute_s(system, eff, fidelity, minimal_split, math.ceil(kt / k_block) * k_block), dram)
+    return "minimal" if minimal < linear else "linear"
+
+
+def matmul_split(op: Op, ctx: Context, a: TensorSpec, out: TensorSpec) -> matmul_facts.Split:
+    """How the op spreads its output tiles over the system's compute grid (ir/matmul.py)."""
+    batch, mt, nt = volume(a.padded_shape[:-2]), a.padded_shape[-2] // TILE, out.padded_shape[-1] // TILE
+    if op.fn == MINIMAL_MATMUL:
+        return matmul_facts.minimal_split(batch * mt, nt, ctx.system.grid)
+    return matmul_facts.linear_split(batch, mt, nt, ctx.system.grid)
+
+
+def k_block(ctx: Context, op: Op) -> int:
+    """A minimal_matmul's K block from its config (ttnn's default 8 without one)."""
+    found = re.search(r"K_block_size=(\d+)", ctx.config_text(op, "config"))
+    return int(found.group(1)) if found else 8
 
 
 def attention_flops(q: TensorSpec, k: TensorSpec, padded: bool = True) -> float:
@@ -159,30 +201,54 @@ def sdpa_cores(op: Op, ctx: Context, q_lengths, q: TensorSpec) -> float:
 
 @dataclass
 class AttentionPass:
-    """One SDPA pass: every query of q_lengths against every key of k_lengths, per (batch, head)."""
+    """One SDPA pass (ir/sdpa.py Pass): every query of q_lengths against every key of k_lengths, per (batch, head)."""
 
-    compute_s: float  # the FLOPs on the busy cores
+    compute_s: float  # the matmul FLOPs and the softmax's elementwise work on the busy cores
     flops: float  # over whole q and k chunks (the kernel computes a chunk's padded tail and masks it)
-    kv_reread_bytes: float  # K and V read again for every q chunk after a head's first
+    reread_bytes: float  # K and V read again for every q chunk after a head's first; a merged pass's Q and output
 
     def seconds(self, other_bytes: float, system: System) -> float:
-        return max(self.compute_s, (other_bytes + self.kv_reread_bytes) / system.chip.dram_effective_bytes_per_s)
+        return max(self.compute_s, (other_bytes + self.reread_bytes) / system.chip.dram_effective_bytes_per_s)
 
 
 def attention_pass(system: System, eff: Efficiency, fidelity: str, batch_heads: int, q_lengths, k_lengths,
-                   head_dim: int, chunks: sdpa_facts.Chunks, cores: int, element_bytes: float = 2.0) -> AttentionPass:
+                   head_dim: int, chunks: sdpa_facts.Chunks, cores: int, element_bytes: float = 2.0,
+                   merged: bool = False) -> AttentionPass:
     """The cost model's SDPA term, shared by the ops here, ring attention (ccl.py) and lowering's choice of chunk
     sizes (lowering/attention/common.py). Each core runs its (batch, head, q chunk) items one after another and
     streams the head's K and V from DRAM for every q chunk: small q chunks keep more cores busy but read K/V more
-    often, large ones leave cores idle when there are few heads."""
+    often, large ones leave cores idle when there are few heads.
+
+    Besides QK^T and PV, the kernel (sdpa_inner_loop in compute_common.hpp) does matrix-engine elementwise work
+    whose amount does not follow the FLOPs, counted in tiles at the engine's rates (systems.Chip.tile_cycles):
+      per k chunk     the row max of the Sq x Sk scores, and the max subtracted from them
+      per k chunk     the online-softmax rescale: the running Sq x Dt output and the Sq running sums multiplied by
+      after the first   exp(old max - new max), the sums added: small k chunks rescale more often
+      per q chunk     the output multiplied by 1 / sum
+      merged pass     the log-sum-exp merge into the previous output (subtract, multiply, subtract over Sq x Dt, two
+                        ops on the Sq statistics), and Q, the previous output and the output moved again in DRAM
+    The exps run on the vector unit, whose rate is not sourced: they are in the fitted SDPA efficiency, which
+    divides all of this work."""
     d = tile_up(head_dim)
     q_rows, k_rows = sdpa_facts.padded_rows(q_lengths, chunks.q), sdpa_facts.padded_rows(k_lengths, chunks.k)
     flops = 4.0 * batch_heads * q_rows * k_rows * d
     busy = sdpa_facts.busy_cores(batch_heads, q_lengths, chunks.q, cores)
-    compute = flops / (busy * system.chip.peak_flops_per_core(fidelity) * eff.sdpa)
+    chip = system.chip
+    sq, dt = chunks.q // TILE, d // TILE
+    items = sdpa_facts.work_items(batch_heads, q_lengths, chunks.q)
+    mul, add = chip.tile_cycles("mul", fidelity), chip.tile_cycles("add")
+    cycles = batch_heads * (q_rows // TILE) * (k_rows // TILE) * (chip.tile_cycles("reduce") + add)
+    rescales = items * max(sdpa_facts.k_chunks(k_lengths, chunks.k) - 1, 0)
+    cycles += rescales * sq * (dt * mul + mul + add) + items * sq * dt * mul
+    if merged:
+        cycles += items * sq * (dt * (2 * add + mul) + mul + add)
+    engine = flops / chip.peak_flops_per_core(fidelity) + cycles / chip.clock_hz
+    compute = engine / (busy * eff.sdpa)
     extra_passes = sdpa_facts.q_chunks(q_lengths, chunks.q) - 1
-    kv = 2.0 * batch_heads * extra_passes * sum(n for n in k_lengths if n) * d * element_bytes
-    return AttentionPass(compute, flops, kv)
+    reread = 2.0 * batch_heads * extra_passes * sum(n for n in k_lengths if n) * d * element_bytes
+    if merged:
+        reread += 3.0 * batch_heads * q_rows * d * element_bytes
+    return AttentionPass(compute, flops, reread)
 
 
 def sdpa_cost(op: Op, ctx: Context) -> OpCost:
@@ -199,7 +265,7 @@ def sdpa_cost(op: Op, ctx: Context) -> OpCost:
                           q.padded_shape[-1], ctx.chunks(op), ctx.sdpa_grid_cores(op), BYTES_PER_ELEMENT[k.dtype])
     moved, waste = traffic(ctx.tensors_read(op) + ctx.outputs(op))
     seconds = step.seconds(moved, ctx.system)
-    return OpCost({"attention": seconds}, step.flops, moved + step.kv_reread_bytes, 0.0, step.flops - logical, waste)
+    return OpCost({"attention": seconds}, step.flops, moved + step.reread_bytes, 0.0, step.flops - logical, waste)
 
 
 def is_view(op: Op, ctx: Context) -> bool:

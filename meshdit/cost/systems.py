@@ -28,6 +28,10 @@ class Chip:
     # (HiFi2 2, HiFi3 3, HiFi4 4). HW note section 1, tech_reports/GEMM_FLOPS/GEMM_FLOPS.md
     flops_per_cycle_lofi: int = 4096
     fidelity_phases: dict = field(default_factory=lambda: {"LoFi": 1, "HiFi2": 2, "HiFi3": 3, "HiFi4": 4})
+    # The matrix engine's elementwise add/sub/mul: 8x16 elements per cycle, a multiply once per fidelity phase, add
+    # and subtract in one; row reductions (max, sum) 16x16 per cycle. tech_reports/matrix_engine/matrix_engine.md
+    eltwise_elements_per_cycle: int = 128
+    reduce_elements_per_cycle: int = 256
     # Compute grid 8x8 with dispatch on ethernet cores (how TT-DiT opens T3K and Galaxy). HW note section 1,
     # tt_metal/core_descriptors/wormhole_b0_80_arch.yaml; GEMM_FLOPS.md ("max for Wormhole is 8x8")
     grid_ethernet_dispatch: tuple = (8, 8)
@@ -46,6 +50,15 @@ class Chip:
 
     def peak_flops_per_core(self, fidelity: str) -> float:
         return self.flops_per_cycle_lofi / self.fidelity_phases[fidelity] * self.clock_hz
+
+    def tile_cycles(self, op: str, fidelity: str = "LoFi") -> float:
+        """Cycles of the matrix engine for one 32x32 tile of an elementwise "mul", "add" (or subtract) or a row
+        "reduce" (max: no fidelity phases)."""
+        elements = 32 * 32
+        if op == "reduce":
+            return elements / self.reduce_elements_per_cycle
+        phases = self.fidelity_phases[fidelity] if op == "mul" else 1
+        return elements / self.eltwise_elements_per_cycle * phases
 
     @property
     def dram_effective_bytes_per_s(self) -> float:
@@ -110,10 +123,6 @@ class System:
     @property
     def grid(self) -> tuple:
         return self.chip.grid_ethernet_dispatch if self.dispatch == "ethernet" else self.worker_dispatch_grid
-
-    @property
-    def cores(self) -> int:
-        return self.grid[0] * self.grid[1]
 
     @property
     def ccl_links(self) -> int:

@@ -8,6 +8,7 @@ Three kernels, named as below: "sdpa" (ttnn.transformer.scaled_dot_product_atten
 one ring step's local K/V, the prompt's K/V joined once). Lengths are per device, in tokens, tile-padded.
 
     work_items(batch_heads, q_lengths, q_chunk)       (batch, head, q chunk) items the cores share
+    ring_passes(local, prompt, ring)                  the passes a ring op makes over a core's q chunks
     refusal(kind, config, ...)                        why ttnn refuses the config, or None
 """
 
@@ -50,6 +51,27 @@ class Chunks:
     k: int = DEFAULT_CHUNK
 
 
+@dataclass(frozen=True)
+class Pass:
+    """One pass of a kernel over its queries: every q chunk against the keys of `k_lengths`, chunk by chunk,
+    `times` times. merged: the pass's output is merged into the output of the passes before it (a ring step after
+    the first), rather than written as it is."""
+
+    k_lengths: tuple
+    times: int = 1
+    merged: bool = False
+
+
+def ring_passes(local: int, prompt: int, ring: int) -> list:
+    """The passes of the ring kernel (ring_joint_sdpa.cpp): one per ring step over one device's keys, the prompt's
+    keys joined to one step's k chunks (do_joint_kv; modelled as the last step), every step after the first merging
+    its output into the running output by log-sum-exp (sdpa_inner_loop's RING branch)."""
+    if ring == 1:
+        return [Pass((local, prompt))]
+    middle = [Pass((local,), ring - 2, True)] if ring > 2 else []
+    return [Pass((local,))] + middle + [Pass((local, prompt), 1, True)]
+
+
 def q_chunks(q_lengths, q_chunk: int) -> int:
     """Q chunks of one (batch, head): the kernels chunk the image and the prompt queries separately."""
     return sum(math.ceil(n / q_chunk) for n in q_lengths if n)
@@ -65,6 +87,11 @@ def busy_cores(batch_heads: int, q_lengths, q_chunk: int, cores: int) -> float:
     round that is not full idles the rest (190 items on 56 cores take 4 rounds: 47.5 cores busy on average)."""
     items = work_items(batch_heads, q_lengths, q_chunk)
     return items / math.ceil(items / cores) if items else 1.0
+
+
+def k_chunks(k_lengths, k_chunk: int) -> int:
+    """K chunks one q chunk iterates over: each key stream chunked on its own, its last chunk masked."""
+    return sum(math.ceil(n / k_chunk) for n in k_lengths if n)
 
 
 def padded_rows(lengths, chunk: int) -> int:

@@ -28,12 +28,15 @@ aten = torch.ops.aten
 
 
 def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: set | None = None,
-                  through_slices: bool = False) -> dict:
+                  through_slices: bool = False, known: dict | None = None) -> dict:
     """{origin node: its token dim} for the token dim `dim` of `node` (see the module docstring). A slice of the
     token dim keeps a subset of the same tokens, a cat along it joins tokens of several origins: with
     `through_slices` the walk goes on through both, following which positions it is tracing (to tell where tokens
     come from: register tokens sliced back out of an attention over [registers, image, prompt] come from the
-    registers, not from the image); without, the slice or cat is the origin (where sequence parallelism shards)."""
+    registers, not from the image); without, the slice or cat is the origin (where sequence parallelism shards).
+    known: {(node, token dim): "all", "some" or "none"}, how many of those tokens come from the latent, answers
+    already found (StreamOracle): the walk does not go past a value whose answer holds for any subset of its
+    positions ("all", which stands in for its origins, being a descendant of theirs; "none", which adds none)."""
     origins = {} if origins is None else origins
     seen = set() if seen is None else seen
     stack = [(node, dim, None)]  # (node, token dim, (lo, hi) of the positions traced there, None = all)
@@ -42,6 +45,12 @@ def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: se
         if (node, t, span) in seen or is_const(node):
             continue
         seen.add((node, t, span))
+        answer = known.get((node, t)) if known is not None else None
+        if answer == "none":  # none of its tokens come from the latent, so none of a subset do
+            continue
+        if answer == "all":
+            origins.setdefault(node, t)
+            continue
         if node.op == "placeholder":
             origins[node] = t
             continue
@@ -143,10 +152,17 @@ class StreamOracle:
     def __init__(self, mg: ModelGraph):
         self.latent = latent_input(mg)
         self.from_latent = descendants(self.latent) if self.latent is not None else set()
+        # answers so far: a later block's walk stops at an earlier block's attention queries instead of walking the
+        # whole residual stream back to the inputs again (quadratic in the blocks otherwise)
+        self._answers: dict = {}
 
     def is_main(self, node: fx.Node, dim: int) -> bool | None:
         """True when the token dim `dim` of `node` originates in the latent input, False when it does not, None
-        when the graph has no latent input to tell by."""
+        when the graph has no latent input to tell by. The graph must not change between calls."""
         if self.latent is None:
             return None
-        return any(origin in self.from_latent for origin in token_origins(node, dim, through_slices=True))
+        key = (node, dim)
+        if key not in self._answers:
+            found = [o in self.from_latent for o in token_origins(node, dim, through_slices=True, known=self._answers)]
+            self._answers[key] = "all" if found and all(found) else "some" if any(found) else "none"
+        return self._answers[key] != "none"

@@ -172,10 +172,12 @@ class Builder:
         return names[0][:head] + "{" + ",".join(n[head:len(n) - tail] for n in names) + "}" + names[0][len(names[0]) - tail:]
 
     # --- ops --------------------------------------------------------------------------------------------------
-    def call(self, fn: str, args: tuple, kwargs: dict | None = None, shapes=None, dtype: str | None = None):
+    def call(self, fn: str, args: tuple, kwargs: dict | None = None, shapes=None, dtype: str | None = None,
+             layout: str = "TILE"):
         """Append an op; returns a Ref, or a tuple of Refs for several outputs.
 
-        shapes: [(local shape, torch dtype), ...] of the outputs; by default those of the node being lowered."""
+        shapes: [(local shape, torch dtype), ...] of the outputs; by default those of the node being lowered.
+        layout: the outputs' ("ROW_MAJOR" after an untilize, and for what row-major ops make of it)."""
         node = self.node
         multi = shapes is not None and isinstance(shapes, list) or \
             shapes is None and isinstance(node.meta["val"], (tuple, list))
@@ -188,7 +190,7 @@ class Builder:
         for shape, torch_dtype in shapes:
             self._count += 1
             name = f"t{self._count}"
-            self.tensors[name] = TensorSpec(name, tuple(shape), dtype or self.dtype_of(torch_dtype))
+            self.tensors[name] = TensorSpec(name, tuple(shape), dtype or self.dtype_of(torch_dtype), layout)
             names.append(name)
         stack = module_stack(node)
         self.module_classes.update(stack)

@@ -92,7 +92,9 @@ def mesh_partition(b: Builder, x, dim, axis):
         dtype = b.node.meta["val"].dtype
         whole = list(b.arg_local(x))
         whole[dim] = piece[dim] * b.mesh_shape[axis]
-        rows = b.call("ttnn.to_layout", (value, Code("ttnn.ROW_MAJOR_LAYOUT")), shapes=(whole, dtype))
-        cut = b.call("ttnn.mesh_partition", (rows, dim), {"cluster_axis": axis}, shapes=(piece, dtype))
+        rows = b.call("ttnn.to_layout", (value, Code("ttnn.ROW_MAJOR_LAYOUT")), shapes=(whole, dtype),
+                      layout="ROW_MAJOR")
+        cut = b.call("ttnn.mesh_partition", (rows, dim), {"cluster_axis": axis}, shapes=(piece, dtype),
+                     layout="ROW_MAJOR")
         return b.call("ttnn.to_layout", (cut, Code("ttnn.TILE_LAYOUT")))
     return b.call("ttnn.mesh_partition", (value, dim), {"cluster_axis": axis})

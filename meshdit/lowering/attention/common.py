@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch.fx as fx
 
 from ...cost.calibration import FITTED
 from ...cost.ops import attention_pass, fidelity_of
 from ...ir import sdpa as sdpa_facts
+from ...ir.sdpa import Pass
 from ...ir.tiles import tile_up
 from ..builder import CONFIGS, Builder
 from ..program_ir import Code
@@ -72,10 +73,10 @@ def scale_kwargs(b: Builder, scale) -> dict:
     return kwargs
 
 
-# q chunks tried, largest first (TT-DiT's range on Wormhole: 256 for SD3.5, 128 for Flux and Mochi). Chunks below
-# MIN_Q_CHUNK only for streams shorter than it: the cost model does not see a chunk's fixed work (its softmax
-# statistics, K/V pipeline start), which is why TT-DiT stays at 128 or more; a stream of 64 queries in a 128 chunk
-# computes padding. k chunks: the largest of these that divides the main stream's keys (TT-DiT: 512).
+# Chunk sizes tried (TT-DiT's on Wormhole: q 256 for SD3.5, 128 for Flux and Mochi; k 512, 256 at sp8). q chunks
+# below MIN_Q_CHUNK only for streams shorter than it: a q chunk's fixed work is more than the cost model's softmax
+# tiles (its K/V pipeline start, the Q read), which is why TT-DiT stays at 128 or more; a stream of 64 queries in a
+# 128 chunk computes padding.
 Q_CHUNKS = (256, 128, 64, 32)
 MIN_Q_CHUNK = 128
 K_CHUNKS = (512, 256, 128, 64, 32)
@@ -86,33 +87,33 @@ def choose_chunks(b: Builder, kind: str, batch_heads: int, q_lengths, passes, he
     """The q/k chunk sizes of one SDPA op, from its per-device shapes.
 
     kind: "sdpa", "joint" or "ring" (ir/sdpa.py); q_lengths: the query streams (image, prompt), tile-padded;
-    passes: [(key lengths, times)] the kernel runs over these queries (a ring runs its local keys once per ring
-    step, then the prompt's); l1_k_lengths: the key lengths whose padding the kernel masks (default: every pass's).
-    The k chunk is the largest that divides the main keys (fewer, longer passes over K/V; a chunk that does not
-    divide computes a padded tail); the q chunk is the one the cost model's SDPA term says is fastest on the
-    system's grid (cost/ops.py attention_pass: few heads leave cores idle at large q chunks, small ones re-read
-    K/V once per chunk), the larger on a tie, and not below MIN_Q_CHUNK unless the queries are shorter. Sizes
-    ttnn refuses (ir/sdpa.py refusal: the circular buffers must fit in L1) are skipped. A masked op needs both
-    chunks to divide its padded lengths (the mask's shape)."""
-    keys = [n for lengths, _ in passes for n in lengths if n]
+    passes: the ir/sdpa.py Passes the kernel makes over these queries (a ring's: ring_passes); l1_k_lengths: the
+    key lengths whose padding the kernel masks (default: every pass's). The pair is the one the cost model's SDPA
+    term says is fastest on the system's grid (cost/ops.py attention_pass: few heads leave cores idle at large q
+    chunks, small ones re-read K/V once per chunk; small k chunks rescale the running output more often, a k chunk
+    that does not divide the keys computes its masked tail), the larger q and then k on a tie, and q not below
+    MIN_Q_CHUNK unless the queries are shorter. The kernels mask a last partial k chunk (ring_joint_sdpa.cpp's
+    local and global masks, the padded and joint masks of the others), so the sequence is not padded to whole k
+    chunks: padding it would add the same masked rows to attention and rows to every other op. Sizes ttnn refuses
+    (ir/sdpa.py refusal: the circular buffers must fit in L1) are skipped. A masked op needs both chunks to divide
+    its padded lengths (the mask's shape)."""
+    keys = [n for p in passes for n in p.k_lengths if n]
     l1_k = list(l1_k_lengths if l1_k_lengths is not None else keys)
     fidelity = fidelity_of(b.configs.get("SDPA_CONFIG") or CONFIGS["SDPA_CONFIG"])
 
     def modelled(chunks):
-        return sum(times * attention_pass(b.system, FITTED, fidelity, batch_heads, q_lengths, lengths, head_dim,
-                                          chunks, cores).seconds(0.0, b.system) for lengths, times in passes)
+        return sum(p.times * attention_pass(b.system, FITTED, fidelity, batch_heads, q_lengths, list(p.k_lengths),
+                                            head_dim, chunks, cores, merged=p.merged).seconds(0.0, b.system)
+                   for p in passes)
 
     longest = max([n for n in q_lengths if n] or [0])
     q_sizes = [q for q in Q_CHUNKS if q >= MIN_Q_CHUNK or longest < MIN_Q_CHUNK]
-    for k in K_CHUNKS:
-        if any(n % k for n in (keys[:1] if not masked else keys)):
-            continue
-        legal = [sdpa_facts.Chunks(q, k) for q in q_sizes
-                 if not (masked and any(n % q for n in q_lengths if n))
-                 and sdpa_facts.refusal(kind, sdpa_facts.Chunks(q, k), head_dim, batch_heads, q_lengths, l1_k,
-                                        cores) is None]
-        if legal:
-            return min(legal, key=lambda c: (modelled(c), -c.q))
+    legal = [sdpa_facts.Chunks(q, k) for k in K_CHUNKS for q in q_sizes
+             if not (masked and (any(n % q for n in q_lengths if n) or any(n % k for n in keys)))
+             and sdpa_facts.refusal(kind, sdpa_facts.Chunks(q, k), head_dim, batch_heads, q_lengths, l1_k,
+                                    cores) is None]
+    if legal:
+        return min(legal, key=lambda c: (modelled(c), -c.q, -c.k))
     return sdpa_facts.Chunks()
 
 
@@ -123,7 +124,8 @@ def sdpa_program(b: Builder, kind: str, batch_heads: int, q_lengths, passes, hea
     gx, gy = b.system.grid
     ring = kind == "ring"
     chunks = choose_chunks(b, kind, batch_heads, [tile_up(n) for n in q_lengths],
-                           [([tile_up(n) for n in lengths], times) for lengths, times in passes], tile_up(head_dim),
+                           [replace(p, k_lengths=tuple(tile_up(n) for n in p.k_lengths)) for p in passes],
+                           tile_up(head_dim),
                            gx * (gy - 1 if ring else gy), l1_k_lengths, masked)
     grid = "ttnn.CoreCoord(DEVICE_GRID.x, DEVICE_GRID.y - 1)" if ring else "DEVICE_GRID"
     name = f"{'RING_' if ring else ''}SDPA_PROGRAM_{chunks.q}_{chunks.k}"

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from ..builder import Builder
-from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs, sdpa_program
+from .common import AttentionCall, Pass, head_padded, pad_head_dim, scale_kwargs, sdpa_program
 
 
 def lower(b: Builder, call: AttentionCall, plan):
@@ -15,7 +15,7 @@ def lower(b: Builder, call: AttentionCall, plan):
     keys, joint_keys = b.local(call.main[1])[-2], b.local(call.joint[1])[-2]
     values, scale, head_dim = pad_head_dim(b, call, [b.arg(t) for t in call.operands])
     # image and prompt queries against image and prompt keys, in one pass
-    program = sdpa_program(b, "joint", q[0] * q[1], [q[2], length], [([keys, joint_keys], 1)], call.head_dim)
+    program = sdpa_program(b, "joint", q[0] * q[1], [q[2], length], [Pass((keys, joint_keys))], call.head_dim)
     kwargs = {"joint_strategy": "rear", "program_config": program, **scale_kwargs(b, scale)}
     if head_dim is None:
         return b.call("ttnn.transformer.joint_scaled_dot_product_attention", tuple(values), kwargs)

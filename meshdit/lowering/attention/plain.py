@@ -9,7 +9,7 @@ then padded to whole tiles and the output cut back.
 from __future__ import annotations
 
 from ..builder import Builder
-from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs, sdpa_program
+from .common import AttentionCall, Pass, head_padded, pad_head_dim, scale_kwargs, sdpa_program
 from .mask import device_mask
 
 
@@ -28,7 +28,7 @@ def lower(b: Builder, call: AttentionCall, plan):
         out_shape, keys = out_shape[:2] + [padded_q] + out_shape[3:], padded_k
     kwargs.update(scale_kwargs(b, scale))
     # with a mask, the chunks must divide its padded q and k lengths (ttnn's check, runtime/sim/attention.py)
-    kwargs["program_config"] = sdpa_program(b, "sdpa", out_shape[0] * out_shape[1], [out_shape[2]], [([keys], 1)],
+    kwargs["program_config"] = sdpa_program(b, "sdpa", out_shape[0] * out_shape[1], [out_shape[2]], [Pass((keys,))],
                                             out_shape[3], masked=call.mask is not None)
     if head_dim is None and out_shape[2] == tokens:
         return b.call("ttnn.transformer.scaled_dot_product_attention", tuple(values), kwargs), None

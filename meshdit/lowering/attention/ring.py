@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from ...ir.sdpa import ring_passes
 from ..builder import Builder
 from ..program_ir import Code
 from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs, sdpa_program
@@ -45,7 +46,7 @@ def ring_attention(b: Builder, call: AttentionCall, axis: int, values: list, sca
     # every ring step runs this device's queries (image and prompt) over one device's keys; the prompt's keys join
     # once; the kernel masks what the local keys, the prompt and logical_n leave of a last k chunk
     program = sdpa_program(b, "ring", q_local[0] * q_local[1], [q_local[2], joint_len],
-                           [([k_local[2]], ring), ([joint_len], 1)], q_local[3],
+                           ring_passes(k_local[2], joint_len, ring), q_local[3],
                            l1_k_lengths=[k_local[2], joint_len, logical_n])
     kwargs = {"persistent_output_buffer_k": b.buffer(f"RING_K_{key}", gathered, b.act_dtype),
               "persistent_output_buffer_v": b.buffer(f"RING_V_{key}", gathered, b.act_dtype),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..builder import Builder
 from ..ccl import all_gather_async
 from ..program_ir import Code
-from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs, sdpa_program
+from .common import AttentionCall, Pass, head_padded, pad_head_dim, scale_kwargs, sdpa_program
 
 
 @dataclass
@@ -91,12 +91,12 @@ def lower(b: Builder, call: AttentionCall, plan):
     heads = shards.out_shape[0] * shards.out_shape[1]
     if call.joint:
         length = shards.joint_shape[2]
-        program = sdpa_program(b, "joint", heads, [logical, length], [([logical, length], 1)], shards.out_shape[3])
+        program = sdpa_program(b, "joint", heads, [logical, length], [Pass((logical, length))], shards.out_shape[3])
         out, joint_out = b.call("ttnn.transformer.joint_scaled_dot_product_attention", (q, k, v, *shards.values[3:]),
                                 {"joint_strategy": "rear", "program_config": program, **kwargs},
                                 shapes=[(sliced, call.dtype), (shards.joint_shape, call.dtype)])
     else:
-        program = sdpa_program(b, "sdpa", heads, [logical], [([logical], 1)], shards.out_shape[3])
+        program = sdpa_program(b, "sdpa", heads, [logical], [Pass((logical,))], shards.out_shape[3])
         out = b.call("ttnn.transformer.scaled_dot_product_attention", (q, k, v),
                      {"is_causal": False, "program_config": program, **kwargs}, shapes=(sliced, call.dtype))
     out = b.pad_dim(out, sliced, 2, padded, call.dtype)

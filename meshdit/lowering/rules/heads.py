@@ -168,19 +168,29 @@ def fused_qkv(b: Builder, input, weight, bias):
     return qkv  # the value of `lin` itself: read by nobody but its reshape, which is absorbed
 
 
-def concatenate_heads(b: Builder, input, dims):
-    """permute(0, 2, 1, 3) of [B, H, N, D] whose only reader merges the heads into [B, N, H * D]: one
-    ttnn.transformer.concatenate_heads, the reshape absorbed; None otherwise."""
-    node = b.node
+def merging_reshape(b: Builder, permute):
+    """The reshape that merges the heads after `permute`, when the two are one ttnn.transformer.concatenate_heads:
+    permute(0, 2, 1, 3) of [B, H, N, D] (D whole tiles) whose only reader reshapes it to [B, N, H * D]; else None."""
+    input, dims = permute.args[0], permute.args[1]
     if list(dims) != HEADS_PERM or len(input.meta["val"].shape) != 4:
         return None
-    reshape = _only_user(node)
+    reshape = _only_user(permute)
     if reshape is None or reshape.target is not aten.reshape.default:
         return None
     heads, merged = list(b.local(input)), list(b.local(reshape))
     if merged != [heads[0], heads[2], heads[1] * heads[3]] or heads[-1] % TILE:
         return None
-    out = b.call("ttnn.transformer.concatenate_heads", (b.arg(input),), shapes=(merged, reshape.meta["val"].dtype))
+    return reshape
+
+
+def concatenate_heads(b: Builder, input, dims):
+    """permute(0, 2, 1, 3) and the reshape merging the heads (merging_reshape): one
+    ttnn.transformer.concatenate_heads, the reshape absorbed; None otherwise."""
+    reshape = merging_reshape(b, b.node)
+    if reshape is None:
+        return None
+    out = b.call("ttnn.transformer.concatenate_heads", (b.arg(input),),
+                 shapes=(list(b.local(reshape)), reshape.meta["val"].dtype))
     b.absorbed[reshape] = out
     b.fusions["concatenate heads"] += 1
     return out

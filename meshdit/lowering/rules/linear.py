@@ -6,11 +6,14 @@ import math
 
 import torch
 
+from ...cost.calibration import FITTED
+from ...cost.ops import fidelity_of, linear_choice
+from ...ir import matmul as matmul_facts
 from ...ir.graph import is_const
 from ...ir.tiles import TILE
 from ..builder import TTNN_DTYPE, Builder
 from ..ccl import all_gather_async
-from ..program_ir import Code
+from ..program_ir import Code, WeightRef
 from ..registry import lowering
 from . import heads
 from ..weights import ROW, TRANSPOSE, row_plus
@@ -91,7 +94,11 @@ def linear(b: Builder, input, weight, bias):
     if act is not None:
         kwargs["activation"] = activation
     kwargs.update(compute_kernel_config=b.config("MATMUL_CONFIG"), dtype=Code(TTNN_DTYPE[b.act_dtype]))
-    out = b.call("ttnn.linear", (b.arg(input), weight_value), kwargs)
+    config = _minimal_config(b, input, weight, weight_value, kwargs)
+    if config is not None:
+        out = _minimal_matmul(b, input, weight_value, kwargs, config)
+    else:
+        out = b.call("ttnn.linear", (b.arg(input), weight_value), kwargs)
     if add is not None:
         if view is None:
             b.absorbed[add] = out
@@ -103,6 +110,56 @@ def linear(b: Builder, input, weight, bias):
         b.absorbed[act] = out
         b.fusions[f"activation in linear ({activation})"] += 1
     return out
+
+
+# minimal_matmul's fused activations for ttnn.linear's strings (ir/matmul.py): GELU's parameter is its
+# fast-approximation flag, off for torch's erf GELU
+MINIMAL_ACTIVATIONS = {"gelu": "ttnn.UnaryWithParam(ttnn.UnaryOpType.GELU, 0.0)",
+                       "gelu_tanh": "ttnn.UnaryWithParam(ttnn.UnaryOpType.GELU_TANH)",
+                       "silu": "ttnn.UnaryWithParam(ttnn.UnaryOpType.SILU)",
+                       "relu": "ttnn.UnaryWithParam(ttnn.UnaryOpType.RELU)"}
+
+
+def _minimal_config(b: Builder, input, weight, weight_value, kwargs) -> matmul_facts.MinimalConfig | None:
+    """A minimal_matmul config when TT-DiT's linear (ttnn.experimental.minimal_matmul) is modelled faster than
+    ttnn.linear for this linear's shapes on the system's grid (cost/ops.py linear_choice: it folds A's leading dims
+    into M and fuses the activation, where ttnn.linear runs the activation as a second op; ttnn.linear's 1-D layout
+    keeps more cores busy when M is a few rows); None to keep ttnn.linear. bfloat16 activations with a constant
+    weight and bias only: the op's L1 model (ir/matmul.py) was fitted on those."""
+    bias = kwargs.get("bias")
+    if b.act_dtype != "bfloat16" or b.dtype_of(b.node.meta["val"].dtype) != "bfloat16" or \
+            b.dtype_of(input.meta["val"].dtype, input) != "bfloat16" or not is_const(weight) or \
+            (bias is not None and not isinstance(bias, WeightRef)):
+        return None
+    weight_spec = b.weights[weight_value.name].spec
+    a_shape, n = b.local(input), weight_spec.shape[-1]
+    if len(weight_spec.shape) != 2 or weight_spec.dtype not in matmul_facts.TILE_BYTES:
+        return None
+    text = b.configs.get("MATMUL_CONFIG") or b.config_texts["MATMUL_CONFIG"]
+    fp32_acc = "fp32_dest_acc_en=True" in text
+    tiles = [math.ceil(d / TILE) for d in (a_shape[-2], a_shape[-1], n)]
+    config = matmul_facts.minimal_config(*tiles, weight_spec.dtype,
+                                         b.weights[bias.name].spec.dtype if bias is not None else None, fp32_acc)
+    batch = math.prod(a_shape[:-2])
+    mt, kt, nt = tiles
+    act_tile = matmul_facts.TILE_BYTES[b.act_dtype]
+    out_bytes = batch * mt * nt * act_tile
+    io_bytes = batch * mt * kt * act_tile + kt * nt * matmul_facts.TILE_BYTES[weight_spec.dtype] + out_bytes
+    faster = linear_choice(b.system, FITTED, fidelity_of(text), batch, mt, kt, nt, config.k_block,
+                           kwargs.get("activation") is not None, io_bytes, out_bytes)
+    return config if faster == "minimal" else None
+
+
+def _minimal_matmul(b: Builder, input, weight_value, kwargs, config: matmul_facts.MinimalConfig):
+    extra = {"bias_tensor": kwargs["bias"]} if "bias" in kwargs else {}
+    if "activation" in kwargs:
+        extra["fused_activation"] = Code(MINIMAL_ACTIVATIONS[kwargs["activation"]])
+    name = (f"MINIMAL_MATMUL_{config.m_block}_{config.k_block}_{config.n_block}_"
+            f"{config.subblock_h}X{config.subblock_w}")
+    extra.update(config=b.config(name, config.code()), compute_kernel_config=kwargs["compute_kernel_config"],
+                 dtype=kwargs["dtype"])
+    b.fusions["linear as minimal_matmul (TT-DiT's blocking)"] += 1
+    return b.call("ttnn.experimental.minimal_matmul", (b.arg(input), weight_value), extra)
 
 
 @lowering(aten.matmul.default, aten.mm.default, aten.bmm.default)

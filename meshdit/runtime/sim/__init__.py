@@ -28,8 +28,9 @@ from .files import SIM_TENSOR_FORMAT, DumpTensorMode, dump_tensor, load_tensor  
 from .registry import OPS  # noqa: F401
 from .tensor import (  # noqa: F401
     DRAM_MEMORY_CONFIG, L1_MEMORY_CONFIG, ROW_MAJOR_LAYOUT, TILE_LAYOUT, CoreCoord, CoreRange, CoreRangeSet,
-    DataType, GlobalSemaphore, Layout, MathFidelity, MeshDevice, MeshMapperConfig, MeshShape, PlacementReplicate,
-    PlacementShard, ReduceType, SDPAProgramConfig, Tensor, Topology, WormholeComputeKernelConfig, bfloat8_b,
+    DataType, GlobalSemaphore, Layout, MathFidelity, MeshDevice, MeshMapperConfig, MeshShape, MinimalMatmulConfig,
+    PlacementReplicate, PlacementShard, ReduceType, SDPAProgramConfig, Tensor, Topology, UnaryOpType, UnaryWithParam,
+    WormholeComputeKernelConfig, bfloat8_b,
     bfloat16, close_mesh_device, create_global_semaphore, create_mesh_mapper, float32, from_device, from_torch,
     get_device_tensors, int32, open_mesh_device, replicate_tensor_to_mesh_mapper, to_device, to_torch, uint32)
 from .trace import (  # noqa: F401

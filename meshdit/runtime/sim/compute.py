@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ...ir import matmul as matmul_facts
 from .registry import public_op, sim_op
 from ..numerics import fidelity_operands, round_to
-from .tensor import TILE, TILE_LAYOUT, _f, _map, float32
+from .tensor import TILE, TILE_LAYOUT, _check_device, _f, _map, float32
 
 
 # ttnn.linear's `activation=` strings (ttnn 0.81.1 string_to_unary_with_param), as the kernel computes them: "gelu"
@@ -36,6 +37,8 @@ def linear(input_tensor_a, input_tensor_b, *, bias=None, transpose_a=False, tran
     fidelity = compute_kernel_config.math_fidelity if compute_kernel_config is not None else "LoFi"
     formats = (input_tensor_a.dtype.name, input_tensor_b.dtype.name)
 
+    out_format = (dtype or input_tensor_a.dtype).name
+
     def fn(a, b, c=None):
         a = a.transpose(-1, -2) if transpose_a else a
         b = b.transpose(-1, -2) if transpose_b else b
@@ -44,10 +47,69 @@ def linear(input_tensor_a, input_tensor_b, *, bias=None, transpose_a=False, tran
         if c is not None:
             y = y + _f(c)
         if activation is not None:
-            y = LINEAR_ACTIVATIONS[activation](y)
+            # without a program config ttnn runs the activation as its own unary op on the rounded output
+            # (ir/matmul.py); with one it is applied in the matmul's packer
+            y = LINEAR_ACTIVATIONS[activation](y if program_config is not None else round_to(y, out_format))
         return y
 
     inputs = (input_tensor_a, input_tensor_b) + ((bias,) if bias is not None else ())
+    return _map(fn, *inputs, dtype=dtype)
+
+
+# minimal_matmul's fused activations (UnaryWithParam): GELU's parameter is its fast-approximation flag
+MINIMAL_ACTIVATIONS = {("GELU", False): F.gelu, ("GELU", True): lambda y: F.gelu(y, approximate="tanh"),
+                       ("GELU_TANH", None): lambda y: F.gelu(y, approximate="tanh"), ("SILU", None): F.silu,
+                       ("RELU", None): F.relu}
+
+
+@sim_op("experimental.minimal_matmul")
+def minimal_matmul(input_tensor, weight_tensor, bias_tensor=None, *, fused_activation=None, config=None,
+                   memory_config=None, dtype=None, compute_kernel_config=None, fuse_swiglu=False):
+    """A @ W (+ bias, + activation in the packer), A's leading dims folded into M. Refuses what ttnn 0.81.1's
+    minimal_matmul_device_operation.cpp refuses (ir/matmul.py minimal_refusal, checked on the mock), and float32
+    activations, whose circular buffers the L1 model was not fitted on."""
+    where = "TT_FATAL (simulated) @ minimal_matmul_device_operation"
+    _check_device(input_tensor, weight_tensor, *((bias_tensor,) if bias_tensor is not None else ()))
+    for name, t in (("input", input_tensor), ("weight", weight_tensor), ("bias", bias_tensor)):
+        if t is not None and t.layout != TILE_LAYOUT:
+            raise RuntimeError(f"{where}: {name} must be in TILE layout")
+    if input_tensor.dtype.name == "float32":
+        raise RuntimeError(f"{where} (meshdit): float32 activations are not simulated (the L1 model covers "
+                           "bfloat16 and bfloat8_b); use ttnn.linear")
+    ws = list(weight_tensor.shape)
+    if any(d != 1 for d in ws[:-2]) or ws[-2] != input_tensor.shape[-1]:
+        raise RuntimeError(f"{where}: weight {ws} must be [..1, K, N] with K = {input_tensor.shape[-1]}")
+    if bias_tensor is not None and (any(d != 1 for d in bias_tensor.shape[:-1]) or bias_tensor.shape[-1] != ws[-1]):
+        raise RuntimeError(f"{where}: bias {list(bias_tensor.shape)} must be [..1, {ws[-1]}]")
+    fp32_acc = compute_kernel_config.fp32_dest_acc_en if compute_kernel_config is not None else True
+    if config is not None:
+        grid = config.compute_with_storage_grid_size
+        why = matmul_facts.minimal_refusal(
+            matmul_facts.MinimalConfig(config.M_block_size, config.K_block_size, config.N_block_size,
+                                       config.subblock_h, config.subblock_w), (grid.x, grid.y),
+            (input_tensor.device().GRID.x, input_tensor.device().GRID.y), weight_tensor.dtype.name,
+            bias_tensor.dtype.name if bias_tensor is not None else None, fp32_acc, input_tensor.dtype.name)
+        if why is not None:
+            raise RuntimeError(f"{where}: {why}")
+    act = None
+    if fused_activation is not None:
+        kind = fused_activation.op_type.name
+        param = bool(fused_activation.param) if kind == "GELU" and fused_activation.param is not None else None
+        act = MINIMAL_ACTIVATIONS.get((kind, param))
+        if act is None:
+            raise RuntimeError(f"{where} (simulated): activation {fused_activation} is not simulated (GELU takes "
+                               "its approximation flag)")
+    fidelity = compute_kernel_config.math_fidelity if compute_kernel_config is not None else "HiFi2"
+    formats = (input_tensor.dtype.name, weight_tensor.dtype.name)
+
+    def fn(a, w, c=None):
+        a, w = fidelity_operands(_f(a), _f(w).reshape(ws[-2:]), fidelity, *formats)
+        y = torch.matmul(a, w)
+        if c is not None:
+            y = y + _f(c).reshape(-1)
+        return act(y) if act is not None else y
+
+    inputs = (input_tensor, weight_tensor) + ((bias_tensor,) if bias_tensor is not None else ())
     return _map(fn, *inputs, dtype=dtype)
 
 

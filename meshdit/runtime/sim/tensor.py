@@ -11,6 +11,8 @@ exist so that a call spelled as ttnn spells it runs here unchanged.
 
 from __future__ import annotations
 
+import enum
+
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -73,6 +75,33 @@ class SDPAProgramConfig:
     exp_approx_mode: bool | None = None
     sub_core_grids: object = None
     max_cores_per_head_batch: int = 16
+
+
+@dataclass(frozen=True)
+class MinimalMatmulConfig:
+    """ttnn.MinimalMatmulConfig: block sizes in tiles (keyword-only in ttnn, each defaulting to 1)."""
+
+    M_block_size: int = 1
+    K_block_size: int = 1
+    N_block_size: int = 1
+    subblock_h: int = 1
+    subblock_w: int = 1
+    compute_with_storage_grid_size: CoreCoord = CoreCoord(1, 1)
+
+
+class UnaryOpType(enum.Enum):
+    GELU = "GELU"
+    GELU_TANH = "GELU_TANH"
+    SILU = "SILU"
+    RELU = "RELU"
+
+
+@dataclass(frozen=True)
+class UnaryWithParam:
+    """A fused activation as ttnn's kernels take it: GELU's parameter is its fast-approximation flag."""
+
+    op_type: UnaryOpType
+    param: float | None = None
 
 
 class MeshShape(tuple):
