@@ -33,7 +33,7 @@ from .sdpa import L1_BYTES
 # ttnn 0.81.1 tile bytes by dtype (bfloat8_b: 1024 one-byte mantissas + 64 shared exponents)
 TILE_BYTES = {"bfloat16": 2048, "float32": 4096, "bfloat8_b": 1088}
 # Where minimal_matmul's circular buffers start in L1: fitted exactly (zero residual) to the "grow to N B" ttnn
-# 0.81.1 reported on the mocked N150 for 30 refused configs (blocks 8-24, bf16 and bfloat8_b weights, with and
+# 0.81.1 reported on the mocked N150 for 26 refused configs (blocks 8-24, bf16 and bfloat8_b weights, with and
 # without bias, fp32 accumulation on and off)
 MINIMAL_CB_START = 105824
 # ttnn's 1-D choice: per-core blocks of up to 16 tiles (get_per_core_factor's largest; the CBs of 16 x 16 blocks with
