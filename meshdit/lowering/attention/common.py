@@ -10,7 +10,6 @@ import torch.fx as fx
 from ...cost.calibration import FITTED
 from ...cost.ops import attention_pass, fidelity_of
 from ...ir import sdpa as sdpa_facts
-from ...ir.sdpa import Pass
 from ...ir.tiles import tile_up
 from ..builder import CONFIGS, Builder
 from ..program_ir import Code

@@ -6,8 +6,9 @@
 
 from __future__ import annotations
 
+from ...ir.sdpa import Pass
 from ..builder import Builder
-from .common import AttentionCall, Pass, head_padded, pad_head_dim, scale_kwargs, sdpa_program
+from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs, sdpa_program
 
 
 def lower(b: Builder, call: AttentionCall, plan):

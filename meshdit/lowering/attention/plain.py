@@ -8,8 +8,9 @@ then padded to whole tiles and the output cut back.
 
 from __future__ import annotations
 
+from ...ir.sdpa import Pass
 from ..builder import Builder
-from .common import AttentionCall, Pass, head_padded, pad_head_dim, scale_kwargs, sdpa_program
+from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs, sdpa_program
 from .mask import device_mask
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ...ir.sdpa import Pass
 from ..builder import Builder
 from ..ccl import all_gather_async
 from ..program_ir import Code
-from .common import AttentionCall, Pass, head_padded, pad_head_dim, scale_kwargs, sdpa_program
+from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs, sdpa_program
 
 
 @dataclass
