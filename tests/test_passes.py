@@ -530,3 +530,18 @@ def test_adaln_modulation_through_an_unsqueeze():
     inputs = {"x": torch.randn(1, 8, 32), "emb": torch.randn(1, 16)}
     graph = run_passes(capture(Modulated().eval(), inputs), verify_inputs=inputs)
     assert [p.info["chunks"] for p in graph.patterns if p.kind == "adaln_modulation"] == [6]
+
+
+@pytest.mark.parametrize("name", ["flux-tiny", "sd3-tiny", "mochi-tiny"])
+def test_stream_oracle_remembers_what_a_fresh_walk_finds(name):
+    """StreamOracle keeps its answers so a later block's walk stops at an earlier block's queries (ir/tokens.py):
+    asked in graph order, every answer equals a fresh walk's from the graph's inputs."""
+    from meshdit.ir.tokens import StreamOracle
+    graph = _passes(name)
+    shared = StreamOracle(graph)
+    asked = [(node, i) for node in graph.gm.graph.nodes if node.target is ops.joint_sdpa for i in (0, 3)]
+    assert asked
+    for node, i in asked:
+        assert shared.is_main(node.args[i], 2) == StreamOracle(graph).is_main(node.args[i], 2)
+    assert {shared.is_main(node.args[0], 2) for node, _ in asked} == {True}  # the image / video stream
+    assert False in {shared.is_main(node.args[3], 2) for node, _ in asked}  # the prompt, told apart
