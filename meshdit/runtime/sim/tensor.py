@@ -12,7 +12,6 @@ exist so that a call spelled as ttnn spells it runs here unchanged.
 from __future__ import annotations
 
 import enum
-
 from dataclasses import dataclass
 from types import SimpleNamespace
 
