@@ -86,6 +86,12 @@ def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: se
             stack.append((node.args[0], t, span))
         elif target is aten.slice.Tensor and through_slices:
             stack.append((node.args[0], t, _sliced_span(node, span)))
+        elif target is aten.constant_pad_nd.default and through_slices:
+            # padding adds constant positions: the others are the input's (Mochi pads each prompt's attention
+            # output back to the full prompt length)
+            reaches, inner = _padded_span(node, t, span)
+            if reaches:
+                stack.append((node.args[0], t, inner))
         elif target is aten.cat.default and (node.args[1] if len(node.args) > 1 else 0) % len(shape) != t:
             stack.extend((part, t, span) for part in node.args[0])
         elif target is aten.cat.default and through_slices:
@@ -112,6 +118,19 @@ def _sliced_span(node: fx.Node, span):
         return None  # strided: every position of the input may be traced (conservative)
     lo, hi = span or (0, size)
     return (start + lo, start + hi)
+
+
+def _padded_span(node: fx.Node, t: int, span):
+    """(whether positions `span` of a constant pad's output (None: all of them) include any of its input's along dim
+    `t`, which of the input's they are: None for all)."""
+    pad, rank = list(node.args[1]), len(shape_of(node))
+    before = {rank - 1 - i: pad[2 * i] for i in range(len(pad) // 2)}.get(t, 0)
+    length = shape_of(node.args[0])[t]
+    lo, hi = span or (0, shape_of(node)[t])
+    lo, hi = max(lo - before, 0), min(hi - before, length)
+    if lo >= hi:
+        return False, None
+    return True, (None if (lo, hi) == (0, length) else (lo, hi))
 
 
 def latent_input(mg: ModelGraph) -> fx.Node | None:
