@@ -405,3 +405,16 @@ def test_patchify_chains_run_row_major(dtype):
     assert estimate.waste_bytes < 0.05 * estimate.dram_bytes
     small = meshdit.lower(Patchify().eval(), "1x1", {"x": torch.randn(1, 16, 8, 8)}, dtype=dtype)
     assert not any(op.fn == "ttnn.to_layout" for op in small.ir.ops)
+
+
+def test_view_chains_from_a_scalar_stay_tiled():
+    """A reshape that starts from a 0-d value (a mean reshaped to [1, 1], as in WanVACE) has no last dim: the
+    row-major check of narrow_views and the pair-map pass (passes/pairs.py) both once indexed its empty shape."""
+
+    class Scaled(torch.nn.Module):
+        def forward(self, x):
+            return x * x.mean().reshape(1, 1)
+
+    program = meshdit.lower(Scaled().eval(), "1x1", {"x": torch.randn(64, 64)})
+    assert not any(op.fn == "ttnn.to_layout" for op in program.ir.ops)
+    assert program.pcc_report()[0].pcc > 0.9999

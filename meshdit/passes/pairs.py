@@ -82,8 +82,8 @@ def _narrowing(node, lead: list | None = None) -> fx.Node | None:
     if not isinstance(node, fx.Node) or node.op != "call_function" or node.target is not aten.reshape.default:
         return None
     x = node.args[0]
-    if not isinstance(x, fx.Node) or not isinstance(x.meta.get("val"), torch.Tensor):
-        return None
+    if not isinstance(x, fx.Node) or not isinstance(x.meta.get("val"), torch.Tensor) or not shape_of(x):
+        return None  # a 0-d value has no last dim to split
     lead = shape_of(x)[:-1] if lead is None else lead
     shape, n = shape_of(node), len(lead)
     if shape_of(x)[:-1] != lead or len(shape) <= n + 1 or shape[:n] != lead or shape[-1] >= TILE or \

@@ -142,6 +142,8 @@ def _row_major_is_faster(b: Builder, chain: list) -> bool:
         return False
     size = BYTES_PER_ELEMENT[dtype]
     shapes = [b.arg_local(chain[0].args[0], chain[0])] + [b.local(n) for n in chain]
+    if any(len(shape) < 2 for shape in shapes):  # scalars and vectors: nothing narrow to gain on
+        return False
     tiled = [math.prod(tile_padded(s)) * size for s in shapes]
     logical = [math.prod(s) * size for s in shapes]
     tiled_ops = tiled_bytes = 0
