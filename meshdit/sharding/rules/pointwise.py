@@ -38,8 +38,10 @@ def binary(op: OpOnAxis):
         if node.target in (aten.mul.Tensor, aten.div.Tensor) and sum(partial) == 1 and \
                 (node.target is aten.mul.Tensor or partial[0]) and not scaled_by_shard:
             return {a: (P if p else R) for a, p in zip(operands, partial)}, P  # scaling a pending sum
-        if node.target in (aten.add.Tensor, aten.sub.Tensor) and all(partial):
+        if node.target in (aten.add.Tensor, aten.sub.Tensor) and len(operands) == 2 and all(partial):
             return {a: P for a in operands}, P  # a sum of pending sums: still one reduction later
+        # a number added to a pending sum would be added once per device (adaLN's 1 + scale after a row-parallel
+        # linear): the sum is reduced first, below
         if into_residual and (node.target in (aten.add.Tensor, aten.sub.Tensor) or scaled_by_shard):
             # (a pending sum scaled by a sharded factor, adaLN's gate: reduce-scattered to the factor's shard rather
             # than the factor gathered to scale the sum, which is reduce-scattered into the residual anyway)
