@@ -42,6 +42,17 @@ def find_fused_patterns(b) -> None:
         finder(b, b.mg.gm.graph)
 
 
+# what every finder asks of the nodes it would take
+def claimed(b, *nodes) -> bool:
+    """Whether a finder before this one took any of these nodes."""
+    return any(n in b.fused or n in b.absorbed for n in nodes)
+
+
+def read_only_by(node, reader) -> bool:
+    """Whether `node` is a graph value that `reader` alone reads (so a pattern may absorb it)."""
+    return hasattr(node, "users") and list(node.users) == [reader]
+
+
 def lower_node(b, node):
     """The IR value of `node` from its rule (a fused pattern's, when it ends one), or None when it has no rule or the
     rule declines."""

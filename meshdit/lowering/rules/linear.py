@@ -14,7 +14,7 @@ from ...ir.tiles import TILE
 from ..builder import TTNN_DTYPE, Builder
 from ..ccl import all_gather_async
 from ..program_ir import Code, WeightRef
-from ..registry import lowering
+from ..registry import claimed, lowering
 from . import heads
 from ..weights import ROW, TRANSPOSE, row_plus
 
@@ -59,7 +59,7 @@ def scalar_after(b: Builder, lin, bias):
     if add.target is aten.reshape.default and len(add.users) == 1:
         add, view = next(iter(add.users)), add
     if add.target is not aten.add.Tensor or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1 or \
-            add in b.fused or add in b.absorbed:
+            claimed(b, add):
         return none
     number = add.args[1] if add.args[0] is (view or lin) else add.args[0]
     if not isinstance(number, (int, float)) or isinstance(number, bool):

@@ -23,7 +23,7 @@ import torch.fx as fx
 
 from ...ir.graph import is_const, normalized_args
 from ..builder import Builder
-from ..registry import fused_pattern
+from ..registry import claimed, fused_pattern, read_only_by
 from . import linear as linear_rules
 
 aten = torch.ops.aten
@@ -31,15 +31,6 @@ aten = torch.ops.aten
 
 def _node_args(node):
     return len(node.args) == 2 and all(isinstance(a, fx.Node) for a in node.args)
-
-
-def _only_reader(node, reader) -> bool:
-    return list(node.users) == [reader]
-
-
-def _free(b: Builder, *nodes) -> bool:
-    """No other fused pattern has claimed these nodes."""
-    return not any(n in b.fused or n in b.absorbed for n in nodes)
 
 
 def _whole(b: Builder, *nodes) -> bool:
@@ -69,7 +60,7 @@ def _modulated_norm(b: Builder, add) -> ModulatedNorm | None:
             has_affine = any(a is not None for a in norm.args[2:4 if norm.target is aten.layer_norm.default else 3])
             if has_affine or any(k in norm.kwargs for k in ("weight", "bias")):
                 continue
-            if not (_only_reader(norm, mul) and _only_reader(mul, add) and _free(b, norm, mul, add)):
+            if not (read_only_by(norm, mul) and read_only_by(mul, add) and not claimed(b, norm, mul, add)):
                 continue
             if not _whole(b, norm, mul, add) or is_const(scale) or is_const(shift):
                 continue
@@ -89,7 +80,7 @@ def _gated_residual(b: Builder, add):
     for mul, residual in (add.args, add.args[::-1]):
         if mul.op != "call_function" or mul.target is not aten.mul.Tensor or not _node_args(mul):
             continue
-        if not (_only_reader(mul, add) and _free(b, mul, add)) or is_const(residual):
+        if not (read_only_by(mul, add) and not claimed(b, mul, add)) or is_const(residual):
             continue
         if not _whole(b, mul, add, residual, *(a for a in mul.args if not is_const(a))):
             continue

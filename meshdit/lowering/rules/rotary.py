@@ -24,7 +24,7 @@ import torch.fx as fx
 from ...ir.graph import is_const
 from ...ir.tiles import TILE
 from ..builder import Builder
-from ..registry import fused_pattern
+from ..registry import fused_pattern, read_only_by
 from ..weights import WeightTransform
 
 aten = torch.ops.aten
@@ -57,10 +57,6 @@ class Rotary:
     rotation: fx.Node  # matmul(x, M)
 
 
-def _single_reader(node, reader) -> bool:
-    return isinstance(node, fx.Node) and list(node.users) == [reader]
-
-
 def _factors(mul, x_candidate=None):
     """(tensor, table) of a two-tensor mul, in either order; with x_candidate, the one that is it first."""
     if mul.op != "call_function" or mul.target is not aten.mul.Tensor or len(mul.args) != 2 or \
@@ -87,7 +83,7 @@ def _match(add) -> Rotary | None:
                 continue
             x = rotation.args[0]
             outer = _factors(cos_mul, x)
-            if outer is None or not all(_single_reader(n, r) for n, r in
+            if outer is None or not all(read_only_by(n, r) for n, r in
                                         ((cos_mul, add), (sin_mul, add), (rotation, sin_mul))):
                 continue
             return Rotary(x, outer[1], sin, rotation.args[1], cos_mul, sin_mul, rotation)

@@ -13,7 +13,7 @@ from ...ir.graph import is_const
 from ...ir.tiles import tile_padded
 from ..builder import Builder
 from ..program_ir import BYTES_PER_ELEMENT, Code
-from ..registry import fused_pattern, lowering
+from ..registry import claimed, fused_pattern, lowering
 from . import heads
 
 aten = torch.ops.aten
@@ -116,7 +116,7 @@ def narrow_views(b: Builder, graph: fx.Graph) -> None:
 
 def _free(b: Builder, node) -> bool:
     """Not claimed by another pattern, whole, and not a head merge (one ttnn op without padding: heads.py)."""
-    if node in b.fused or node in b.absorbed or b.pending_sum(node):
+    if claimed(b, node) or b.pending_sum(node):
         return False
     if node.target is aten.permute.default:
         return heads.merging_reshape(b, node) is None
