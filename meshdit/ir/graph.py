@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
+from torch.fx._lazy_graph_module import _LazyGraphModule
 import torch.utils._pytree as pytree
 from torch.fx.operator_schemas import _torchscript_schema_to_signature
 
@@ -66,6 +67,7 @@ class ModelGraph:
                 spec.value = _checked(state_dict[spec.source], spec)
         if self.recipe_outputs:
             args = [state_dict[key] if kind == "state" else self.static_inputs[key] for kind, key in self.recipe_inputs]
+            self.recipe.recompile()  # the passes rewrite the recipe without regenerating its code
             with torch.no_grad():
                 outs = self.recipe(*args)
             for name, value in zip(self.recipe_outputs, outs):
@@ -104,6 +106,13 @@ def _checked(value: torch.Tensor, spec: ConstantSpec) -> torch.Tensor:
     # no copy here: the program copies what it keeps when it prepares its host weights (runtime.program
     # _weight_array), so a huge model's weights are not copied twice on the way
     return value.detach().to(spec.dtype)
+
+
+def graph_module(root: torch.nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    """A GraphModule whose Python code is generated when it first runs, not now: generating it for a full-size
+    model's graph takes a fraction of a second each time, and the passes rewrite the graph before it ever runs
+    (ModelGraph.run and materialize_constants regenerate it). torch.fx's lazy class is private; torch is pinned."""
+    return _LazyGraphModule(root, graph)
 
 
 # --- rewriting helpers shared by the passes -----------------------------------------------------------------------

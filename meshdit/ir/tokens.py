@@ -28,83 +28,83 @@ aten = torch.ops.aten
 
 
 def token_origins(node: fx.Node, dim: int, origins: dict | None = None, seen: set | None = None,
-                  through_slices: bool = False, known: dict | None = None) -> dict:
+                  through_slices: bool = False) -> dict:
     """{origin node: its token dim} for the token dim `dim` of `node` (see the module docstring). A slice of the
     token dim keeps a subset of the same tokens, a cat along it joins tokens of several origins: with
     `through_slices` the walk goes on through both, following which positions it is tracing (to tell where tokens
     come from: register tokens sliced back out of an attention over [registers, image, prompt] come from the
-    registers, not from the image); without, the slice or cat is the origin (where sequence parallelism shards).
-    known: {(node, token dim): "all", "some" or "none"}, how many of those tokens come from the latent, answers
-    already found (StreamOracle): the walk does not go past a value whose answer holds for any subset of its
-    positions ("all", which stands in for its origins, being a descendant of theirs; "none", which adds none)."""
+    registers, not from the image); without, the slice or cat is the origin (where sequence parallelism shards)."""
     origins = {} if origins is None else origins
     seen = set() if seen is None else seen
     stack = [(node, dim, None)]  # (node, token dim, (lo, hi) of the positions traced there, None = all)
     while stack:
-        node, t, span = stack.pop()
-        if (node, t, span) in seen or is_const(node):
+        state = stack.pop()
+        if state in seen:
             continue
-        seen.add((node, t, span))
-        answer = known.get((node, t)) if known is not None else None
-        if answer == "none":  # none of its tokens come from the latent, so none of a subset do
-            continue
-        if answer == "all":
-            origins.setdefault(node, t)
-            continue
-        if node.op == "placeholder":
-            origins[node] = t
-            continue
-        shape = shape_of(node) if not isinstance(node.meta.get("val"), (tuple, list)) else None
-        target = node.target
-        if target is operator.getitem and node.args[0].target in ATTENTION:
-            # an attention output's tokens are its queries' tokens (a joint attention's second output: the joint ones)
-            attention = node.args[0]
-            stack.append((attention.args[3] if attention.target is joint_sdpa and node.args[1] == 1 else
-                          attention.args[0], t, span))
-            continue
-        if target is aten.scaled_dot_product_attention.default:
-            stack.append((node.args[0], t, span))
-            continue
-        last = len(shape) - 1
-        if target is aten.permute.default:
-            stack.append((node.args[0], list(node.args[1])[t], span))
-        elif target is aten.reshape.default:
-            d = reshape_dim_map(shape, shape_of(node.args[0]), t)
-            if d is None:
-                origins.setdefault(node, t)  # the reshape makes the token dim (patchify)
-            else:
-                stack.append((node.args[0], d, span))
-        elif (target in UNARY or is_row_wise(node)) and t != last:
-            stack.append((node.args[0], t, span))
-        elif target in BINARY:
-            for operand in node.args[:2]:
-                if isinstance(operand, fx.Node):
-                    od = t - (len(shape) - len(shape_of(operand)))
-                    if od >= 0 and shape_of(operand)[od] == shape[t]:  # broadcast operands carry no tokens
-                        stack.append((operand, od, span))
-        elif target is aten.slice.Tensor and node.args[1] % len(shape) != t:
-            stack.append((node.args[0], t, span))
-        elif target is aten.slice.Tensor and through_slices:
-            stack.append((node.args[0], t, _sliced_span(node, span)))
-        elif target is aten.constant_pad_nd.default and through_slices:
-            # padding adds constant positions: the others are the input's (Mochi pads each prompt's attention
-            # output back to the full prompt length)
-            reaches, inner = _padded_span(node, t, span)
-            if reaches:
-                stack.append((node.args[0], t, inner))
-        elif target is aten.cat.default and (node.args[1] if len(node.args) > 1 else 0) % len(shape) != t:
-            stack.extend((part, t, span) for part in node.args[0])
-        elif target is aten.cat.default and through_slices:
-            lo, hi = span or (0, shape[t])
-            start = 0
-            for part in node.args[0]:
-                size = shape_of(part)[t]
-                if start < hi and lo < start + size:
-                    stack.append((part, t, (max(lo, start) - start, min(hi, start + size) - start)))
-                start += size
+        seen.add(state)
+        sources = _token_sources(*state, through_slices)
+        if sources is None and state[0].op == "placeholder":
+            origins[state[0]] = state[1]
+        elif sources is None:
+            origins.setdefault(state[0], state[1])
         else:
-            origins.setdefault(node, t)
+            stack.extend(sources)
     return origins
+
+
+def _token_sources(node: fx.Node, t: int, span, through_slices: bool) -> list | None:
+    """One step of the walk back: the (node, token dim, span) states the tokens of `t` at `node` (positions `span`,
+    None for all) come from; None when `node` is their origin, [] when they come from nowhere (a constant)."""
+    if is_const(node):
+        return []
+    if node.op == "placeholder":
+        return None
+    shape = shape_of(node) if not isinstance(node.meta.get("val"), (tuple, list)) else None
+    target = node.target
+    if target is operator.getitem and node.args[0].target in ATTENTION:
+        # an attention output's tokens are its queries' tokens (a joint attention's second output: the joint ones)
+        attention = node.args[0]
+        return [(attention.args[3] if attention.target is joint_sdpa and node.args[1] == 1 else attention.args[0],
+                 t, span)]
+    if target is aten.scaled_dot_product_attention.default:
+        return [(node.args[0], t, span)]
+    last = len(shape) - 1
+    if target is aten.permute.default:
+        return [(node.args[0], list(node.args[1])[t], span)]
+    if target is aten.reshape.default:
+        d = reshape_dim_map(shape, shape_of(node.args[0]), t)
+        return None if d is None else [(node.args[0], d, span)]  # None: the reshape makes the token dim (patchify)
+    if (target in UNARY or is_row_wise(node)) and t != last:
+        return [(node.args[0], t, span)]
+    if target in BINARY:
+        sources = []
+        for operand in node.args[:2]:
+            if isinstance(operand, fx.Node):
+                od = t - (len(shape) - len(shape_of(operand)))
+                if od >= 0 and shape_of(operand)[od] == shape[t]:  # broadcast operands carry no tokens
+                    sources.append((operand, od, span))
+        return sources
+    if target is aten.slice.Tensor and node.args[1] % len(shape) != t:
+        return [(node.args[0], t, span)]
+    if target is aten.slice.Tensor and through_slices:
+        return [(node.args[0], t, _sliced_span(node, span))]
+    if target is aten.constant_pad_nd.default and through_slices:
+        # padding adds constant positions: the others are the input's (Mochi pads each prompt's attention output
+        # back to the full prompt length)
+        reaches, inner = _padded_span(node, t, span)
+        return [(node.args[0], t, inner)] if reaches else []
+    if target is aten.cat.default and (node.args[1] if len(node.args) > 1 else 0) % len(shape) != t:
+        return [(part, t, span) for part in node.args[0]]
+    if target is aten.cat.default and through_slices:
+        lo, hi = span or (0, shape[t])
+        sources, start = [], 0
+        for part in node.args[0]:
+            size = shape_of(part)[t]
+            if start < hi and lo < start + size:
+                sources.append((part, t, (max(lo, start) - start, min(hi, start + size) - start)))
+            start += size
+        return sources
+    return None
 
 
 def _sliced_span(node: fx.Node, span):
@@ -171,8 +171,9 @@ class StreamOracle:
     def __init__(self, mg: ModelGraph):
         self.latent = latent_input(mg)
         self.from_latent = descendants(self.latent) if self.latent is not None else set()
-        # answers so far: a later block's walk stops at an earlier block's attention queries instead of walking the
-        # whole residual stream back to the inputs again (quadratic in the blocks otherwise)
+        # whether any token at a walk state comes from the latent, kept for every state walked: a later block's
+        # question stops where an earlier one's walk went (linear in the graph, where walking each block's residual
+        # stream back to the inputs again was quadratic in the blocks)
         self._answers: dict = {}
 
     def is_main(self, node: fx.Node, dim: int) -> bool | None:
@@ -180,8 +181,24 @@ class StreamOracle:
         when the graph has no latent input to tell by. The graph must not change between calls."""
         if self.latent is None:
             return None
-        key = (node, dim)
-        if key not in self._answers:
-            found = [o in self.from_latent for o in token_origins(node, dim, through_slices=True, known=self._answers)]
-            self._answers[key] = "all" if found and all(found) else "some" if any(found) else "none"
-        return self._answers[key] != "none"
+        return self._reaches_latent((node, dim, None))
+
+    def _reaches_latent(self, root) -> bool:
+        answers = self._answers
+        stack = [(root, False)]
+        while stack:
+            state, expanded = stack.pop()
+            if state in answers:
+                continue
+            if state[0] not in self.from_latent:  # none of its ancestors descends from the latent
+                answers[state] = False
+                continue
+            sources = _token_sources(*state, through_slices=True)
+            if sources is None:  # the origin of these tokens
+                answers[state] = True
+            elif not expanded:
+                stack.append((state, True))
+                stack.extend((source, False) for source in sources if source not in answers)
+            else:
+                answers[state] = any(answers[source] for source in sources)
+        return answers[root]

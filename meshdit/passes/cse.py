@@ -65,7 +65,6 @@ def eliminate_common_subexpressions(mg: ModelGraph) -> int:
             keep_nodes.append(rnode)
     mg.recipe_outputs = keep_names
     output.args = (tuple(keep_nodes),)
-    mg.recipe.recompile()
     merged += _cse_graph(mg.gm.graph)
     finalize(mg)
     return merged

@@ -19,22 +19,42 @@ FACTORIES = {aten.full.default, aten.zeros.default, aten.ones.default, aten.aran
              aten.arange.start_step, aten.scalar_tensor.default, aten.eye.default}
 
 
-def _recipe_node_for(mg: ModelGraph, placeholder: fx.Node) -> fx.Node:
-    """The recipe node computing a constant placeholder of the runtime graph (created on demand)."""
-    spec: ConstantSpec = mg.constants[placeholder.meta["key"]]
-    rgraph = mg.recipe.graph
-    output = next(n for n in rgraph.nodes if n.op == "output")
-    if spec.source is None:
-        return output.args[0][mg.recipe_outputs.index(spec.name)]
-    for node in rgraph.nodes:
-        if node.op == "placeholder" and node.meta.get("recipe_key") == ("state", spec.source):
-            return node
-    first = next(n for n in rgraph.nodes if n.op != "placeholder")
-    with rgraph.inserting_before(first):
-        node = rgraph.placeholder("r_" + spec.name)
-    node.meta["recipe_key"] = ("state", spec.source)
-    node.meta["val"] = placeholder.meta["val"]
-    return node
+class _RecipeIndex:
+    """The recipe node computing each constant placeholder of the runtime graph (created on demand), indexed once
+    per fold: looking each up by scanning the recipe made folding quadratic in the model's size."""
+
+    def __init__(self, mg: ModelGraph):
+        self.mg = mg
+        self.rgraph = mg.recipe.graph
+        self.output = next(n for n in self.rgraph.nodes if n.op == "output")
+        self.outputs = list(self.output.args[0])
+        self.position = {name: i for i, name in enumerate(mg.recipe_outputs)}
+        self.state: dict = {}
+        for n in self.rgraph.nodes:
+            if n.op == "placeholder":
+                self.state.setdefault(n.meta.get("recipe_key"), n)
+
+    def node_for(self, placeholder: fx.Node) -> fx.Node:
+        spec: ConstantSpec = self.mg.constants[placeholder.meta["key"]]
+        if spec.source is None:
+            return self.outputs[self.position[spec.name]]
+        key = ("state", spec.source)
+        if key not in self.state:
+            first = next(n for n in self.rgraph.nodes if n.op != "placeholder")
+            with self.rgraph.inserting_before(first):
+                node = self.rgraph.placeholder("r_" + spec.name)
+            node.meta["recipe_key"] = key
+            node.meta["val"] = placeholder.meta["val"]
+            self.state[key] = node
+        return self.state[key]
+
+    def add_output(self, name: str, rnode: fx.Node) -> None:
+        self.position[name] = len(self.outputs)
+        self.outputs.append(rnode)
+        self.mg.recipe_outputs.append(name)
+
+    def commit(self) -> None:
+        self.output.args = (tuple(self.outputs),)
 
 
 def _sync_recipe_inputs(mg: ModelGraph) -> None:
@@ -44,8 +64,8 @@ def _sync_recipe_inputs(mg: ModelGraph) -> None:
 def fold_constants(mg: ModelGraph) -> int:
     """Move every call whose tensor inputs are all constant placeholders into the recipe; returns the count."""
     graph = mg.gm.graph
-    rgraph = mg.recipe.graph
-    output = next(n for n in rgraph.nodes if n.op == "output")
+    recipe = _RecipeIndex(mg)
+    first_op = next(n for n in graph.nodes if n.op != "placeholder")  # new placeholders go before it
     folded = 0
     for node in list(graph.nodes):
         if node.op != "call_function":
@@ -55,10 +75,10 @@ def fold_constants(mg: ModelGraph) -> int:
             continue
         if not isinstance(node.meta.get("val"), torch.Tensor):
             continue
-        mapping = {n: _recipe_node_for(mg, n) for n in inputs}
-        with rgraph.inserting_before(output):
-            rnode = rgraph.call_function(node.target, pytree.tree_map(lambda a: mapping.get(a, a), node.args),
-                                         pytree.tree_map(lambda a: mapping.get(a, a), node.kwargs))
+        mapping = {n: recipe.node_for(n) for n in inputs}
+        with recipe.rgraph.inserting_before(recipe.output):
+            rnode = recipe.rgraph.call_function(node.target, pytree.tree_map(lambda a: mapping.get(a, a), node.args),
+                                                pytree.tree_map(lambda a: mapping.get(a, a), node.kwargs))
         rnode.meta["val"] = node.meta["val"]
         values = [mg.constants[n.meta["key"]].value for n in inputs]
         value = None
@@ -75,15 +95,16 @@ def fold_constants(mg: ModelGraph) -> int:
             name += "_"
         meta = node.meta["val"]
         mg.constants[name] = ConstantSpec(name, tuple(meta.shape), meta.dtype, None, value)
-        mg.recipe_outputs.append(name)
-        output.args = (tuple(output.args[0]) + (rnode,),)
-        first_op = next(n for n in graph.nodes if n.op != "placeholder")
+        recipe.add_output(name, rnode)
         with graph.inserting_before(first_op):
             placeholder = graph.placeholder("".join(ch if ch.isalnum() else "_" for ch in name))
         placeholder.meta.update(kind="const", key=name, val=meta)
         node.replace_all_uses_with(placeholder)
+        if node is first_op:
+            first_op = node.next
         graph.erase_node(node)
         folded += 1
+    recipe.commit()
     if folded:
         prune_constants(mg)
         finalize(mg)
@@ -107,4 +128,3 @@ def prune_constants(mg: ModelGraph) -> None:
         if node.op == "placeholder" and not node.users:
             rgraph.erase_node(node)
     _sync_recipe_inputs(mg)
-    mg.recipe.recompile()

@@ -31,7 +31,7 @@ from ..errors import SpecializationError, node_location
 from .fold import prune_constants
 from .flex import flex_as_sdpa, only_build_block_masks
 from .mutations import written_in_place
-from ..ir.graph import ConstantSpec, ModelGraph
+from ..ir.graph import ConstantSpec, ModelGraph, graph_module
 
 aten = torch.ops.aten
 
@@ -83,6 +83,22 @@ def _is_val(x):
     return isinstance(x, Val)
 
 
+def _concrete(value) -> bool:
+    """A meta value with no symbolic size in it: a tensor with int shape and strides, an int, float or bool, or a
+    list or tuple of those."""
+    if isinstance(value, torch.Tensor):
+        return all(type(d) is int for d in (*value.shape, *value.stride()))
+    if isinstance(value, (list, tuple)):
+        return all(_concrete(v) for v in value)
+    return type(value) in (int, float, bool)
+
+
+def _as_meta(value):
+    if isinstance(value, torch.Tensor):
+        return torch.empty_strided(tuple(value.shape), tuple(value.stride()), dtype=value.dtype, device="meta")
+    return value
+
+
 def _to_meta(x):
     if isinstance(x, torch.Tensor):
         return torch.empty(x.shape, dtype=x.dtype, device="meta") if x.device.type != "meta" else x
@@ -110,6 +126,7 @@ class _Specializer:
                                         _runtime_dependent(captured.exported, static_names))
         self.recipe_attrs: dict = {}  # constants the recipe holds as attributes (see const_from_value)
         self.skipped = only_build_block_masks(captured.exported.graph)
+        self.region_depth = 0  # inside an inlined autocast or grad-mode region
 
     # --- naming ---------------------------------------------------------------------------------------------------
     def _unique(self, base: str) -> str:
@@ -225,6 +242,7 @@ class _Specializer:
                 raise SpecializationError(f"assertion fails for the given inputs at {node_location(node)}: {flat[1:]}")
             return Val("const", None, None)
 
+        as_exported = (args, kwargs)  # the arguments as the exported node has them (their meta value may be reused)
         leaves = [v for v in pytree.tree_leaves((args, kwargs)) if _is_val(v)]
         # a tensor written in place (and the views it is written through) stays in the graph even when constant:
         # folding it would freeze its value before the write (passes/mutations.py turns the write out of place)
@@ -241,10 +259,10 @@ class _Specializer:
                 "meshdit can only specialise data-dependent ops on static inputs. Pass the inputs it reads in "
                 "static_inputs=... (their values are then baked into the program)."
             )
-        meta_args, meta_kwargs = _on_device(*self._abstract(args, kwargs, "meta"), "meta")
         if target in SHAPE_ONLY and not any(_is_val(a) for a in pytree.tree_leaves(args[1:])):
             # its value depends on the input's shape and dtype only: a constant (an empty tensor is zeros, so a
             # program never reads uninitialised memory where the model would)
+            meta_args, meta_kwargs = self._meta_arguments(args, kwargs)
             meta = target(*meta_args, **meta_kwargs)
             fill = SHAPE_ONLY[target](args, kwargs)
             literal = ([int(d) for d in meta.shape], fill)
@@ -257,9 +275,13 @@ class _Specializer:
             return self.fold(node, aten.full.default, literal, {"dtype": meta.dtype}, literal,
                              {"dtype": meta.dtype, "device": "meta"})
         if not runtime:
-            return self.fold(node, target, args, kwargs, meta_args, meta_kwargs)
+            return self.fold(node, target, args, kwargs, *self._meta_arguments(args, kwargs))
+        unchanged = target is node.target and args is as_exported[0] and kwargs is as_exported[1]
+        meta = self._exported_meta(node, args, kwargs) if unchanged else None
         try:
-            meta = target(*meta_args, **meta_kwargs)
+            if meta is None:
+                meta_args, meta_kwargs = self._meta_arguments(args, kwargs)
+                meta = target(*meta_args, **meta_kwargs)
         except Exception as exc:
             raise SpecializationError(
                 f"shape propagation failed at {node_location(node)} ({name}): {exc}".splitlines()[0]
@@ -273,12 +295,41 @@ class _Specializer:
             literal = ([int(d) for d in meta.shape], 0)
             return self.fold(node, aten.full.default, literal, {"dtype": meta.dtype}, literal,
                              {"dtype": meta.dtype, "device": "meta"})
+        return self._runtime_node(node, target, args, kwargs, meta)
+
+    def _runtime_node(self, node, target, args, kwargs, meta) -> Val:
         new_args, new_kwargs = _on_device(*self._to_graph(args, kwargs, node), None)
         new = self.graph.call_function(target, tuple(new_args), new_kwargs)
         new.name = self._unique(node.name)
         new.meta.update({k: node.meta[k] for k in ("stack_trace", "nn_module_stack") if k in node.meta})
         new.meta["val"] = meta
         return Val("runtime", meta, node=new)
+
+    def _exported_meta(self, node: fx.Node, args, kwargs):
+        """The exported node's own meta value, as meta tensors, when it is certain to be what evaluating the node
+        again would give: concrete shapes, every argument with the shape, dtype or value the export saw, and
+        outside an inlined region (where autocast gave the exported values other dtypes). Evaluating each node on
+        meta tensors again took a third of the specialiser's time; the meta value is data the export computed."""
+        val = node.meta.get("val")
+        if self.region_depth or not _concrete(val):
+            return None
+        exported = pytree.tree_leaves((node.args, node.kwargs))
+        given = pytree.tree_leaves((args, kwargs))
+        if len(exported) != len(given):
+            return None
+        for before, now in zip(exported, given):
+            if not isinstance(before, fx.Node):
+                continue
+            seen = before.meta.get("val")
+            if not _is_val(now) or not _concrete(seen):
+                return None
+            if isinstance(seen, torch.Tensor):
+                if not (isinstance(now.meta, torch.Tensor) and now.meta.dtype == seen.dtype
+                        and tuple(now.meta.shape) == tuple(seen.shape)):
+                    return None
+            elif type(seen) not in (int, float, bool) or now.value != seen:
+                return None
+        return pytree.tree_map(_as_meta, val)
 
     def _bool_indices_as_positions(self, node, indices):
         """x[mask] with a constant boolean mask (a static prompt mask, say) selects a fixed set of positions: the
@@ -371,10 +422,18 @@ class _Specializer:
         else:
             submod, operands = args[1], list(args[2:])
         sub = submod.value if _is_val(submod) else submod
-        outs = self.run_graph(sub.graph, operands, None)
+        self.region_depth += 1
+        try:
+            outs = self.run_graph(sub.graph, operands, None)
+        finally:
+            self.region_depth -= 1
         return Val("const", tuple(outs) if isinstance(outs, (list, tuple)) else (outs,), None)
 
     # --- argument mapping -----------------------------------------------------------------------------------------
+    def _meta_arguments(self, args, kwargs):
+        """The arguments as meta tensors (for shape propagation), every device they name made meta."""
+        return _on_device(*self._abstract(args, kwargs, "meta"), "meta")
+
     def _abstract(self, args, kwargs, field):
         def conv(a):
             if not _is_val(a):
@@ -447,7 +506,8 @@ def _user_inputs(ep, example_inputs: dict) -> dict:
 
 def _runtime_dependent(ep, static_names: set) -> set:
     """Nodes of the exported graph whose value depends on a run-time input (not on weights or static inputs only)."""
-    runtime = {n for n in ep.graph.nodes if n.op == "placeholder" and n.name in set(_user_input_names(ep)) - static_names}
+    names = set(_user_input_names(ep)) - static_names
+    runtime = {n for n in ep.graph.nodes if n.op == "placeholder" and n.name in names}
     for node in ep.graph.nodes:
         if node.op == "call_function" and any(a in runtime for a in node.all_input_nodes):
             runtime.add(node)
@@ -491,10 +551,10 @@ def _static_ancestors(ep: torch.export.ExportedProgram) -> set:
     """Module inputs upstream of a data-dependent op: these must be static."""
     user = set(_user_input_names(ep))
     found: set = set()
-    for graph_module in ep.graph_module.modules():
-        if not isinstance(graph_module, fx.GraphModule):
+    for module in ep.graph_module.modules():
+        if not isinstance(module, fx.GraphModule):
             continue
-        for node in graph_module.graph.nodes:
+        for node in module.graph.nodes:
             if node.op == "call_function" and _data_dependent(node):
                 # a flex attention's mask and score functions read their buffers and block mask, not q, k, v
                 # and x.repeat_interleave(repeats) takes its shape from the repeats only
@@ -544,7 +604,7 @@ def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
         else:
             flat_out.append(spec.const_node(val, f"output{i}"))
     spec.graph.output(tuple(flat_out))
-    gm = fx.GraphModule(torch.nn.Module(), spec.graph)
+    gm = graph_module(torch.nn.Module(), spec.graph)
     recipe_graph = spec.recipe
     recipe_graph.output(tuple(node for _, node in spec.recipe_outputs))
     recipe_graph.eliminate_dead_code()
@@ -552,7 +612,7 @@ def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
     holder = torch.nn.Module()
     for name, value in spec.recipe_attrs.items():
         holder.register_buffer(name, value)
-    recipe = fx.GraphModule(holder, recipe_graph)
+    recipe = graph_module(holder, recipe_graph)
     mg = ModelGraph(
         gm=gm,
         inputs=spec.inputs,
