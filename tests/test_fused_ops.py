@@ -201,6 +201,40 @@ def test_rope_is_ttnns_rotary_op_in_bfloat16(mesh):
     assert result.pcc > 0.999
 
 
+class EvenOddAttention(HeadsLastAttention):
+    """Mochi-1's RoPE as diffusers writes it (MochiAttnProcessor2_0): even and odd channels rotated apart by tables
+    [N, H, D/2], then interleaved back with stack(-1) + flatten(-2), on [B, N, H, D] before the permute."""
+
+    def forward(self, x, cos, sin):
+        def rope(t):
+            even, odd = t[..., 0::2].float(), t[..., 1::2].float()
+            return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2).to(t.dtype)
+
+        b, n, _ = x.shape
+        q, k, v = (self.proj[r](x).unflatten(-1, (self.heads, -1)) for r in "qkv")
+        q, k = rope(self.norm_q(q)), rope(self.norm_k(k))
+        o = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return self.out(o.transpose(1, 2).reshape(b, n, -1))
+
+
+@pytest.mark.parametrize("mesh", ["1x1", "2x2 sp2@0 tp2@1"])
+def test_even_odd_rope_is_ttnns_rotary_op(mesh):
+    """The complex product on even/odd channel pairs (passes/pair_products.py) becomes x * cos' + (x @ T) * sin',
+    T the interleaved pair rotation, which is block-diagonal in 32 x 32 tiles: one rotary op per q and per k where
+    there were nine ops, with the tables expanded to full head width once."""
+    torch.manual_seed(0)
+    n, heads, head_dim = 64, 4, 64
+    inputs = {"x": torch.randn(1, n, heads * head_dim), "cos": torch.randn(n, heads, head_dim // 2),
+              "sin": torch.randn(n, heads, head_dim // 2)}
+    program = meshdit.lower(EvenOddAttention(heads * head_dim, heads).eval(), mesh, inputs, dtype="bf16")
+    fns = [op.fn for op in program.ir.ops]
+    assert program.ir.fusions["RoPE as ttnn rotary_embedding_llama"] == 2 and fns.count(ROTARY) == 2
+    assert "ttnn.subtract" not in fns
+    result = program.pcc_report()[0]
+    print(f"even/odd RoPE as rotary op {mesh} bf16: PCC {result.pcc:.6f}")
+    assert result.pcc > 0.999
+
+
 class RotateHalfAttention(HeadsLastAttention):
     """RoPE in its rotate-half form (channel i pairs with i + D/2), written as diffusers writes it or, with
     `matrix`, as x @ M with M given."""

@@ -405,32 +405,53 @@ def test_rotary_pair_maps_become_matmuls(pcc_log):
         assert result.pcc >= 0.9999
 
 
-class _InterleavedRotary(torch.nn.Module):
-    """Mochi's RoPE: even and odd channels rotated separately (strided slices times tables), then interleaved back
-    with stack(-1) + flatten: two inputs joined in one narrow region."""
+class _PairRotary(torch.nn.Module):
+    """RoPE as a complex product on channel pairs without complex numbers. "interleaved" is Mochi's: even and odd
+    channels rotated separately (strided slices times tables), then interleaved back with stack(-1) + flatten;
+    "halves" pairs channel i with channel i + d/2 and concatenates the results; "swapped" puts the two results back
+    in each other's places, which is not a rotation of x and must be left as it is."""
 
-    def __init__(self):
+    def __init__(self, layout="interleaved"):
         super().__init__()
         self.q = torch.nn.Linear(64, 64)
+        self.layout = layout
 
     def forward(self, x, cos, sin):
         q = self.q(x).reshape(1, 16, 2, 32)
-        even, odd = q[..., 0::2], q[..., 1::2]
-        rotated = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+        if self.layout == "halves":
+            even, odd = q[..., :16], q[..., 16:]
+        else:
+            even, odd = q[..., 0::2], q[..., 1::2]
+        real, imag = even * cos - odd * sin, cos * odd + sin * even
+        if self.layout == "halves":
+            rotated = torch.cat([real, imag], dim=-1)
+        else:
+            pair = [imag, real] if self.layout == "swapped" else [real, imag]
+            rotated = torch.stack(pair, dim=-1).flatten(-2)
         return rotated.transpose(1, 2)
 
 
-def test_interleaved_rotary_joins_two_inputs_in_one_matmul(pcc_log):
+@pytest.mark.parametrize("layout", ["interleaved", "halves", "swapped"])
+def test_pair_product_becomes_one_rotation(layout, pcc_log):
+    """x * C' + (x @ T) * S' replaces the nine ops (passes/pair_products.py); with runtime tables, C' and S' are
+    the tables' own pairs expansion (a matmul each, made once per forward, not per block)."""
     inputs = {"x": torch.randn(1, 16, 64), "cos": torch.randn(16, 2, 16), "sin": torch.randn(16, 2, 16)}
-    graph = run_passes(capture(_InterleavedRotary().eval(), inputs), verify_inputs=inputs)
+    graph = run_passes(capture(_PairRotary(layout).eval(), inputs), verify_inputs=inputs)
+    targets = [n.target for n in graph.op_nodes()]
+    aten = torch.ops.aten
     narrow = [n.name for n in graph.op_nodes() if n.meta["val"].dim() and n.meta["val"].shape[-1] < 16]
     assert not narrow
-    assert sum(n.target is torch.ops.aten.matmul.default for n in graph.op_nodes()) == 1
+    rotations = [n for n in graph.op_nodes() if n.target is aten.matmul.default and n.args[0].op != "placeholder"]
+    if layout == "swapped":
+        assert aten.sub.Tensor in targets  # left as the model wrote it (pairs.py still makes its interleave a matmul)
+        return
+    assert len(rotations) == 1 and aten.sub.Tensor not in targets
+    assert targets.count(aten.mul.Tensor) == 2 and targets.count(aten.add.Tensor) == 1
     import meshdit
 
-    program = meshdit.lower(_InterleavedRotary().eval(), "1x2 tp2@1", inputs)
+    program = meshdit.lower(_PairRotary(layout).eval(), "1x2 tp2@1", inputs)
     for result in program.pcc_report():
-        pcc_log("interleaved rotary as one matmul", "1x2 tp2@1", result)
+        pcc_log(f"pair rotary ({layout}) as one rotation", "1x2 tp2@1", result)
         assert result.pcc >= 0.9999
 
 

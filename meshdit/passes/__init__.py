@@ -4,7 +4,7 @@
 
 Order: specialise (concrete shapes, folded constants, data-dependent values) -> in-place writes into out-of-place
 values (before anything drops a node nobody reads) -> drop no-ops -> canonicalise ->
-complex values into real pairs -> linear maps of the last dim through narrow views (RoPE's pair rotation) into
+complex values into real pairs -> complex products on channel pairs into rotations -> linear maps of the last dim through narrow views (RoPE's pair rotation) into
 matmuls ->
 merge common subexpressions (shared position tables) -> fuse RMSNorm -> keep concatenated token streams apart
 (push cats down to attention) -> joint attention -> split its outputs back into streams -> orient each joint
@@ -26,6 +26,7 @@ from .cleanup import drop_noops
 from .cse import eliminate_common_subexpressions
 from .heads_first import heads_first
 from .mutations import functionalize_mutations
+from .pair_products import pair_products_as_rotations
 from .pairs import pair_maps_as_matmuls
 from ..ir.graph import ModelGraph
 from .patterns import annotate, fuse_joint_attention, fuse_rms_norm, orient_joint_attention
@@ -37,6 +38,7 @@ PIPELINE = (
     ("drop_noops", drop_noops),
     ("canonicalize", canonicalize),
     ("decompose_complex", decompose_complex),
+    ("pair_products_as_rotations", pair_products_as_rotations),
     ("pair_maps_as_matmuls", pair_maps_as_matmuls),
     ("cse", eliminate_common_subexpressions),
     ("fuse_rms_norm", fuse_rms_norm),
