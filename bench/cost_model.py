@@ -66,9 +66,9 @@ TT_DIT_BLOCKS = {
                  "all-gathers + 2 all-gathers + 2 reduce-scatters + 1 ring SDPA, attention out and MLP down in one "
                  "row-parallel matmul",
     "mochi1": "residual replicated over tp: 8 all-gathers (2 modulation, 4 attention, 2 FF) + 2 reduce-scatters + "
-              "1 ring SDPA; fused QKV; RoPE in one rotary_embedding_llama per q/k (meshdit: a matmul and "
-              "elementwise ops, Mochi's halves not being in x*cos + (x@M)*sin form); SDPA q/k chunks 128/512 "
-              "(128/256 at sp8)",
+              "1 ring SDPA; fused QKV; RoPE in one rotary_embedding_llama per q/k (meshdit too, since "
+              "passes/pair_products.py); SDPA q/k chunks 128/512 on both systems (MochiAttention's "
+              "sdpa_chunk_size_map for Wormhole sp2/tp4 and sp8/tp4)",
 }
 
 

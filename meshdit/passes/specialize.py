@@ -127,6 +127,9 @@ class _Specializer:
         self.recipe_attrs: dict = {}  # constants the recipe holds as attributes (see const_from_value)
         self.skipped = only_build_block_masks(captured.exported.graph)
         self.region_depth = 0  # inside an inlined autocast or grad-mode region
+        # torch.export's meta values are symbolic wherever a shape depends on values; a trace on the example values
+        # (capture's fallback) fixes them to the example's, so they are not reused from a trace
+        self.exported_metas = captured.method == "torch.export"
 
     # --- naming ---------------------------------------------------------------------------------------------------
     def _unique(self, base: str) -> str:
@@ -308,10 +311,11 @@ class _Specializer:
     def _exported_meta(self, node: fx.Node, args, kwargs):
         """The exported node's own meta value, as meta tensors, when it is certain to be what evaluating the node
         again would give: concrete shapes, every argument with the shape, dtype or value the export saw, and
-        outside an inlined region (where autocast gave the exported values other dtypes). Evaluating each node on
-        meta tensors again took a third of the specialiser's time; the meta value is data the export computed."""
+        outside an inlined region (where autocast gave the exported values other dtypes), from torch.export only.
+        Evaluating each node on meta tensors again took a third of the specialiser's time; the meta value is data
+        the export computed."""
         val = node.meta.get("val")
-        if self.region_depth or not _concrete(val):
+        if self.region_depth or not self.exported_metas or not _concrete(val):
             return None
         exported = pytree.tree_leaves((node.args, node.kwargs))
         given = pytree.tree_leaves((args, kwargs))
