@@ -569,3 +569,26 @@ def test_stream_oracle_remembers_what_a_fresh_walk_finds(name):
     # pad's other positions are its input's)
     assert {shared.is_main(node.args[3], 2) for node, _ in asked} == {False}
     assert not [note for note in graph.notes if "neither stream alone" in note]
+
+
+class _CountedRouting(torch.nn.Module):
+    """A mixture-of-experts style count of routed tokens read with .numpy() (HiDream's moe_infer): torch.export
+    refuses it, so capture traces the example values, whose meta values fix the count's data-dependent shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        counts = self.proj(x).argmax(-1).flatten().bincount()
+        used = int(counts.cpu().numpy().astype(bool).sum())
+        return x * used
+
+
+def test_traced_capture_does_not_reuse_data_dependent_shapes():
+    """The specialiser reuses torch.export's meta values (concrete only where no value decides a shape), never a
+    trace's: there a bincount of runtime values would go through with the example's shape."""
+    captured = capture(_CountedRouting().eval(), {"x": torch.randn(1, 16, 8)})
+    assert captured.method != "torch.export"
+    with pytest.raises(SpecializationError, match="bincount"):
+        run_passes(captured)
