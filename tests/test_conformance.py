@@ -102,6 +102,27 @@ def test_ring_with_a_partial_last_k_chunk_runs_on_real_ttnn(pcc_log):
     assert report.raw["outputs"] == [list(program.ir.tensors[o.name].shape) for o in program.ir.outputs]
 
 
+@pytest.mark.parametrize("name", ["flux-tiny-tt", "motif-tiny-tt"])
+def test_linear_with_gated_residual_runs_on_real_ttnn(name, pcc_log):
+    """bfloat16 weights (TT-DiT's default): a linear whose output the gate multiplies into the residual runs as one
+    dit_minimal_matmul_addcmul_fused on a single chip (no reduction between them); right on the simulated mesh and
+    accepted by real ttnn."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = meshdit.lower(model_zoo.build(name), "1x1", model_zoo.example_inputs(name), dtype="bf16",
+                                weight_dtype="bf16", static_inputs=model_zoo.entry(name).static_inputs)
+    fused = [op for op in program.ir.ops if op.fn == "ttnn.experimental.dit_minimal_matmul_addcmul_fused"]
+    assert fused and "ttnn.addcmul" not in [op.fn for op in program.ir.ops[program.ir.calls[0].start:
+                                                                           program.ir.calls[0].end]]
+    for result in program.pcc_report():
+        pcc_log(name, "1x1 bf16 weights, linear + addcmul fused", result)
+        assert result.pcc >= 0.999
+    report = conformance.run_on_mock(program)
+    CONFORMANCE_LOG.append(f"{name:14s} {'1x1 matmul+addcmul':24s} {report.summary()}")
+    assert report.raw["outputs"] == [list(program.ir.tensors[o.name].shape) for o in program.ir.outputs]
+    assert report.fits
+
+
 def test_row_major_view_chains_run_on_real_ttnn():
     """Patchify and unpatchify of a 128x128 latent run row-major (lowering/rules/views.py narrow_views): untilize,
     6-D reshape and permute, tilize; real ttnn must accept each."""

@@ -83,6 +83,23 @@ def test_l1_model_matches_ttnn(blocks, weight, bias, grows_to):
     assert "beyond max L1" in mm.minimal_refusal(config, (8, 8), (8, 8), weight, "bfloat16" if bias else None, True)
 
 
+# the fused addcmul (dit_minimal_matmul_addcmul_fused, bfloat16 residual and gate): "grow to" on the mocked N150,
+# (M, K, N blocks, fp32 accumulation, bias) -> bytes
+TTNN_ADDCMUL_REFUSED = [((16, 16, 16), True, False, 4857184), ((24, 8, 24), True, True, 7675232),
+                        ((20, 8, 20), True, False, 5553504), ((12, 12, 12), False, True, 2514272),
+                        ((16, 24, 16), False, False, 5381472)]
+
+
+@pytest.mark.parametrize("blocks, fp32_acc, bias, grows_to", TTNN_ADDCMUL_REFUSED)
+def test_l1_model_of_the_fused_addcmul_matches_ttnn(blocks, fp32_acc, bias, grows_to):
+    config, addcmul = mm.MinimalConfig(*blocks, 2, 2), ("bfloat16", "bfloat16")
+    assert mm.l1_bytes(config, "bfloat16", "bfloat16" if bias else None, fp32_acc, addcmul=addcmul) == grows_to
+    assert mm.minimal_refusal(mm.MinimalConfig(8, 8, 8, 2, 2), (8, 8), (8, 8), "bfloat16", None, True,
+                              addcmul=addcmul) is None
+    assert "ternary_a_tile_size" in mm.minimal_refusal(mm.MinimalConfig(8, 8, 8, 2, 2), (8, 8), (8, 8),
+                                                       "bfloat8_b", None, True, addcmul=addcmul)
+
+
 @pytest.mark.parametrize("blocks, weight, bias", TTNN_ACCEPTED)
 def test_what_ttnn_accepted_is_not_refused(blocks, weight, bias):
     assert mm.minimal_refusal(mm.MinimalConfig(*blocks, 2, 2), (8, 8), (8, 8), weight,
@@ -109,4 +126,28 @@ def test_simulated_minimal_matmul_refuses_what_ttnn_refuses():
     out = sim.experimental.minimal_matmul(a, w, config=config(), compute_kernel_config=fp32_acc,
                                           fused_activation=sim.UnaryWithParam(sim.UnaryOpType.GELU, 0.0))
     assert out.shape == (64, 64) or list(out.shape) == [64, 64]
+    sim.close_mesh_device(device)
+
+
+def test_simulated_matmul_addcmul_follows_ttnn():
+    """residual + s * (A @ W + b) * gate, one rounding at the output; refusals as the mock's."""
+    torch.manual_seed(0)
+    device = sim.open_mesh_device(sim.MeshShape(1, 1))
+    x, w, b = torch.randn(1, 64, 96), torch.randn(96, 128) / 10, torch.randn(1, 128)
+    residual, gate = torch.randn(1, 64, 128), torch.randn(1, 1, 128)
+    fp32_acc = sim.WormholeComputeKernelConfig(math_fidelity="HiFi4", fp32_dest_acc_en=True)
+    args = [_device(t, device) for t in (x, w)]
+    out = sim.experimental.dit_minimal_matmul_addcmul_fused(*args, 0.5, _device(residual, device),
+                                                            _device(gate, device), _device(b, device),
+                                                            compute_kernel_config=fp32_acc)
+    round_bf16 = lambda t: t.to(torch.bfloat16).float()  # noqa: E731
+    want = residual + 0.5 * (round_bf16(x) @ round_bf16(w) + round_bf16(b)) * round_bf16(gate)
+    got = torch.from_numpy(sim.from_device(out).to_numpy())
+    assert torch.corrcoef(torch.stack([got.flatten(), want.flatten()]))[0, 1] > 0.9999
+    with pytest.raises(RuntimeError, match="ternary_a_tile_size"):
+        sim.experimental.dit_minimal_matmul_addcmul_fused(args[0], _device(w, device, sim.bfloat8_b), 1.0,
+                                                          _device(residual, device), _device(gate, device))
+    with pytest.raises(RuntimeError, match="one row"):
+        sim.experimental.dit_minimal_matmul_addcmul_fused(*args, 1.0, _device(residual, device),
+                                                          _device(residual, device))
     sim.close_mesh_device(device)

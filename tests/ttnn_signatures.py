@@ -22,6 +22,10 @@ SIGNATURES = {
     "ttnn.experimental.minimal_matmul": (("input_tensor", "weight_tensor", "bias_tensor"),
                                          ("fused_activation", "config", "memory_config", "dtype",
                                           "compute_kernel_config", "fuse_swiglu")),
+    # help(ttnn.experimental.dit_minimal_matmul_addcmul_fused) (research notes, Appendix A)
+    "ttnn.experimental.dit_minimal_matmul_addcmul_fused": (
+        ("matmul_input_tensor", "matmul_weight_tensor", "scalar", "addcmul_input_tensor1", "addcmul_input_tensor2",
+         "bias_tensor"), ("config", "memory_config", "dtype", "compute_kernel_config")),
     "ttnn.layer_norm": (_NORM[0], _NORM[1] + ("recip_tensor",)),
     "ttnn.rms_norm": _NORM,
     "ttnn.gelu": (("input_tensor",), ("fast_and_approximate_mode", "memory_config", "output_tensor",

@@ -5,8 +5,8 @@ dtypes; whichever is slower is the op's time. The per-op dispatch overhead is ad
 op. Collectives and ring attention are in ccl.py.
 
     matmul (ttnn.linear, ttnn.matmul,  2 * out elements * K FLOPs; time is the busiest core's output tiles
-      minimal_matmul)                  (ir/matmul.py: how each op spreads them over the grid) times K; ttnn.linear's
-                                       activation is a separate pass over the output
+      minimal_matmul and its fused     (ir/matmul.py: how each op spreads them over the grid) times K; ttnn.linear's
+      addcmul)                         activation is a separate pass over the output
     SDPA (plain, joint)                4 * B * H * Sq * Sk * d FLOPs (QK^T and PV) over whole q/k chunks and the
                                        softmax's elementwise tiles (attention_pass), on the cores its (batch,
                                        head, q chunk) items keep busy (ir/sdpa.py), against DRAM traffic with K
@@ -29,7 +29,10 @@ from .calibration import Efficiency
 from .systems import System
 
 MINIMAL_MATMUL = "ttnn.experimental.minimal_matmul"
-MATMULS = ("ttnn.linear", "ttnn.matmul", MINIMAL_MATMUL)
+# minimal_matmul's kernels with the gated residual fused in (ir/matmul.py): its layout, K blocks and cost
+MATMUL_ADDCMUL = "ttnn.experimental.dit_minimal_matmul_addcmul_fused"
+MINIMAL_MATMULS = (MINIMAL_MATMUL, MATMUL_ADDCMUL)
+MATMULS = ("ttnn.linear", "ttnn.matmul") + MINIMAL_MATMULS
 SDPAS = ("ttnn.transformer.scaled_dot_product_attention", "ttnn.transformer.joint_scaled_dot_product_attention")
 # ttnn's compute kernel config defaults to LoFi on Wormhole when an op is given none
 # (ttnn/cpp/ttnn/operations/core/compute_kernel/compute_kernel_config.cpp, init_device_compute_kernel_config)
@@ -138,7 +141,7 @@ def matmul_cost(op: Op, ctx: Context) -> OpCost:
     logical = 2.0 * volume(out.shape) * k_logical
     split = matmul_split(op, ctx, a, out)
     kt = k_padded // TILE
-    if op.fn == MINIMAL_MATMUL:  # K is looped in whole K blocks (zero-padded reads)
+    if op.fn in MINIMAL_MATMULS:  # K is looped in whole K blocks (zero-padded reads)
         kt = math.ceil(kt / k_block(ctx, op)) * k_block(ctx, op)
     moved, waste = traffic(ctx.tensors_read(op) + [out])
     compute = split_compute_s(ctx.system, ctx.eff, ctx.fidelity(op), split, kt)
@@ -164,6 +167,27 @@ def linear_choice(system: System, eff: Efficiency, fidelity: str, batch: int, mt
     """"minimal" when ttnn.experimental.minimal_matmul is modelled faster than ttnn.linear for [batch, Mt, Kt] x
     [Kt, Nt] (ir/matmul.py: how each spreads its tiles; ttnn.linear's activation is another op over the output),
     else "linear". io_bytes: A, the weight and the output, which both move."""
+    linear, minimal = _linear_seconds(system, eff, fidelity, batch, mt, kt, nt, k_block, activation, io_bytes,
+                                      out_bytes)
+    return "minimal" if minimal < linear else "linear"
+
+
+def addcmul_choice(system: System, eff: Efficiency, fidelity: str, batch: int, mt: int, kt: int, nt: int,
+                   k_block: int, io_bytes: float, out_bytes: float) -> bool:
+    """Whether residual + gate * linear(x) as one dit_minimal_matmul_addcmul_fused (it reads the residual, and
+    writes no intermediate) is modelled faster than the linear (the faster of ttnn.linear and minimal_matmul) and a
+    ttnn.addcmul after it (one more op, reading the residual and the linear's output, writing the sum)."""
+    dram = system.chip.dram_effective_bytes_per_s
+    linear, minimal = _linear_seconds(system, eff, fidelity, batch, mt, kt, nt, k_block, False, io_bytes, out_bytes)
+    apart = min(linear, minimal) + eff.op_overhead_s + 3 * out_bytes / dram
+    split = matmul_facts.minimal_split(batch * mt, nt, system.grid)
+    fused = max(split_compute_s(system, eff, fidelity, split, math.ceil(kt / k_block) * k_block),
+                (io_bytes + out_bytes) / dram)
+    return fused < apart
+
+
+def _linear_seconds(system, eff, fidelity, batch, mt, kt, nt, k_block, activation, io_bytes, out_bytes) -> tuple:
+    """(ttnn.linear, minimal_matmul) modelled seconds of one linear (see linear_choice)."""
     dram = io_bytes / system.chip.dram_effective_bytes_per_s
     linear = max(split_compute_s(system, eff, fidelity, matmul_facts.linear_split(batch, mt, nt, system.grid), kt),
                  dram)
@@ -171,13 +195,13 @@ def linear_choice(system: System, eff: Efficiency, fidelity: str, batch: int, mt
         linear += eff.op_overhead_s + 2 * out_bytes / system.chip.dram_effective_bytes_per_s
     minimal_split = matmul_facts.minimal_split(batch * mt, nt, system.grid)
     minimal = max(split_compute_s(system, eff, fidelity, minimal_split, math.ceil(kt / k_block) * k_block), dram)
-    return "minimal" if minimal < linear else "linear"
+    return linear, minimal
 
 
 def matmul_split(op: Op, ctx: Context, a: TensorSpec, out: TensorSpec) -> matmul_facts.Split:
     """How the op spreads its output tiles over the system's compute grid (ir/matmul.py)."""
     batch, mt, nt = volume(a.padded_shape[:-2]), a.padded_shape[-2] // TILE, out.padded_shape[-1] // TILE
-    if op.fn == MINIMAL_MATMUL:
+    if op.fn in MINIMAL_MATMULS:
         return matmul_facts.minimal_split(batch * mt, nt, ctx.system.grid)
     return matmul_facts.linear_split(batch, mt, nt, ctx.system.grid)
 

@@ -21,6 +21,12 @@ Two ops, for A [..., M, K] times a weight [K, N] (sizes in tiles: Mt, Kt, Nt):
     - refuses (minimal_matmul_device_operation.cpp, checked on the mock): a grid under 2x2 or beyond the device's,
       M_block % subblock_h, N_block % subblock_w, subblock_h * subblock_w over 4 tiles with fp32 accumulation
       (8 without), and circular buffers beyond L1 (l1_bytes).
+  ttnn.experimental.dit_minimal_matmul_addcmul_fused (the same kernels, computing residual + s * (A @ W + b) * gate
+  with the gate one row, in one device op, seen in the mock's graph capture): minimal_matmul's layout and
+  refusals, two more circular buffers (an M x N block of the residual and a row of the gate, measured on the mock:
+  exactly the "grow to" difference on 14 configs), and a residual whose tile size is the weight's
+  (minimal_matmul_program_descriptor.cpp: ternary_a_tile_size == in1_tile_size; bfloat8_b weights with a bfloat16
+  residual are refused).
 """
 
 from __future__ import annotations
@@ -95,20 +101,28 @@ class MinimalConfig:
 
 
 def l1_bytes(config: MinimalConfig, weight_dtype: str, bias_dtype: str | None, fp32_acc: bool,
-             act_dtype: str = "bfloat16") -> int:
+             act_dtype: str = "bfloat16", addcmul: tuple | None = None) -> int:
     """Where one core's circular buffers end: A, B and the output double-buffered in blocks, the accumulator (fp32
-    tiles with fp32 accumulation), and a row of bias tiles (minimal_matmul_program_factory.cpp; MINIMAL_CB_START)."""
+    tiles with fp32 accumulation), and a row of bias tiles (minimal_matmul_program_factory.cpp; MINIMAL_CB_START);
+    with `addcmul` (residual dtype, gate dtype: the fused addcmul), an M x N block of the residual and a row of the
+    gate."""
     m, k, n = config.m_block, config.k_block, config.n_block
     end = MINIMAL_CB_START + 2 * m * k * TILE_BYTES[act_dtype] + 2 * k * n * TILE_BYTES[weight_dtype] \
         + 2 * m * n * TILE_BYTES[act_dtype] + m * n * TILE_BYTES["float32" if fp32_acc else act_dtype]
     if bias_dtype is not None:
         end += n * TILE_BYTES[bias_dtype]
+    if addcmul is not None:
+        end += m * n * TILE_BYTES[addcmul[0]] + n * TILE_BYTES[addcmul[1]]
     return end
 
 
 def minimal_refusal(config: MinimalConfig, grid: tuple, device_grid: tuple, weight_dtype: str,
-                    bias_dtype: str | None, fp32_acc: bool, act_dtype: str = "bfloat16") -> str | None:
-    """Why ttnn 0.81.1 refuses this minimal_matmul config, or None (see the module docstring)."""
+                    bias_dtype: str | None, fp32_acc: bool, act_dtype: str = "bfloat16",
+                    addcmul: tuple | None = None) -> str | None:
+    """Why ttnn 0.81.1 refuses this minimal_matmul config (with `addcmul`: the fused addcmul's, its residual and
+    gate dtypes), or None (see the module docstring)."""
+    if addcmul is not None and TILE_BYTES[addcmul[0]] != TILE_BYTES[weight_dtype]:
+        return f"ternary_a_tile_size == in1_tile_size (a {addcmul[0]} residual with {weight_dtype} weights)"
     if min(grid) < 2 or grid[0] > device_grid[0] or grid[1] > device_grid[1]:
         return f"compute_with_storage_grid_size {grid} must be at least 2x2 and within the device grid {device_grid}"
     if min(config.m_block, config.k_block, config.n_block, config.subblock_h, config.subblock_w) <= 0:
@@ -118,7 +132,7 @@ def minimal_refusal(config: MinimalConfig, grid: tuple, device_grid: tuple, weig
     dest = 4 if fp32_acc else 8
     if config.subblock_h * config.subblock_w > dest:
         return f"cfg.subblock_h * cfg.subblock_w <= max_dest_volume ({dest})"
-    end = l1_bytes(config, weight_dtype, bias_dtype, fp32_acc, act_dtype)
+    end = l1_bytes(config, weight_dtype, bias_dtype, fp32_acc, act_dtype, addcmul)
     if end > L1_BYTES:
         return (f"Statically allocated dataflow buffers grow to {end} B which is beyond max L1 size of {L1_BYTES} B "
                 "(modelled)")
@@ -126,7 +140,7 @@ def minimal_refusal(config: MinimalConfig, grid: tuple, device_grid: tuple, weig
 
 
 def minimal_config(mt: int, kt: int, nt: int, weight_dtype: str, bias_dtype: str | None,
-                   fp32_acc: bool) -> MinimalConfig:
+                   fp32_acc: bool, addcmul: tuple | None = None) -> MinimalConfig:
     """TT-DiT's default blocking (models/tt_dit/utils/matmul.py get_matmul_config for shapes its tables lack): 8
     tiles on each of M, K and N, 2 on M or N when that side has fewer than 8 tiles, 2x2 subblocks. Larger blocks
     only cut block-loop overhead, which the cost model does not see, so the table's tuned entries are not needed to
@@ -134,6 +148,6 @@ def minimal_config(mt: int, kt: int, nt: int, weight_dtype: str, bias_dtype: str
     m, n = (8 if mt >= 8 else 2), (8 if nt >= 8 else 2)
     for k in (8, 4, 2, 1):
         config = MinimalConfig(m, k, n, 2, 2)
-        if l1_bytes(config, weight_dtype, bias_dtype, fp32_acc) <= L1_BYTES:
+        if l1_bytes(config, weight_dtype, bias_dtype, fp32_acc, addcmul=addcmul) <= L1_BYTES:
             return config
     return MinimalConfig(2, 1, 2, 2, 2)

@@ -7,9 +7,9 @@ import math
 import torch
 
 from ...cost.calibration import FITTED
-from ...cost.ops import fidelity_of, linear_choice
+from ...cost.ops import MATMUL_ADDCMUL, addcmul_choice, fidelity_of, linear_choice
 from ...ir import matmul as matmul_facts
-from ...ir.graph import is_const
+from ...ir.graph import is_const, normalized_args
 from ...ir.tiles import TILE
 from ..builder import TTNN_DTYPE, Builder
 from ..ccl import all_gather_async
@@ -160,6 +160,63 @@ def _minimal_matmul(b: Builder, input, weight_value, kwargs, config: matmul_fact
                  dtype=kwargs["dtype"])
     b.fusions["linear as minimal_matmul (TT-DiT's blocking)"] += 1
     return b.call("ttnn.experimental.minimal_matmul", (b.arg(input), weight_value), extra)
+
+
+def matmul_addcmul(b: Builder, add, lin, mul, residual, gate):
+    """The rule emitting residual + gate * linear(x) (rules/modulation.py's gated residual, the linear read only by
+    its product with the gate) as one ttnn.experimental.dit_minimal_matmul_addcmul_fused, when ttnn takes it and the
+    cost model says it beats the linear and a ttnn.addcmul apart (cost/ops.py addcmul_choice); else None. ttnn takes
+    it (ir/matmul.py): bfloat16 activations, residual and output; a constant 2-D weight of the residual's tile size
+    (bfloat16: with bfloat8_b weights it stays apart, and the plan says why); a constant bias or none; the gate one
+    row of the output's width; the whole sum on each device (not a row-parallel linear's partial sum)."""
+    if lin.op != "call_function" or lin.target is not aten.linear.default or b.pending_sum(lin):
+        return None
+    args = normalized_args(lin)
+    x, weight, bias = args["input"], args["weight"], args.get("bias")
+    if not is_const(weight) or len(weight.meta["val"].shape) != 2 or (bias is not None and not is_const(bias)):
+        return None
+    nodes = (x, lin, mul, residual, add)
+    if b.act_dtype != "bfloat16" or any(b.dtype_of(n.meta["val"].dtype, n) != "bfloat16" for n in nodes):
+        return None
+    out = list(b.local(lin))
+    row = list(b.arg_local(gate, mul))
+    if row[-1] != out[-1] or math.prod(row[:-1]) != 1:
+        return None
+    if b.weight_dtype != "bfloat16":
+        b.fusions[f"gated residual kept as linear + addcmul ({b.weight_dtype} weights: ttnn's fused op needs the "
+                  "residual's tile size)"] += 1
+        return None
+    text = b.configs.get("MATMUL_CONFIG") or b.config_texts["MATMUL_CONFIG"]
+    a_shape = b.local(x)
+    mt, kt, nt = (math.ceil(d / TILE) for d in (a_shape[-2], a_shape[-1], out[-1]))
+    dtypes = ("bfloat16", b.dtype_of(gate.meta["val"].dtype, gate))
+    bias_dtype = b.act_dtype if bias is not None else None
+    fp32_acc = "fp32_dest_acc_en=True" in text
+    config = matmul_facts.minimal_config(mt, kt, nt, "bfloat16", bias_dtype, fp32_acc, addcmul=dtypes)
+    grid = b.system.grid
+    if matmul_facts.minimal_refusal(config, grid, grid, "bfloat16", bias_dtype, fp32_acc, addcmul=dtypes):
+        return None
+    batch, tile = math.prod(a_shape[:-2]), matmul_facts.TILE_BYTES["bfloat16"]
+    out_bytes = batch * mt * nt * tile
+    io_bytes = batch * mt * kt * tile + kt * nt * tile + out_bytes
+    if not addcmul_choice(b.system, FITTED, fidelity_of(text), batch, mt, kt, nt, config.k_block, io_bytes,
+                          out_bytes):
+        return None
+    return lambda b: _emit_matmul_addcmul(b, lin, x, weight, bias, mul, residual, gate, config)
+
+
+def _emit_matmul_addcmul(b: Builder, lin, x, weight, bias, mul, residual, gate, config):
+    kwargs = {}
+    if bias is not None:
+        kwargs["bias_tensor"] = b.weight(bias, ROW, owner=lin)
+    name = (f"MINIMAL_MATMUL_{config.m_block}_{config.k_block}_{config.n_block}_"
+            f"{config.subblock_h}X{config.subblock_w}")
+    kwargs.update(config=b.config(name, config.code()), compute_kernel_config=b.config("MATMUL_CONFIG"),
+                  dtype=Code(TTNN_DTYPE[b.act_dtype]))
+    b.fusions["linear + gated residual as one dit_minimal_matmul_addcmul_fused"] += 1
+    weight_value = b.weight(weight, TRANSPOSE, dtype=b.weight_dtype, owner=lin)
+    return b.call(MATMUL_ADDCMUL, (b.arg(x), weight_value, 1.0, b.arg(residual), b.value_or_weight(gate, mul)),
+                  kwargs)
 
 
 @lowering(aten.matmul.default, aten.mm.default, aten.bmm.default)

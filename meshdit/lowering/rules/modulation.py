@@ -4,6 +4,8 @@
         -> one norm with weight s and bias shift (ttnn's norms, whole or distributed, take computed weights)
     y + g * h                  (the gated residual)
         -> ttnn.addcmul(y, g, h)
+        -> one ttnn.experimental.dit_minimal_matmul_addcmul_fused(x, W, 1, y, g, b) when h = linear(x, W, b) and
+           ttnn takes it (rules/linear.py matmul_addcmul; TT-DiT's newer blocks do so)
     linear(x, W, b) + c        (c a number: adaLN's 1 + scale once its chunk is its own linear, sharding/tp.py)
         -> linear(x, W, b + c)                         (lowering/rules/linear.py asks scalar_after)
 
@@ -108,9 +110,23 @@ def modulation(b: Builder, graph: fx.Graph) -> None:
         if node.op != "call_function" or node in b.fused:
             continue
         found = _gated_residual(b, node)
-        if found is not None:
-            b.absorbed[found[1]] = None
-            b.fused[node] = lambda b, r=found: _emit_addcmul(b, *r)
+        if found is None:
+            continue
+        residual, mul = found
+        b.absorbed[mul] = None
+        b.fused[node] = _with_linear(b, node, residual, mul) or (lambda b, r=found: _emit_addcmul(b, *r))
+
+
+def _with_linear(b: Builder, add, residual, mul):
+    """The rule computing the gated residual together with the linear whose output the gate multiplies (one
+    dit_minimal_matmul_addcmul_fused, rules/linear.py), the linear then emitting nothing; None to keep them apart."""
+    for value, gate in (mul.args, mul.args[::-1]):
+        if read_only_by(value, mul) and not claimed(b, value):
+            rule = linear_rules.matmul_addcmul(b, add, value, mul, residual, gate)
+            if rule is not None:
+                b.absorbed[value] = None
+                return rule
+    return None
 
 
 def _emit_norm(b: Builder, m: ModulatedNorm):

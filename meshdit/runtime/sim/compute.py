@@ -68,9 +68,38 @@ def minimal_matmul(input_tensor, weight_tensor, bias_tensor=None, *, fused_activ
     """A @ W (+ bias, + activation in the packer), A's leading dims folded into M. Refuses what ttnn 0.81.1's
     minimal_matmul_device_operation.cpp refuses (ir/matmul.py minimal_refusal, checked on the mock), and float32
     activations, whose circular buffers the L1 model was not fitted on."""
+    return _minimal("minimal_matmul", input_tensor, weight_tensor, bias_tensor, fused_activation, config, dtype,
+                    compute_kernel_config)
+
+
+@sim_op("experimental.dit_minimal_matmul_addcmul_fused")
+def dit_minimal_matmul_addcmul_fused(matmul_input_tensor, matmul_weight_tensor, scalar, addcmul_input_tensor1,
+                                     addcmul_input_tensor2, bias_tensor=None, *, config=None, memory_config=None,
+                                     dtype=None, compute_kernel_config=None):
+    """residual + scalar * (A @ W + bias) * gate in minimal_matmul's kernels, rounded once at the output. The gate
+    is one row for every output row (the kernel broadcasts it like the bias); the residual has the output's shape
+    and the weight's tile size (ir/matmul.py)."""
     where = "TT_FATAL (simulated) @ minimal_matmul_device_operation"
-    _check_device(input_tensor, weight_tensor, *((bias_tensor,) if bias_tensor is not None else ()))
-    for name, t in (("input", input_tensor), ("weight", weight_tensor), ("bias", bias_tensor)):
+    residual, gate = addcmul_input_tensor1, addcmul_input_tensor2
+    n = matmul_weight_tensor.shape[-1]
+    if list(residual.shape) != list(matmul_input_tensor.shape[:-1]) + [n]:
+        raise RuntimeError(f"{where}: addcmul_input_tensor1 {list(residual.shape)} must have the output's shape "
+                           f"{list(matmul_input_tensor.shape[:-1]) + [n]}")
+    if gate.shape[-1] != n or any(d != 1 for d in gate.shape[:-1]):
+        raise RuntimeError(f"{where} (meshdit): addcmul_input_tensor2 {list(gate.shape)} must be one row [.., 1, {n}] "
+                           "(the kernel broadcasts it like the bias)")
+    return _minimal("dit_minimal_matmul_addcmul_fused", matmul_input_tensor, matmul_weight_tensor, bias_tensor, None,
+                    config, dtype, compute_kernel_config, (float(scalar), residual, gate))
+
+
+def _minimal(op, input_tensor, weight_tensor, bias_tensor, fused_activation, config, dtype, compute_kernel_config,
+             addcmul=None):
+    where = f"TT_FATAL (simulated) @ {op} (minimal_matmul_device_operation)"
+    extra = (bias_tensor,) if bias_tensor is not None else ()
+    extra += tuple(addcmul[1:]) if addcmul is not None else ()
+    _check_device(input_tensor, weight_tensor, *extra)
+    for name, t in (("input", input_tensor), ("weight", weight_tensor), ("bias", bias_tensor)) + (
+            (("residual", addcmul[1]), ("gate", addcmul[2])) if addcmul is not None else ()):
         if t is not None and t.layout != TILE_LAYOUT:
             raise RuntimeError(f"{where}: {name} must be in TILE layout")
     if input_tensor.dtype.name == "float32":
@@ -82,13 +111,17 @@ def minimal_matmul(input_tensor, weight_tensor, bias_tensor=None, *, fused_activ
     if bias_tensor is not None and (any(d != 1 for d in bias_tensor.shape[:-1]) or bias_tensor.shape[-1] != ws[-1]):
         raise RuntimeError(f"{where}: bias {list(bias_tensor.shape)} must be [..1, {ws[-1]}]")
     fp32_acc = compute_kernel_config.fp32_dest_acc_en if compute_kernel_config is not None else True
-    if config is not None:
+    dtypes = (addcmul[1].dtype.name, addcmul[2].dtype.name) if addcmul is not None else None
+    if dtypes is not None and matmul_facts.TILE_BYTES[dtypes[0]] != matmul_facts.TILE_BYTES[weight_tensor.dtype.name]:
+        raise RuntimeError(f"{where}: ternary_a_tile_size == in1_tile_size (a {dtypes[0]} residual with "
+                           f"{weight_tensor.dtype.name} weights)")
+    if config is not None:  # without one ttnn picks its own blocks, which the simulation does not model
         grid = config.compute_with_storage_grid_size
         why = matmul_facts.minimal_refusal(
             matmul_facts.MinimalConfig(config.M_block_size, config.K_block_size, config.N_block_size,
                                        config.subblock_h, config.subblock_w), (grid.x, grid.y),
             (input_tensor.device().GRID.x, input_tensor.device().GRID.y), weight_tensor.dtype.name,
-            bias_tensor.dtype.name if bias_tensor is not None else None, fp32_acc, input_tensor.dtype.name)
+            bias_tensor.dtype.name if bias_tensor is not None else None, fp32_acc, input_tensor.dtype.name, dtypes)
         if why is not None:
             raise RuntimeError(f"{where}: {why}")
     act = None
@@ -102,15 +135,20 @@ def minimal_matmul(input_tensor, weight_tensor, bias_tensor=None, *, fused_activ
     fidelity = compute_kernel_config.math_fidelity if compute_kernel_config is not None else "HiFi2"
     formats = (input_tensor.dtype.name, weight_tensor.dtype.name)
 
-    def fn(a, w, c=None):
+    def fn(a, w, *rest):
         a, w = fidelity_operands(_f(a), _f(w).reshape(ws[-2:]), fidelity, *formats)
         y = torch.matmul(a, w)
-        if c is not None:
-            y = y + _f(c).reshape(-1)
-        return act(y) if act is not None else y
+        rest = list(rest)
+        if bias_tensor is not None:
+            y = y + _f(rest.pop(0)).reshape(-1)
+        if act is not None:
+            y = act(y)
+        if addcmul is not None:  # in the kernel, before the one rounding at the output
+            residual, gate = rest
+            y = _f(residual) + addcmul[0] * y * _f(gate).reshape(-1)
+        return y
 
-    inputs = (input_tensor, weight_tensor) + ((bias_tensor,) if bias_tensor is not None else ())
-    return _map(fn, *inputs, dtype=dtype)
+    return _map(fn, input_tensor, weight_tensor, *extra, dtype=dtype)
 
 
 @sim_op("matmul")
