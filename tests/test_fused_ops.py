@@ -491,3 +491,25 @@ def test_linear_and_gated_residual_are_one_op():
     assert any("bfloat8_b weights" in reason for reason in apart.ir.fusions)
     tp = meshdit.lower(GatedFeedForward().eval(), "1x2 tp2@1", inputs, dtype="bf16", weight_dtype="bf16")
     assert MATMUL_ADDCMUL not in [op.fn for op in tp.ir.ops] and tp.pcc_report()[0].pcc > 0.999
+
+
+class ScalarGated(torch.nn.Module):
+    """Gated residuals the fused op cannot take: a 0-d gate (WanVACE's hint scale: it crashed the finder), and a
+    linear's output reshaped before the gate (the product's operand is the view, not the linear)."""
+
+    def __init__(self, d=128):
+        super().__init__()
+        self.proj, self.cond = torch.nn.Linear(d, d), torch.nn.Linear(d, d)
+        self.register_buffer("scale", torch.tensor(0.5))
+
+    def forward(self, x, c):
+        x = x + self.scale * self.proj(x)
+        return x + torch.sigmoid(c)[:, None] * self.cond(c)[:, None]
+
+
+def test_gates_the_fused_op_cannot_take_stay_apart():
+    torch.manual_seed(0)
+    inputs = {"x": torch.randn(1, 64, 128), "c": torch.randn(1, 128)}
+    program = meshdit.lower(ScalarGated().eval(), "1x1", inputs, dtype="bf16", weight_dtype="bf16")
+    assert MATMUL_ADDCMUL not in [op.fn for op in program.ir.ops]
+    assert program.pcc_report()[0].pcc > 0.999

@@ -180,8 +180,8 @@ def matmul_addcmul(b: Builder, add, lin, mul, residual, gate):
         return None
     out = list(b.local(lin))
     row = list(b.arg_local(gate, mul))
-    if row[-1] != out[-1] or math.prod(row[:-1]) != 1:
-        return None
+    if list(b.local(residual)) != out or not row or row[-1] != out[-1] or math.prod(row[:-1]) != 1:
+        return None  # the linear's output broadcast to the residual's shape, or a gate that is not one row
     if b.weight_dtype != "bfloat16":
         b.fusions[f"gated residual kept as linear + addcmul ({b.weight_dtype} weights: ttnn's fused op needs the "
                   "residual's tile size)"] += 1
