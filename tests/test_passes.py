@@ -592,3 +592,19 @@ def test_traced_capture_does_not_reuse_data_dependent_shapes():
     assert captured.method != "torch.export"
     with pytest.raises(SpecializationError, match="bincount"):
         run_passes(captured)
+
+
+def test_each_constant_value_gets_its_own_placeholder():
+    """The specialiser kept constant placeholders by id() of their abstract value: a folded value nothing else held
+    (the positions a static mask selects) was freed, a later constant allocated at its address got its placeholder,
+    and _FixedPositions' index_put read the wrong table now and then. Keyed by the value itself, it stays alive."""
+    from meshdit.passes.specialize import Val, _Specializer
+
+    spec = _Specializer(capture(_CountedRouting().eval(), {"x": torch.randn(1, 4, 8)}), set(), [], {})
+    table, other = torch.zeros(2), torch.ones(3)
+    first = Val("const", table, table)
+    placeholder, address = spec.const_node(first, "first"), id(first)
+    del first
+    later = [Val("const", other, other) for _ in range(50)]  # the allocator hands a freed address out again
+    assert all(spec.const_node(v, "later") is not placeholder for v in later)
+    assert all(id(v) != address for v in later)

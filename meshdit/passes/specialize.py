@@ -115,7 +115,10 @@ class _Specializer:
         self.recipe_inputs: list = []
         self.recipe_placeholders: dict = {}
         self.constants: dict = {}
-        self.const_nodes: dict = {}  # id(Val) -> placeholder in new graph
+        # Val -> placeholder in the new graph. Keyed by the Val itself, which keeps it alive: keyed by id(), a folded
+        # value nothing else held (the positions a static mask selects) was freed, and a later constant allocated at
+        # its address was given its placeholder
+        self.const_nodes: dict = {}
         self.recipe_outputs: list = []
         self.inputs: dict = {}
         self.static_values: dict = {}
@@ -195,8 +198,8 @@ class _Specializer:
 
     def const_node(self, val: Val, hint: str) -> fx.Node:
         """Placeholder in the new graph standing for a const tensor (a weight the program owns)."""
-        if id(val) in self.const_nodes:
-            return self.const_nodes[id(val)]
+        if val in self.const_nodes:
+            return self.const_nodes[val]
         if val.origin and val.origin[0] == "state":
             name, source = self._unique(val.origin[1]), val.origin[1]
         else:
@@ -205,7 +208,7 @@ class _Specializer:
         node = self.graph.placeholder(name)
         node.meta.update(kind="const", key=name, val=val.meta)
         self.constants[name] = ConstantSpec(name, tuple(val.meta.shape), val.meta.dtype, source, val.value)
-        self.const_nodes[id(val)] = node
+        self.const_nodes[val] = node
         return node
 
     # --- evaluation -----------------------------------------------------------------------------------------------
