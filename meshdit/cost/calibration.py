@@ -21,7 +21,8 @@ block for the same published time moved the per-op overhead from 21.4 to 37.1 us
 term gained the softmax's elementwise tiles (cost/ops.py attention_pass) and k chunks came to be chosen by modelled
 time: SDPA 0.109 -> 0.119. Refitted once more when a matmul's time became its busiest core's tiles under the layout
 ttnn.linear or minimal_matmul gives it (ir/matmul.py) and ttnn.linear's unfused activation a second op: matmul 0.364,
-32.9 us per device op.
+32.9 us per device op. Refitted after Mochi's RoPE became one rotary op per q/k (passes/pair_products.py; 3847 ->
+3079 device ops per forward): matmul 0.372, SDPA 0.116, 32.4 us per device op.
 Flux.1-dev on both systems and Mochi-1 on T3K are held out; BENCHMARKS.md has every ratio and the reasons for the
 misses.
 SOURCED is the research note's "set A": datasheet and tech-report efficiencies with no per-op overhead, the
@@ -46,7 +47,7 @@ class Efficiency:
 
 
 # From bench/cost_model.py (see the module docstring); rerun it to refit, and it says when these differ
-FITTED = Efficiency(matmul=0.364, sdpa=0.119, op_overhead_s=32.9e-6)
+FITTED = Efficiency(matmul=0.372, sdpa=0.116, op_overhead_s=32.4e-6)
 # HW note section 7, set A: matmul 0.6 (GEMM_FLOPS.md, BF16 HiFi2 52-65%), SDPA 0.45 (Blackhole ring-joint SDPA
 # math utilisation 53-57%, tech_reports/FlashAttention/RingSDPA_SingleChipProxy.md), no per-op overhead
 SOURCED = Efficiency(matmul=0.6, sdpa=0.45, op_overhead_s=0.0)
