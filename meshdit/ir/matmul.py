@@ -121,8 +121,9 @@ def minimal_refusal(config: MinimalConfig, grid: tuple, device_grid: tuple, weig
                     addcmul: tuple | None = None) -> str | None:
     """Why ttnn 0.81.1 refuses this minimal_matmul config (with `addcmul`: the fused addcmul's, its residual and
     gate dtypes), or None (see the module docstring)."""
-    if addcmul is not None and TILE_BYTES[addcmul[0]] != TILE_BYTES[weight_dtype]:
-        return f"ternary_a_tile_size == in1_tile_size (a {addcmul[0]} residual with {weight_dtype} weights)"
+    why = addcmul_refusal(addcmul, weight_dtype)
+    if why is not None:
+        return why
     if min(grid) < 2 or grid[0] > device_grid[0] or grid[1] > device_grid[1]:
         return f"compute_with_storage_grid_size {grid} must be at least 2x2 and within the device grid {device_grid}"
     if min(config.m_block, config.k_block, config.n_block, config.subblock_h, config.subblock_w) <= 0:
@@ -136,6 +137,13 @@ def minimal_refusal(config: MinimalConfig, grid: tuple, device_grid: tuple, weig
     if end > L1_BYTES:
         return (f"Statically allocated dataflow buffers grow to {end} B which is beyond max L1 size of {L1_BYTES} B "
                 "(modelled)")
+    return None
+
+
+def addcmul_refusal(addcmul: tuple | None, weight_dtype: str) -> str | None:
+    """Why ttnn refuses the fused addcmul's residual (dtype addcmul[0]) with these weights whatever the config."""
+    if addcmul is not None and TILE_BYTES[addcmul[0]] != TILE_BYTES[weight_dtype]:
+        return f"ternary_a_tile_size == in1_tile_size (a {addcmul[0]} residual with {weight_dtype} weights)"
     return None
 
 

@@ -4,8 +4,8 @@
 
 Order: specialise (concrete shapes, folded constants, data-dependent values) -> in-place writes into out-of-place
 values (before anything drops a node nobody reads) -> drop no-ops -> canonicalise ->
-complex values into real pairs -> complex products on channel pairs into rotations -> linear maps of the last dim through narrow views (RoPE's pair rotation) into
-matmuls ->
+complex values into real pairs -> complex products on channel pairs into rotations (even/odd RoPE) -> linear maps
+of the last dim through narrow views (RoPE's pair rotation) into matmuls ->
 merge common subexpressions (shared position tables) -> fuse RMSNorm -> keep concatenated token streams apart
 (push cats down to attention) -> joint attention -> split its outputs back into streams -> orient each joint
 attention (its main stream is the one from the latent input) -> per-head work (norms, RoPE) moved after the

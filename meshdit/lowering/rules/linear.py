@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -120,6 +121,38 @@ MINIMAL_ACTIVATIONS = {"gelu": "ttnn.UnaryWithParam(ttnn.UnaryOpType.GELU, 0.0)"
                        "relu": "ttnn.UnaryWithParam(ttnn.UnaryOpType.RELU)"}
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """What choosing between the matmul ops needs of one linear: [batch, Mt, Kt] x [Kt, Nt] in tiles, the bytes A,
+    the weight and the output move, and the matmul kernel config's fidelity and accumulation."""
+
+    batch: int
+    mt: int
+    kt: int
+    nt: int
+    io_bytes: float  # A, the weight and the output
+    out_bytes: float
+    fidelity: str
+    fp32_acc: bool
+
+
+def _shape(b: Builder, input, n: int, weight_dtype: str) -> _Shape:
+    a_shape = b.local(input)
+    mt, kt, nt = (math.ceil(d / TILE) for d in (a_shape[-2], a_shape[-1], n))
+    batch, act_tile = math.prod(a_shape[:-2]), matmul_facts.TILE_BYTES[b.act_dtype]
+    out_bytes = batch * mt * nt * act_tile
+    io_bytes = batch * mt * kt * act_tile + kt * nt * matmul_facts.TILE_BYTES[weight_dtype] + out_bytes
+    text = b.configs.get("MATMUL_CONFIG") or b.config_texts["MATMUL_CONFIG"]
+    return _Shape(batch, mt, kt, nt, io_bytes, out_bytes, fidelity_of(text), "fp32_dest_acc_en=True" in text)
+
+
+def _config_ref(b: Builder, config: matmul_facts.MinimalConfig) -> Code:
+    """The program's MinimalMatmulConfig for `config`, made once per distinct blocking."""
+    name = (f"MINIMAL_MATMUL_{config.m_block}_{config.k_block}_{config.n_block}_"
+            f"{config.subblock_h}X{config.subblock_w}")
+    return b.config(name, config.code())
+
+
 def _minimal_config(b: Builder, input, weight, weight_value, kwargs) -> matmul_facts.MinimalConfig | None:
     """A minimal_matmul config when TT-DiT's linear (ttnn.experimental.minimal_matmul) is modelled faster than
     ttnn.linear for this linear's shapes on the system's grid (cost/ops.py linear_choice: it folds A's leading dims
@@ -132,21 +165,13 @@ def _minimal_config(b: Builder, input, weight, weight_value, kwargs) -> matmul_f
             (bias is not None and not isinstance(bias, WeightRef)):
         return None
     weight_spec = b.weights[weight_value.name].spec
-    a_shape, n = b.local(input), weight_spec.shape[-1]
     if len(weight_spec.shape) != 2 or weight_spec.dtype not in matmul_facts.TILE_BYTES:
         return None
-    text = b.configs.get("MATMUL_CONFIG") or b.config_texts["MATMUL_CONFIG"]
-    fp32_acc = "fp32_dest_acc_en=True" in text
-    tiles = [math.ceil(d / TILE) for d in (a_shape[-2], a_shape[-1], n)]
-    config = matmul_facts.minimal_config(*tiles, weight_spec.dtype,
-                                         b.weights[bias.name].spec.dtype if bias is not None else None, fp32_acc)
-    batch = math.prod(a_shape[:-2])
-    mt, kt, nt = tiles
-    act_tile = matmul_facts.TILE_BYTES[b.act_dtype]
-    out_bytes = batch * mt * nt * act_tile
-    io_bytes = batch * mt * kt * act_tile + kt * nt * matmul_facts.TILE_BYTES[weight_spec.dtype] + out_bytes
-    faster = linear_choice(b.system, FITTED, fidelity_of(text), batch, mt, kt, nt, config.k_block,
-                           kwargs.get("activation") is not None, io_bytes, out_bytes)
+    sh = _shape(b, input, weight_spec.shape[-1], weight_spec.dtype)
+    config = matmul_facts.minimal_config(sh.mt, sh.kt, sh.nt, weight_spec.dtype,
+                                         b.weights[bias.name].spec.dtype if bias is not None else None, sh.fp32_acc)
+    faster = linear_choice(b.system, FITTED, sh.fidelity, sh.batch, sh.mt, sh.kt, sh.nt, config.k_block,
+                           kwargs.get("activation") is not None, sh.io_bytes, sh.out_bytes)
     return config if faster == "minimal" else None
 
 
@@ -154,9 +179,7 @@ def _minimal_matmul(b: Builder, input, weight_value, kwargs, config: matmul_fact
     extra = {"bias_tensor": kwargs["bias"]} if "bias" in kwargs else {}
     if "activation" in kwargs:
         extra["fused_activation"] = Code(MINIMAL_ACTIVATIONS[kwargs["activation"]])
-    name = (f"MINIMAL_MATMUL_{config.m_block}_{config.k_block}_{config.n_block}_"
-            f"{config.subblock_h}X{config.subblock_w}")
-    extra.update(config=b.config(name, config.code()), compute_kernel_config=kwargs["compute_kernel_config"],
+    extra.update(config=_config_ref(b, config), compute_kernel_config=kwargs["compute_kernel_config"],
                  dtype=kwargs["dtype"])
     b.fusions["linear as minimal_matmul (TT-DiT's blocking)"] += 1
     return b.call("ttnn.experimental.minimal_matmul", (b.arg(input), weight_value), extra)
@@ -186,32 +209,22 @@ def matmul_addcmul(b: Builder, add, lin, mul, residual, gate):
         b.fusions[f"gated residual kept as linear + addcmul ({b.weight_dtype} weights: ttnn's fused op needs the "
                   "residual's tile size)"] += 1
         return None
-    text = b.configs.get("MATMUL_CONFIG") or b.config_texts["MATMUL_CONFIG"]
-    a_shape = b.local(x)
-    mt, kt, nt = (math.ceil(d / TILE) for d in (a_shape[-2], a_shape[-1], out[-1]))
-    dtypes = ("bfloat16", b.dtype_of(gate.meta["val"].dtype, gate))
+    sh = _shape(b, x, out[-1], "bfloat16")
+    addcmul = ("bfloat16", b.dtype_of(gate.meta["val"].dtype, gate))  # residual, gate
     bias_dtype = b.act_dtype if bias is not None else None
-    fp32_acc = "fp32_dest_acc_en=True" in text
-    config = matmul_facts.minimal_config(mt, kt, nt, "bfloat16", bias_dtype, fp32_acc, addcmul=dtypes)
+    config = matmul_facts.minimal_config(sh.mt, sh.kt, sh.nt, "bfloat16", bias_dtype, sh.fp32_acc, addcmul=addcmul)
     grid = b.system.grid
-    if matmul_facts.minimal_refusal(config, grid, grid, "bfloat16", bias_dtype, fp32_acc, addcmul=dtypes):
+    if matmul_facts.minimal_refusal(config, grid, grid, "bfloat16", bias_dtype, sh.fp32_acc, addcmul=addcmul):
         return None
-    batch, tile = math.prod(a_shape[:-2]), matmul_facts.TILE_BYTES["bfloat16"]
-    out_bytes = batch * mt * nt * tile
-    io_bytes = batch * mt * kt * tile + kt * nt * tile + out_bytes
-    if not addcmul_choice(b.system, FITTED, fidelity_of(text), batch, mt, kt, nt, config.k_block, io_bytes,
-                          out_bytes):
+    if not addcmul_choice(b.system, FITTED, sh.fidelity, sh.batch, sh.mt, sh.kt, sh.nt, config.k_block, sh.io_bytes,
+                          sh.out_bytes):
         return None
     return lambda b: _emit_matmul_addcmul(b, lin, x, weight, bias, mul, residual, gate, config)
 
 
 def _emit_matmul_addcmul(b: Builder, lin, x, weight, bias, mul, residual, gate, config):
-    kwargs = {}
-    if bias is not None:
-        kwargs["bias_tensor"] = b.weight(bias, ROW, owner=lin)
-    name = (f"MINIMAL_MATMUL_{config.m_block}_{config.k_block}_{config.n_block}_"
-            f"{config.subblock_h}X{config.subblock_w}")
-    kwargs.update(config=b.config(name, config.code()), compute_kernel_config=b.config("MATMUL_CONFIG"),
+    kwargs = {"bias_tensor": b.weight(bias, ROW, owner=lin)} if bias is not None else {}
+    kwargs.update(config=_config_ref(b, config), compute_kernel_config=b.config("MATMUL_CONFIG"),
                   dtype=Code(TTNN_DTYPE[b.act_dtype]))
     b.fusions["linear + gated residual as one dit_minimal_matmul_addcmul_fused"] += 1
     weight_value = b.weight(weight, TRANSPOSE, dtype=b.weight_dtype, owner=lin)

@@ -112,18 +112,16 @@ def _minimal(op, input_tensor, weight_tensor, bias_tensor, fused_activation, con
         raise RuntimeError(f"{where}: bias {list(bias_tensor.shape)} must be [..1, {ws[-1]}]")
     fp32_acc = compute_kernel_config.fp32_dest_acc_en if compute_kernel_config is not None else True
     dtypes = (addcmul[1].dtype.name, addcmul[2].dtype.name) if addcmul is not None else None
-    if dtypes is not None and matmul_facts.TILE_BYTES[dtypes[0]] != matmul_facts.TILE_BYTES[weight_tensor.dtype.name]:
-        raise RuntimeError(f"{where}: ternary_a_tile_size == in1_tile_size (a {dtypes[0]} residual with "
-                           f"{weight_tensor.dtype.name} weights)")
+    why = matmul_facts.addcmul_refusal(dtypes, weight_tensor.dtype.name)
     if config is not None:  # without one ttnn picks its own blocks, which the simulation does not model
         grid = config.compute_with_storage_grid_size
-        why = matmul_facts.minimal_refusal(
+        why = why or matmul_facts.minimal_refusal(
             matmul_facts.MinimalConfig(config.M_block_size, config.K_block_size, config.N_block_size,
                                        config.subblock_h, config.subblock_w), (grid.x, grid.y),
             (input_tensor.device().GRID.x, input_tensor.device().GRID.y), weight_tensor.dtype.name,
             bias_tensor.dtype.name if bias_tensor is not None else None, fp32_acc, input_tensor.dtype.name, dtypes)
-        if why is not None:
-            raise RuntimeError(f"{where}: {why}")
+    if why is not None:
+        raise RuntimeError(f"{where}: {why}")
     act = None
     if fused_activation is not None:
         kind = fused_activation.op_type.name
