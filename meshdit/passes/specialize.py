@@ -10,8 +10,8 @@ Tensors made from another's shape only (empty_like, zeros_like, new_ones, full_l
 one is zeros, so the program never reads uninitialised memory (the model overwrites what it reads).
 Data-dependent ops (nonzero, masked_select, item(), ...) get this documented treatment: the inputs they read
 must be static. Such inputs are found automatically (every module input upstream of a data-dependent op becomes
-static), their example value is baked into the program, and the program refuses, with a named error, a later
-call whose value differs. On the meta device an integer or boolean static input has no value; it is then taken
+static: static_inputs.py), their example value is baked into the program, and the program refuses, with a named
+error, a later call whose value differs. On the meta device an integer or boolean static input has no value; it is then taken
 as all ones (a full attention mask, every prompt token valid) and the plan says so.
 Higher-order ops that only wrap a region (autocast, grad mode) are inlined: autocast to float32 is a no-op on
 device, where dtypes are chosen by the lowering.
@@ -31,22 +31,11 @@ from ..errors import SpecializationError, node_location
 from .fold import prune_constants
 from .flex import flex_as_sdpa, only_build_block_masks
 from .mutations import written_in_place
+from .static_inputs import DATA_DEPENDENT, runtime_dependent, static_ancestors, user_inputs
 from ..ir.graph import ConstantSpec, ModelGraph, graph_module
 
 aten = torch.ops.aten
 
-DATA_DEPENDENT = {
-    aten.nonzero.default,
-    aten.nonzero_numpy.default,
-    aten.argwhere.default,
-    aten.masked_select.default,
-    aten._local_scalar_dense.default,
-    aten.item.default,
-    aten.repeat_interleave.Tensor,
-    aten.repeat_interleave.self_Tensor,
-    aten.unique_consecutive.default,
-    aten._unique2.default,
-}
 # Ops whose value depends only on their input's shape and dtype -> the value they fill with, from (args, kwargs)
 SHAPE_ONLY = {
     aten.empty_like.default: lambda a, k: 0,
@@ -126,7 +115,7 @@ class _Specializer:
         self.static_given = static_given  # real values given for static inputs (needed on meta)
         self.used_names: set = set()
         self.written = written_in_place(captured.exported.graph,
-                                        _runtime_dependent(captured.exported, static_names))
+                                        runtime_dependent(captured.exported, static_names))
         self.recipe_attrs: dict = {}  # constants the recipe holds as attributes (see const_from_value)
         self.skipped = only_build_block_masks(captured.exported.graph)
         self.region_depth = 0  # inside an inlined autocast or grad-mode region
@@ -493,34 +482,6 @@ def _on_device(args, kwargs, device: str | None):
     return args, pytree.tree_map(convert, kwargs)
 
 
-def _user_input_names(ep) -> list:
-    return [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
-
-
-def _user_inputs(ep, example_inputs: dict) -> dict:
-    """Exported input name -> (example value, key path in the keyword arguments).
-
-    torch.export flattens structured arguments (dicts such as PixArt's added_cond_kwargs, lists of tensors, tuples of
-    rotary tables, lists of shape tuples) into one input per leaf, named after its path (`added_cond_kwargs_
-    resolution`), in the order pytree flattens the keyword arguments; the same flattening gives each its value."""
-    names = _user_input_names(ep)
-    leaves = pytree.tree_flatten_with_path(((), example_inputs))[0]
-    if len(leaves) != len(names):
-        raise SpecializationError(f"torch.export flattened the inputs into {len(names)} leaves ({names}) but the "
-                                  f"example inputs have {len(leaves)}; pass every argument as a keyword")
-    return {name: (value, path[1:]) for name, (path, value) in zip(names, leaves)}
-
-
-def _runtime_dependent(ep, static_names: set) -> set:
-    """Nodes of the exported graph whose value depends on a run-time input (not on weights or static inputs only)."""
-    names = set(_user_input_names(ep)) - static_names
-    runtime = {n for n in ep.graph.nodes if n.op == "placeholder" and n.name in names}
-    for node in ep.graph.nodes:
-        if node.op == "call_function" and any(a in runtime for a in node.all_input_nodes):
-            runtime.add(node)
-    return runtime
-
-
 def _drop_unread(graph: fx.Graph) -> None:
     """Remove every call the output does not read, impure ones too: a folded value nobody uses (the block mask a
     flex attention built, which its dense mask replaces) may hold ops that cannot even be printed as code."""
@@ -542,47 +503,6 @@ def _data_dependent_shape(target, args) -> bool:
         _is_val(i) and isinstance(i.meta, torch.Tensor) and i.meta.dtype == torch.bool for i in args[1])
 
 
-def _data_dependent(node: fx.Node) -> bool:
-    """An op whose output shape depends on values: the DATA_DEPENDENT ops, and indexing by a boolean mask."""
-    if node.target in DATA_DEPENDENT:
-        return True
-    if getattr(node.target, "__name__", "") == "flex_attention":
-        return True  # its mask is made dense from the values it reads (see flex_attention)
-    if node.target is aten.index.Tensor and len(node.args) > 1:
-        return any(isinstance(i, fx.Node) and getattr(i.meta.get("val"), "dtype", None) == torch.bool
-                   for i in node.args[1])
-    return False
-
-
-def _static_ancestors(ep: torch.export.ExportedProgram) -> set:
-    """Module inputs upstream of a data-dependent op: these must be static."""
-    user = set(_user_input_names(ep))
-    found: set = set()
-    for module in ep.graph_module.modules():
-        if not isinstance(module, fx.GraphModule):
-            continue
-        for node in module.graph.nodes:
-            if node.op == "call_function" and _data_dependent(node):
-                # a flex attention's mask and score functions read their buffers and block mask, not q, k, v
-                # and x.repeat_interleave(repeats) takes its shape from the repeats only
-                if getattr(node.target, "__name__", "") == "flex_attention":
-                    roots = [a for a in pytree.tree_leaves(list(node.args[4:])) if isinstance(a, fx.Node)]
-                elif node.target is aten.repeat_interleave.self_Tensor:
-                    roots = [node.args[1]]
-                else:
-                    roots = [node]
-                stack, seen = roots, set()
-                while stack:
-                    cur = stack.pop()
-                    if cur in seen:
-                        continue
-                    seen.add(cur)
-                    if cur.op == "placeholder" and cur.name in user:
-                        found.add(cur.name)
-                    stack.extend(cur.all_input_nodes)
-    return found
-
-
 def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
     """Turn a captured ExportedProgram into a ModelGraph with concrete shapes and folded constants.
 
@@ -590,14 +510,14 @@ def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
     example inputs are on meta)."""
     start = time.perf_counter()
     ep = captured.exported
-    user_inputs = _user_inputs(ep, captured.example_inputs)
-    user_values = {name: value for name, (value, _) in user_inputs.items()}
+    arguments = user_inputs(ep, captured.example_inputs)
+    user_values = {name: value for name, (value, _) in arguments.items()}
     static_given = dict(static_inputs) if isinstance(static_inputs, dict) else {}
     unknown = sorted(set(static_inputs) - set(user_values))
     if unknown:
         raise SpecializationError(f"static_inputs names {unknown} are not inputs of the module: {sorted(user_values)}")
     notes: list = []
-    auto = _static_ancestors(ep)
+    auto = static_ancestors(ep)
     for name in sorted(auto - set(static_inputs)):
         notes.append(f"input '{name}' feeds a data-dependent op: its value is baked in (static)")
     spec = _Specializer(captured, set(static_inputs) | auto, notes, static_given)
@@ -628,7 +548,7 @@ def specialize(captured: CapturedModel, static_inputs=()) -> ModelGraph:
         recipe_inputs=list(spec.recipe_inputs),
         recipe_outputs=[name for name, _ in spec.recipe_outputs],
         static_inputs=spec.static_values,
-        input_paths={name: path for name, (_, path) in user_inputs.items()
+        input_paths={name: path for name, (_, path) in arguments.items()
                      if name in spec.inputs or name in spec.static_values},
         out_spec=ep.call_spec.out_spec,
         model_name=captured.model_name,
