@@ -14,13 +14,18 @@ export gives, node for node.
 A block kind is an instance's class, its parameter and buffer names, shapes and dtypes, and the plain attributes
 of every module inside it (config values such as a layer index or a flag the forward branches on); a call reuses a
 trace only when its kind and input signature (tensor shapes, strides, dtypes, aliasing; every non-tensor
-argument's value; grad and autocast state) equal the traced call's. What the copies could not reproduce is refused:
- - per kind, traced in the model like the whole export does (the trace continues): a block making data-dependent
-   sizes (each instance gets its own symbol), rebinding an input (an in-place write into it, x.to(its own dtype)),
-   returning no tensor of its own or a symbolic value, called with dynamic shapes;
+argument's value; grad and autocast state) equal the traced call's. Two things a trace keeps outside the block are
+reproduced per copy: an op returning an input itself (x.to(its own dtype)) rebinds the caller's tensor to the
+block's op, and a size made from data (a nonzero) is a symbol of each instance's own, numbered in call order. What
+the copies could not reproduce is refused:
+ - per kind, traced in the model like the whole export does (the trace continues): a block writing into an input
+   in place, computing a data-dependent size of an input itself (kept on the caller's tensor and shared by all
+   instances), returning a data-dependent size, a symbolic value or no tensor of its own, called with dynamic
+   shapes;
  - for the whole capture, which capture.py then exports as before: a global module hook, a forward that changes
    its module's attributes, a write into an input through a view or into a weight, a block reading a value it was
-   not passed or creating constants or submodules, markers under a traced region (autocast) or dropped by export.
+   not passed or creating constants or submodules, a data-dependent size of an input computed both before the block
+   and in it, markers under a traced region (autocast) or dropped by export.
 Blocks with hooks of their own are not of any kind (traced in the model).
 """
 
@@ -162,9 +167,12 @@ class _Traced:
     outputs: list  # per flat output leaf: ("value", v), ("in", tensor input k) or ("out", exit marker k)
     out_spec: object
     metas: list  # (shape, stride, dtype, device) per output tensor
+    rebinds: list  # (tensor input k, output j): the caller's input k reads output j after the call
     keep: list  # the call's non-tensor arguments: alive, so no later object reuses an id its signature holds
     fns_before: dict  # torch function -> its torch_fn count before the block
     fns_made: dict  # torch function -> calls the block made
+    symbols: tuple  # (first number, count) of the unbacked int and float symbols the block made
+    names_made: dict  # node name base -> names the trace gave the block's nodes (those a pass erased too)
 
 
 @dataclass
@@ -172,6 +180,7 @@ class _Call:
     path: str
     traced: _Traced
     fns_at: dict  # torch function -> its torch_fn count then
+    symbols_at: tuple  # the first unbacked int and float symbol numbers kept for this call's copy
 
 
 @dataclass
@@ -246,10 +255,13 @@ class BlockCapture:
             if traced is None:
                 return capture._trace(path, block, original, flat, spec, at, signature)
             tag = next(capture._tags)
-            capture.calls[tag] = _Call(path, traced, _skip_counts(traced))
+            capture.calls[tag] = _Call(path, traced, _skip_counts(traced), _skip_symbols(traced))
             _OUTPUTS[tag] = traced.metas
             xs = [flat[i] for i in at]
             outs = [torch.ops.meshdit.block_call(xs, tag, j) for j in range(len(traced.metas))]
+            tracer = _tracer()
+            for k, j in traced.rebinds:
+                set_proxy_slot(xs[k], tracer, get_proxy_slot(outs[j], tracer))
             return _rebuild(traced.outputs, xs, outs, traced.out_spec)
 
         return traced_once
@@ -282,30 +294,41 @@ class BlockCapture:
         ins = iter(marked)
         tensor_at = set(at)
         args, kwargs = pytree.tree_unflatten([next(ins) if i in tensor_at else v for i, v in enumerate(flat)], spec)
-        fns_before = _counts()
+        memos = [_memos(x) for x in given]
+        fns_before, names_before = _counts(), _name_counts()
         symbols = _unbacked_count()
         out = original(*args, **kwargs)
         fns_after = _counts()
+        # a data-dependent size of an input (its nonzero, item, ...) is kept on that tensor, and the whole-model
+        # trace gives every later op on it the same symbol; the block computed it on its own copy of the tensor
+        computed = [k for k, m in enumerate(marked) if _memos(m)]
+        if any(memos[k] for k in computed):
+            self.refused = f"{path} recomputes a data-dependent size of an input its caller already computed"
+            raise Fallback(self.refused)
         if kind_key(block) != before:
             self.refused = f"{path}.forward changes its module's attributes (a cache?): each call may trace differently"
             raise Fallback(self.refused)  # stop this export now: the whole model is exported again
         rebound = [k for k, m in enumerate(marked) if _node_of(m, tracer) is not nodes[k]]
-        for k in rebound:
-            # an op returning its input itself (x.to(its own dtype)) makes the trace read that op's node for every
-            # later use of the tensor; the caller's tensor is the one the whole-model trace rebinds
-            set_proxy_slot(given[k], tracer, get_proxy_slot(marked[k], tracer))
-        if rebound:
-            return self._in_place(kind, tag, out, f"{path} rebinds an input (writes into it in place, or returns it "
-                                                  "from an op such as x.to(its own dtype)): later reads of that input "
-                                                  "read the block's op")
-        if _unbacked_count() != symbols:
-            # each instance's copy would need sizes of its own (u1, u2, ... in the whole-model export), and its
-            # values' metadata and runtime asserts rewritten to them
-            return self._in_place(kind, tag, out, f"{path} makes a data-dependent size (a nonzero or boolean mask "
-                                                  "index): each instance gets its own symbol")
+
+        def in_place(reason):
+            for k in rebound:  # the caller's tensor is the one the whole-model trace rebinds
+                set_proxy_slot(given[k], tracer, get_proxy_slot(marked[k], tracer))
+            for k in computed:  # and the one that keeps the size the block computed from it
+                for memo, value in _memos(marked[k]).items():
+                    setattr(given[k], memo, value)
+            return self._in_place(kind, tag, out, f"{path} {reason}")
+
+        if computed:
+            return in_place("computes a data-dependent size of an input (a nonzero or boolean mask index), which the "
+                            "whole-model trace computes once for every instance")
+        if any(_writes(_node_of(marked[k], tracer)) for k in rebound):
+            return in_place("writes into an input in place: each copy would have to write into its caller's tensor")
+        # sizes the block made from data (a nonzero, a boolean mask index): u0, u1, ... numbered in call order. Each
+        # copy gets symbols of its own (capture_splice: _Symbols), so none may leave the block in an output's size
+        made_symbols = tuple(after - before for before, after in zip(symbols, _unbacked_count()))
         out_flat, out_spec = pytree.tree_flatten(out)
         if any(isinstance(v, (torch.SymInt, torch.SymFloat, torch.SymBool)) for v in out_flat):
-            return self._in_place(kind, tag, out, f"{path} returns a symbolic value")
+            return in_place("returns a symbolic value")
         # each output is an input passed through (the caller's own tensor, as the whole trace returns it), or a
         # value the block made (one exit marker per distinct tensor: one returned twice stays one tensor)
         given_at = {id(m): k for k, m in enumerate(marked)}
@@ -321,11 +344,22 @@ class BlockCapture:
                     made_here.append(v)
                 plan.append(("out", index[id(v)]))
         if not made_here:
-            return self._in_place(kind, tag, out, f"{path} returns no tensor of its own")
-        exits = [torch.ops.meshdit.block_exit(v, tag, k) for k, v in enumerate(made_here)]
+            return in_place("returns no tensor of its own")
+        if any(made_symbols) and not all(isinstance(d, int) for v in made_here for d in (*v.shape, *v.stride())):
+            return in_place("returns a tensor whose size is data-dependent")
+        # an op returning an input itself (x.to(its own dtype)) makes the trace read that op's node for every later
+        # use of the caller's tensor: the rebinding op's value leaves the block as one more output, which the
+        # caller's tensor is bound to, here and after each copy
+        rebinds = [(k, len(made_here) + i) for i, k in enumerate(rebound)]
+        exits = [torch.ops.meshdit.block_exit(v, tag, k)
+                 for k, v in enumerate([*made_here, *(marked[k] for k in rebound)])]
+        for k, j in rebinds:
+            set_proxy_slot(given[k], tracer, get_proxy_slot(exits[j], tracer))
         metas = [(tuple(v.shape), tuple(v.stride()), v.dtype, v.device) for v in exits]
         fns = {f: n - fns_before.get(f, 0) for f, n in fns_after.items() if n != fns_before.get(f, 0)}
-        self.traced[signature] = _Traced(tag, path, plan, out_spec, metas, keep, fns_before, fns)
+        names = _names_made(names_before)
+        self.traced[signature] = _Traced(tag, path, plan, out_spec, metas, rebinds, keep, fns_before, fns,
+                                         tuple(zip(symbols, made_symbols)), names)
         return _rebuild(plan, given, exits, out_spec)
 
     def _in_place(self, kind, tag, out, reason):
@@ -359,6 +393,20 @@ def _node_of(tensor, tracer):
     return get_proxy_slot(tensor, tracer).proxy.node
 
 
+def _writes(node) -> bool:
+    """Whether the op of `node` writes into an argument (x.mul_(2)), not only returns one (x.to(its own dtype))."""
+    target = node.target
+    return not isinstance(target, torch._ops.OpOverload) or target._schema.is_mutable
+
+
+_MEMOS = ("nonzero_memo", "item_memo", "unique_memo", "unique_consecutive_memo", "nested_int_memo")
+
+
+def _memos(tensor) -> dict:
+    """The data-dependent sizes fake tensor `tensor` keeps for later ops on it (FakeTensor's memo fields)."""
+    return {name: value for name in _MEMOS if (value := getattr(tensor, name, None)) is not None}
+
+
 def _rebuild(plan, given, made, spec):
     leaves = [v if how == "value" else given[v] if how == "in" else made[v] for how, v in plan]
     return pytree.tree_unflatten(leaves, spec)
@@ -369,12 +417,40 @@ def _counts():
     return dict(getattr(_tracer(), "torch_fn_counts", None) or {})
 
 
-def _unbacked_count():
+def _name_counts() -> dict:
+    """Node name base -> the last number the trace's graph gave a node of that base."""
+    return dict(_tracer().graph._graph_namespace._base_count)
+
+
+def _names_made(before: dict) -> dict:
+    from torch.fx.graph import _illegal_names
+
+    after = _name_counts()
+    first = lambda base: 0 if base in _illegal_names else -1  # noqa: E731 - no number yet: `add`, `slice_1`
+    return {base: n - before.get(base, first(base)) for base, n in after.items() if n != before.get(base)}
+
+
+def _shape_env():
     from torch._guards import detect_fake_mode
 
-    mode = detect_fake_mode()
-    env = getattr(mode, "shape_env", None)
-    return (getattr(env, "unbacked_symint_counter", None), getattr(env, "unbacked_symfloat_counter", None))
+    return getattr(detect_fake_mode(), "shape_env", None)
+
+
+def _unbacked_count() -> tuple:
+    """The numbers the next unbacked int and float symbols will get (u0, u1, ...; f0, ...)."""
+    env = _shape_env()
+    return (getattr(env, "unbacked_symint_counter", 0), getattr(env, "unbacked_symfloat_counter", 0))
+
+
+def _skip_symbols(traced: _Traced) -> tuple:
+    """Keep the symbol numbers this call would have made if traced (the whole-model export numbers each instance's
+    symbols in call order), for its copy; later symbols get the numbers the whole-model export gives them."""
+    at = _unbacked_count()
+    if any(count for _, count in traced.symbols):
+        env = _shape_env()
+        env.unbacked_symint_counter += traced.symbols[0][1]
+        env.unbacked_symfloat_counter += traced.symbols[1][1]
+    return at
 
 
 def _skip_counts(traced: _Traced):

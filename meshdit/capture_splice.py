@@ -4,8 +4,9 @@ The traced instance's ops lie between its enter and exit markers in the exported
 call order). A copy for another instance maps the enter marker's outputs to that call's inputs, the traced
 instance's weights to the same-named weights of the copied instance, and rewrites the metadata later stages read:
 the module stack (paths of the copied instance, under the call site's stack), the stack trace (the call site's
-frames, then the block's own) and torch_fn numbers. Node names are given last, over the whole graph (_renumber),
-since torch.export numbers names in graph order and a copy shifts every later name of its bases.
+frames, then the block's own) and torch_fn numbers, and gives it its own data-dependent size symbols (_Symbols).
+Node names are given last, over the whole graph (_renumber), since torch.export numbers names in graph order and a
+copy shifts every later name of its bases; runtime assert messages name their nodes, so they are written after.
 """
 
 from __future__ import annotations
@@ -71,7 +72,14 @@ class Splicer:
             trace = node.meta.get("stack_trace")
             if trace and _OWN_FILE in trace:
                 node.meta["stack_trace"] = self._clean(trace)
-        _renumber(graph, self.copied)
+        names_made: dict = {}
+        for call in self.capture.calls.values():
+            for base, count in call.traced.names_made.items():
+                names_made[base] = names_made.get(base, 0) + count
+        _renumber(graph, self.copied, names_made)
+        _assert_messages(graph)
+        if any(n for t in self.capture.traced.values() for _, n in t.symbols):
+            _order_symbols(self.ep.range_constraints)
         _rename_outputs(self.ep)
         graph.lint()
         _lazy_code(self.ep)
@@ -137,6 +145,7 @@ class Splicer:
         stack_of = _StackMap(call.traced.path, call.path, first.meta.get("nn_module_stack") or {})
         trace_of = self._trace_map(next(iter(enters.values())).meta.get("stack_trace"), first.meta.get("stack_trace"))
         torch_fn = _TorchFn(call)
+        symbols = _Symbols(self.ep, call, nodes) if any(n for _, n in call.traced.symbols) else None
         with graph.inserting_before(first):
             for template in nodes:
                 new = graph.create_node(template.op, template.target, fx.map_arg(template.args, env.__getitem__),
@@ -147,8 +156,10 @@ class Splicer:
                     meta["nn_module_stack"] = stack_of(meta["nn_module_stack"])
                 if meta.get("stack_trace"):
                     meta["stack_trace"] = trace_of(meta["stack_trace"])
-                if "torch_fn" in meta:
+                if "torch_fn" in meta and not _made_by_export(template):
                     meta["torch_fn"] = torch_fn(meta["torch_fn"])
+                if symbols is not None:
+                    symbols.rewrite(meta)
                 env[template] = new
                 self.copied.add(new)
         for index, node in calls.items():
@@ -206,6 +217,112 @@ class _TorchFn:
 
 
 _NAME = re.compile(r"^([a-zA-Z_][0-9a-zA-Z_]*?)(?:_(\d+))?$")  # as torch.fx's namespace splits a name
+
+
+def _made_by_export(node) -> bool:
+    """A node torch.export's passes made after the trace (runtime asserts on a data-dependent size and the size
+    arithmetic they read, tensor metadata checks). Such nodes carry `custom` metadata, a torch_fn count of their own
+    (always 0) and names numbered after all the trace's nodes of their name (capture_splice._renumber)."""
+    return "custom" in node.meta
+
+
+class _Symbols:
+    """A copy's own unbacked symbols. The traced block made u0 (say) from data; the whole-model export gives each
+    instance's the next number in call order, which capture_blocks._skip_symbols kept for this call. Each is
+    registered with the export's shape environment and range constraints (the traced symbol's range) and replaces
+    the traced one in the copied values, their tensor metadata and bindings."""
+
+    def __init__(self, ep, call, body):
+        from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+        from torch.utils._sympy.symbol import SymT, make_symbol
+
+        self.map = {}
+        int_, float_ = ((SymT.UNBACKED_INT, {"integer": True}), (SymT.UNBACKED_FLOAT, {}))
+        for (first, count), at, (kind, assume) in zip(call.traced.symbols, call.symbols_at, (int_, float_)):
+            for i in range(count):
+                self.map[make_symbol(kind, first + i, **assume)] = make_symbol(kind, at + i, **assume)
+        self.free = free_unbacked_symbols
+        self.env = next((_shape_env_of(n.meta["val"]) for n in body if self.free(n.meta.get("val"))), None)
+        if self.env is None:
+            raise Fallback(f"{call.traced.path} makes a data-dependent size no value of its graph holds")
+        for old, new in self.map.items():
+            for table in (self.env.var_to_range, self.env.var_to_range_sloc, ep.range_constraints):
+                if old in table:
+                    table[new] = table[old]
+            if old in self.env.size_like:
+                self.env.size_like.add(new)
+
+    def rewrite(self, meta: dict) -> None:
+        if not self.free(meta.get("val")):
+            return
+        meta["val"] = self._value(meta["val"])
+        if "tensor_meta" in meta:
+            from torch.fx.passes.shape_prop import _extract_tensor_metadata
+
+            meta["tensor_meta"] = _extract_tensor_metadata(meta["val"])
+        if "unbacked_bindings" in meta:
+            meta["unbacked_bindings"] = {self.map.get(s, s): path for s, path in meta["unbacked_bindings"].items()}
+
+    def _value(self, value):
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        if isinstance(value, (list, tuple)):
+            return type(value)(self._value(v) for v in value)
+        if isinstance(value, FakeTensor):
+            with value.fake_mode:
+                return torch.empty_strided([self._value(d) for d in value.shape],
+                                           [self._value(d) for d in value.stride()],
+                                           dtype=value.dtype, device=value.device)
+        if isinstance(value, torch.SymBool):
+            return self.env.create_symboolnode(value.node.expr.xreplace(self.map))
+        if isinstance(value, torch.SymInt):
+            return self.env.create_symintnode(value.node.expr.xreplace(self.map), hint=None)
+        if isinstance(value, torch.SymFloat):
+            return self.env.create_symfloatnode(value.node.expr.xreplace(self.map), hint=None)
+        return value
+
+
+def _shape_env_of(value):
+    if isinstance(value, (list, tuple)):
+        return next((env for env in map(_shape_env_of, value) if env is not None), None)
+    if isinstance(value, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        return value.node.shape_env
+    mode = getattr(value, "fake_mode", None)
+    return getattr(mode, "shape_env", None)
+
+
+def _order_symbols(ranges: dict) -> None:
+    """Range constraints in the order the whole-model export makes its symbols: inputs' first, then unbacked ones
+    by number (the copies' symbols were added after every traced one)."""
+    from torch.utils._sympy.symbol import SymT, symbol_is_type
+
+    def order(item):
+        symbol = item[0]
+        for rank, kind in enumerate((SymT.UNBACKED_INT, SymT.UNBACKED_FLOAT), start=1):
+            if symbol_is_type(symbol, kind):
+                return rank, int(re.search(r"\d+$", symbol.name).group())
+        return 0, 0
+
+    items = sorted(ranges.items(), key=order)
+    ranges.clear()
+    ranges.update(items)
+
+
+_ASSERT = re.compile(r"^Runtime assertion failed for expression (.*) on node '(.*)'$", re.S)
+
+
+def _assert_messages(graph) -> None:
+    """A runtime assert's message names its condition's node and expression, as torch.export writes it; a copy's
+    condition has another symbol, and _renumber may have renamed any condition."""
+    for node in graph.nodes:
+        if node.target is not torch.ops.aten._assert_scalar.default or len(node.args) < 2:
+            continue
+        cond, message = node.args[0], node.args[1]
+        if not isinstance(cond, fx.Node) or not isinstance(message, str) or not _ASSERT.match(message):
+            continue
+        value = cond.meta.get("val")
+        expr = value.node.expr if isinstance(value, torch.SymBool) else _ASSERT.match(message).group(1)
+        node.args = (cond, f"Runtime assertion failed for expression {expr} on node '{cond.name}'", *node.args[2:])
 
 
 class _StackMap:
@@ -266,30 +383,37 @@ def _index(name: str):
     return base, int(number) if number else 0
 
 
-def _renumber(graph, copies: set) -> None:
+def _renumber(graph, copies: set, names_made: dict) -> None:
     """Name the copies' nodes and renumber the rest as the whole-model export names them. torch.export numbers the
     nodes of each name base in graph order (in the trace, or again when a pass rebuilds the graph, as its autocast
     regions do), skipping only numbers of nodes that left the graph (moved into a region's subgraph). So each
     copied node takes the number after the last one of its base before it, and every later node of that base moves
-    up by the copies' nodes before it; gaps the export left stay where they were."""
-    shift: dict = {}  # base -> copied nodes of that base so far
-    last: dict = {}  # base -> the last number given
+    up by the copies' nodes before it; gaps the export left stay where they were. Nodes export's passes made after
+    the trace (_made_by_export) are numbered the same way among themselves, after every name the trace gave their
+    base: they also move up by all the names the copied blocks would have made in the trace (names_made: base ->
+    count over all copies, counting nodes a pass then erased, such as a size read a runtime assert replaced)."""
+    traced_copies = names_made
+    shift: dict = {}  # (base, made by export) -> copied nodes of that base and kind so far, plus the offset
+    last: dict = {}  # (base, made by export) -> the last number given
     renamed = []
     for node in graph.nodes:
         if node.op == "placeholder":
             continue
+        late = _made_by_export(node)
         if node in copies:
-            base = node.name.removeprefix("meshdit_copy_")
-            base = _NAME.match(base).group(1)
-            new = last.get(base, _first(base) - 1) + 1
-            shift[base] = shift.get(base, 0) + 1
+            base = _NAME.match(node.name.removeprefix("meshdit_copy_")).group(1)
+            key = (base, late)
+            new = last.get(key, _first(base) - 1) + 1
+            shift[key] = shift.get(key, traced_copies.get(base, 0) if late else 0) + 1
         else:
             base, index = _index(node.name)
-            if not shift.get(base):
-                last[base] = max(last.get(base, -1), index)
+            key = (base, late)
+            moved = shift.get(key, traced_copies.get(base, 0) if late else 0)
+            if not moved:
+                last[key] = max(last.get(key, -1), index)
                 continue
-            new = index + shift[base]
-        last[base] = new
+            new = index + moved
+        last[key] = new
         renamed.append((node, base, new))
     names = graph._graph_namespace
     for i, (node, _, _) in enumerate(renamed):  # free the names first (a rename never frees the old one)
@@ -298,11 +422,6 @@ def _renumber(graph, copies: set) -> None:
     for node, base, new in renamed:
         names._used_names.discard(node.name)
         node._rename(f"{base}_{new}" if new else base)
-
-
-def _index(name: str):
-    base, number = _NAME.match(name).group(1, 2)
-    return base, int(number) if number else 0
 
 
 def _first(base: str) -> int:
