@@ -156,7 +156,10 @@ def misses(rows) -> list:
                      f"its {fit['mesh']} run. Nothing in the model makes a FLOP on the larger system dearer (the "
                      "per-op overhead, the softmax's elementwise tiles per k chunk, the ring's merge per step, K/V "
                      "transfer under compute and idle cores are all in it), so one SDPA efficiency cannot hold "
-                     "both points.")
+                     "both points. Nor is the fitted run's TT_MM_THROTTLE_PERF=5 the cause: it slows matmul-family "
+                     "ops only (ttnn's compute_throttle_utils sets the throttle define for matmul, minimal_matmul "
+                     "and conv program factories; the SDPA, joint and ring joint SDPA factories never set it, so "
+                     "their kernels build unthrottled), and the model throttles matmuls only.")
         line += (f" Dispatch overhead is {est.totals['dispatch'] / est.seconds:.0%} ({est.device_ops} device ops). "
                  "The model predicts meshdit's program; whether the rest of the gap is the model or the program "
                  "cannot be told apart without hardware.")
