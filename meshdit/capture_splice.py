@@ -392,7 +392,6 @@ def _renumber(graph, copies: set, names_made: dict) -> None:
     the trace (_made_by_export) are numbered the same way among themselves, after every name the trace gave their
     base: they also move up by all the names the copied blocks would have made in the trace (names_made: base ->
     count over all copies, counting nodes a pass then erased, such as a size read a runtime assert replaced)."""
-    traced_copies = names_made
     shift: dict = {}  # (base, made by export) -> copied nodes of that base and kind so far, plus the offset
     last: dict = {}  # (base, made by export) -> the last number given
     renamed = []
@@ -404,11 +403,11 @@ def _renumber(graph, copies: set, names_made: dict) -> None:
             base = _NAME.match(node.name.removeprefix("meshdit_copy_")).group(1)
             key = (base, late)
             new = last.get(key, _first(base) - 1) + 1
-            shift[key] = shift.get(key, traced_copies.get(base, 0) if late else 0) + 1
+            shift[key] = shift.get(key, names_made.get(base, 0) if late else 0) + 1
         else:
             base, index = _index(node.name)
             key = (base, late)
-            moved = shift.get(key, traced_copies.get(base, 0) if late else 0)
+            moved = shift.get(key, names_made.get(base, 0) if late else 0)
             if not moved:
                 last[key] = max(last.get(key, -1), index)
                 continue
