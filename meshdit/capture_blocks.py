@@ -422,12 +422,17 @@ def _name_counts() -> dict:
     return dict(_tracer().graph._graph_namespace._base_count)
 
 
-def _names_made(before: dict) -> dict:
+def first_number(base: str) -> int:
+    """The first number torch.fx gives a node name of `base`: 0 (the bare name), or 1 when it never gives the bare
+    name (a Python builtin or keyword: `slice_1`)."""
     from torch.fx.graph import _illegal_names
 
+    return 1 if base in _illegal_names else 0
+
+
+def _names_made(before: dict) -> dict:
     after = _name_counts()
-    first = lambda base: 0 if base in _illegal_names else -1  # noqa: E731 - no number yet: `add`, `slice_1`
-    return {base: n - before.get(base, first(base)) for base, n in after.items() if n != before.get(base)}
+    return {base: n - before.get(base, first_number(base) - 1) for base, n in after.items() if n != before.get(base)}
 
 
 def _shape_env():

@@ -17,8 +17,9 @@ import re
 
 import torch
 import torch.fx as fx
+from torch._subclasses.fake_tensor import FakeTensor
 
-from .capture_blocks import _MARKERS, _OWN_FILE, Fallback
+from .capture_blocks import _MARKERS, _OWN_FILE, Fallback, first_number
 
 _ENTER, _EXIT, _CALL = _MARKERS
 
@@ -264,8 +265,6 @@ class _Symbols:
             meta["unbacked_bindings"] = {self.map.get(s, s): path for s, path in meta["unbacked_bindings"].items()}
 
     def _value(self, value):
-        from torch._subclasses.fake_tensor import FakeTensor
-
         if isinstance(value, (list, tuple)):
             return type(value)(self._value(v) for v in value)
         if isinstance(value, FakeTensor):
@@ -392,8 +391,12 @@ def _renumber(graph, copies: set, names_made: dict) -> None:
     the trace (_made_by_export) are numbered the same way among themselves, after every name the trace gave their
     base: they also move up by all the names the copied blocks would have made in the trace (names_made: base ->
     count over all copies, counting nodes a pass then erased, such as a size read a runtime assert replaced)."""
-    shift: dict = {}  # (base, made by export) -> copied nodes of that base and kind so far, plus the offset
+    shift: dict = {}  # (base, made by export) -> how far that base and kind has moved up so far
     last: dict = {}  # (base, made by export) -> the last number given
+
+    def moved(base, late):
+        return shift.get((base, late), names_made.get(base, 0) if late else 0)
+
     renamed = []
     for node in graph.nodes:
         if node.op == "placeholder":
@@ -402,16 +405,15 @@ def _renumber(graph, copies: set, names_made: dict) -> None:
         if node in copies:
             base = _NAME.match(node.name.removeprefix("meshdit_copy_")).group(1)
             key = (base, late)
-            new = last.get(key, _first(base) - 1) + 1
-            shift[key] = shift.get(key, names_made.get(base, 0) if late else 0) + 1
+            new = last.get(key, first_number(base) - 1) + 1
+            shift[key] = moved(base, late) + 1
         else:
             base, index = _index(node.name)
             key = (base, late)
-            moved = shift.get(key, names_made.get(base, 0) if late else 0)
-            if not moved:
+            if not moved(base, late):
                 last[key] = max(last.get(key, -1), index)
                 continue
-            new = index + moved
+            new = index + moved(base, late)
         last[key] = new
         renamed.append((node, base, new))
     names = graph._graph_namespace
@@ -421,14 +423,6 @@ def _renumber(graph, copies: set, names_made: dict) -> None:
     for node, base, new in renamed:
         names._used_names.discard(node.name)
         node._rename(f"{base}_{new}" if new else base)
-
-
-def _first(base: str) -> int:
-    """The first number of a base: 0 (the bare name), or 1 when torch.fx never gives the bare name to a node (a
-    Python builtin or keyword: `slice_1`)."""
-    from torch.fx.graph import _illegal_names
-
-    return 1 if base in _illegal_names else 0
 
 
 def _lazy_code(ep) -> None:
