@@ -29,6 +29,7 @@ from meshdit.lowering.program_ir import COLLECTIVE_OPS
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tables import replace_block  # noqa: E402
+import tt_dit_runs  # noqa: E402
 
 
 # (model, mesh, published s per step, forwards per step, TT-DiT's residual layout, links, throttle, source)
@@ -66,7 +67,7 @@ TT_DIT_BLOCKS = {
                  "all-gathers + 2 all-gathers + 2 reduce-scatters + 1 ring SDPA, attention out and MLP down in one "
                  "row-parallel matmul",
     "mochi1": "residual replicated over tp: 8 all-gathers (2 modulation, 4 attention, 2 FF) + 2 reduce-scatters + "
-              "1 ring SDPA; fused QKV; RoPE in one rotary_embedding_llama per q/k (meshdit too, since "
+              "1 ring SDPA; FSDP: each block linear's weight all-gathered over sp before use; fused QKV; RoPE in one rotary_embedding_llama per q/k (meshdit too, since "
               "passes/pair_products.py); SDPA q/k chunks 128/512 on both systems (MochiAttention's "
               "sdpa_chunk_size_map for Wormhole sp2/tp4 and sp8/tp4)",
 }
@@ -140,7 +141,7 @@ def misses(rows) -> list:
             continue
         est = r["est"]
         same_model = [f for f in rows if f["fit"] and f["name"] == r["name"]]
-        line = (f"- {r['name']} {r['mesh']}: modelled/published {r['ratio']:.2f}. Attention is "
+        line = (f"- {r['name']} {r['mesh']}: modelled/published {r['ratio']:.3f}. Attention is "
                 f"{est.totals['attention'] / est.seconds:.0%} of its modelled time; "
                 f"{ring_sdpa_use(r['ir'], r['system'])}.")
         if same_model:
@@ -148,7 +149,7 @@ def misses(rows) -> list:
             line += (f" The fitted point of the same model ({fit['mesh']}): "
                      f"{ring_sdpa_use(fit['ir'], fit['system'])}. Per chip this program computes "
                      f"{est.flops / fit['est'].flops:.2f}x the FLOPs of the fitted one; the model gives it "
-                     f"{est.seconds / fit['est'].seconds:.2f}x the time (collectives "
+                     f"{r['modelled'] / fit['modelled']:.2f}x the time (collectives "
                      f"{est.totals['collectives'] / est.seconds:.0%} of it, against "
                      f"{fit['est'].totals['collectives'] / fit['est'].seconds:.0%}); TT-DiT's published times are "
                      f"{r['published'] / fit['published']:.2f}x apart: per FLOP, TT-DiT's {r['mesh']} run is "
@@ -160,11 +161,49 @@ def misses(rows) -> list:
                      "ops only (ttnn's compute_throttle_utils sets the throttle define for matmul, minimal_matmul "
                      "and conv program factories; the SDPA, joint and ring joint SDPA factories never set it, so "
                      "their kernels build unthrottled), and the model throttles matmuls only.")
+            if r["name"] in tt_dit_runs.HOST_PHASES:
+                line += (" TT-DiT's run has one cost that does weigh more on the faster system: its host phase "
+                         "per forward (above), the same seconds on both, taken as zero here.")
         line += (f" Dispatch overhead is {est.totals['dispatch'] / est.seconds:.0%} ({est.device_ops} device ops). "
                  "The model predicts meshdit's program; whether the rest of the gap is the model or the program "
                  "cannot be told apart without hardware.")
         lines.append(line)
     return lines
+
+
+HOST_GRID = [i * 0.05 for i in range(41)]  # host phases tried, 0 to 2 s per forward
+
+
+def host_phases(rows, model) -> list:
+    """Per model whose TT-DiT run has a host phase per forward (tt_dit_runs.HOST_PHASES): the phase measured on
+    this machine, and the band of phases for which the refitted model keeps that model's held-out points within
+    25% with efficiencies no higher than the sourced ones. TT-DiT's published times do not give the phase on TT's
+    hosts, so the fit itself takes it as zero, its lower bound."""
+    out = []
+    for name, measure in tt_dit_runs.HOST_PHASES.items():
+        mine = [r for r in rows if r["name"] == name]
+        if not mine:
+            continue
+        measured = measure(max(model_zoo.seed_mesh(name, r["mesh"]).sp.factor for r in mine))
+
+        def refit(host_s):
+            """Efficiencies refitted with host_s added to this model's points, and its held-out ratios."""
+            cases = [(model(r, host_s if r["name"] == name else 0.0), r) for r in rows]
+            eff = calibration.fit([(m, r["published"]) for m, r in cases if r["fit"]])
+            return eff, [m(eff) / r["published"] for m, r in cases if r["name"] == name and not r["fit"]]
+
+        band = []
+        for host_s in HOST_GRID:
+            eff, held = refit(host_s)
+            plausible = eff.matmul <= calibration.SOURCED.matmul and eff.sdpa <= calibration.SOURCED.sdpa
+            if plausible and all(abs(x - 1) <= 0.25 for x in held):
+                band.append(host_s)
+        at_measured = refit(measured)
+        print(f"{name} host phase measured here {measured:.2f} s per forward (refit there: {at_measured}); "
+              f"held-out within 25% for {band[0] if band else None}..{band[-1] if band else None} s", flush=True)
+        out.append(dict(name=name, measured=measured, band=(band[0], band[-1]) if band else None,
+                        at_measured=at_measured))
+    return out
 
 
 def block_counts(ir) -> dict:
@@ -189,46 +228,85 @@ def main(argv):
     rows = []
     for name, mesh_key, per_step, forwards, residual, links, throttle, source in POINTS:
         ir = lower(name, mesh_key, residual, args.cache)
+        system = tt_dit_system(ir, links, throttle)
+        outside = tt_dit_runs.outside(name, ir, system, model_zoo.seed_mesh(name, mesh_key).sp.axis)
         rows.append(dict(name=name, mesh=mesh_key, published=per_step / forwards, per_step=per_step,
-                         forwards=forwards, ir=ir, system=tt_dit_system(ir, links, throttle), fit=(name, mesh_key) in FIT_SET,
-                         source=source, residual=residual))
+                         forwards=forwards, ir=ir, system=system, fit=(name, mesh_key) in FIT_SET,
+                         source=source, residual=residual, outside=outside))
         print(f"lowered {name} {mesh_key}: {len(ir.ops)} ops", flush=True)
 
-    def model(row):
-        return lambda eff: cost.estimate(row["ir"], row["system"], eff).seconds
+    def model(row, host_s: float = 0.0):
+        """TT-DiT's run as modelled: meshdit's program, plus what TT-DiT does beyond it (tt_dit_runs.py)."""
+        return lambda eff: (cost.estimate(row["ir"], row["system"], eff).seconds + row["outside"].seconds(eff)
+                            + host_s)
 
     fitted = calibration.fit([(model(r), r["published"]) for r in rows if r["fit"]])
     alternative = calibration.fit([(model(r), r["published"]) for r in rows if (r["name"], r["mesh"]) in ONE_PER_MODEL])
-    alt_errors = {(r["name"], r["mesh"]): cost.estimate(r["ir"], r["system"], alternative).seconds / r["published"]
+    alt_errors = {(r["name"], r["mesh"]): model(r)(alternative) / r["published"]
                   for r in rows if (r["name"], r["mesh"]) not in ONE_PER_MODEL}
     print(f"one point per model: {alternative}; held-out ratios {alt_errors}")
     print(f"fitted: {fitted}\ncalibration.py FITTED: {calibration.FITTED}")
     if any(abs(a / b - 1) > 0.01 for a, b in zip(vars(fitted).values(), vars(calibration.FITTED).values())):
         print("WARNING: calibration.py's FITTED differs from this fit by more than 1%: copy the fit there")
     for r in rows:
-        r["est"] = cost.estimate(r["ir"], r["system"], fitted)
-        r["sourced"] = cost.estimate(r["ir"], r["system"], calibration.SOURCED).seconds
+        r["est"] = cost.estimate(r["ir"], r["system"], fitted)  # meshdit's program alone
+        r["modelled"] = model(r)(fitted)
+        r["sourced"] = model(r)(calibration.SOURCED)
         r["as_emitted"] = cost.estimate(r["ir"], None, fitted).seconds  # meshdit's own run settings
-        r["ratio"] = r["est"].seconds / r["published"]
+        r["ratio"] = r["modelled"] / r["published"]
         r["narrow"] = narrow_seconds(r["ir"], r["system"], fitted)
-        print(f"{r['name']:10s} {r['mesh']} {'fit ' if r['fit'] else 'held'} modelled {r['est'].seconds:8.3f} s "
+        print(f"{r['name']:10s} {r['mesh']} {'fit ' if r['fit'] else 'held'} modelled {r['modelled']:8.3f} s "
               f"published {r['published']:8.3f} s per forward  ratio {r['ratio']:.2f}", flush=True)
     held = [abs(r["ratio"] - 1) for r in rows if not r["fit"]]
-    print(f"held-out error: max {max(held):.0%}, mean {sum(held) / len(held):.0%}")
-    body = report(rows, fitted, alternative, alt_errors)
+    print(f"held-out error: max {max(held):.1%}, mean {sum(held) / len(held):.1%}")
+    host = host_phases(rows, model)
+    body = report(rows, fitted, alternative, alt_errors, host)
     print(body)
     replace_block("cost-model", body, "## Cost model against TT-DiT's published denoising times (modelled)\n\n"
                   "`python bench/cost_model.py`. Every figure here is modelled by meshdit's cost model "
                   "(`meshdit/cost`), not measured on hardware.")
 
 
-def report(rows, fitted, alternative, alt_errors) -> str:
+def outside_text(rows, host, fitted) -> list:
+    """What the modelled TT-DiT runs add beyond meshdit's programs, and the host phases left out (figures)."""
+    lines = []
+    for name in dict.fromkeys(r["name"] for r in rows):
+        mine = [r for r in rows if r["name"] == name and r["outside"].gathers]
+        if mine:
+            lines.append(
+                f"- {name}: TT-DiT shards every block linear's weight over the sp mesh axis too (FSDP) and "
+                f"all-gathers it before each use; meshdit's program keeps its weights resident (they fit), so "
+                f"TT-DiT's {mine[0]['outside'].gathers} gathers per forward are added to its modelled time: "
+                + ", ".join(f"{r['outside'].seconds(fitted):.3f} s on "
+                            f"{r['est'].system.name}" for r in mine)
+                + " (the cost model's all-gather fit and per-op overhead).")
+    for h in host:
+        held = [r for r in rows if r["name"] == h["name"] and not r["fit"]]
+        band = (f"from {h['band'][0]:.2f} to {h['band'][1]:.2f} s" if h["band"] else "for no host phase")
+        lines.append(
+            f"- {h['name']}: TT-DiT's pipeline is not traced, and every forward starts with a host phase the device "
+            "waits for (RoPE rebuilt in fp32 torch, its cos/sin tables interleaved, padded and converted to bf16 "
+            "tiles, 2 x 273 MB uploaded; the time embedding in torch; tt_dit_runs.py). The same torch code path "
+            f"takes {h['measured']:.2f} s per forward on this machine ({os.cpu_count()} CPU threads; ttnn's tile "
+            "conversion stood in for, the upload not counted). TT-DiT publishes no figure for it on its own hosts, "
+            "so the fit above takes it as zero, its lower bound. Refitted with a host phase added to both "
+            f"{h['name']} points, the held-out " + ", ".join(f"{r['mesh']}" for r in held)
+            + f" point stays within 25%, with efficiencies no higher than the sourced ones, {band} per forward "
+            f"(searched 0-2 s in 0.05 s steps). At the phase measured here the refit gives {h['at_measured'][0]} "
+            "and held-out ratio(s) " + ", ".join(f"{x:.2f}" for x in h['at_measured'][1])
+            + ": SDPA at its bound, far past the sourced 0.45, so TT's hosts, with more cores than this machine, "
+            "must run the phase in under the band's top.")
+    return lines
+
+
+def report(rows, fitted, alternative, alt_errors, host) -> str:
     held = [abs(r["ratio"] - 1) for r in rows if not r["fit"]]
     lines = [f"Fitted on {sum(r['fit'] for r in rows)} of TT-DiT's 6 published Wormhole points ({WHY_FIT_SET}): "
-             f"{fitted}. Held-out error: max {max(held):.0%}, mean {sum(held) / len(held):.0%} (goal: within 25%). "
+             f"{fitted}. Held-out error: max {max(held):.1%}, mean {sum(held) / len(held):.1%} (goal: within 25%). "
              "Each point is meshdit's program for TT-DiT's plan (bf16 weights, TT-DiT's residual layout) with "
              "TT-DiT's run settings (ethernet dispatch 8x8 grid, 1 link per CCL on 2x4 and 4 on Galaxy, matmul "
-             "throttle 33% where TT_MM_THROTTLE_PERF=5 was set). Per forward: Mochi-1's published step is two "
+             "throttle 33% where TT_MM_THROTTLE_PERF=5 was set), plus what TT-DiT's run does beyond that program "
+             "(\"beyond\": Mochi-1's FSDP weight gathers, below). Per forward: Mochi-1's published step is two "
              "serial forwards (cfg passes), SD3.5's cfg halves run side by side. \"sourced\": the research note's "
              "datasheet efficiencies (matmul 0.6, SDPA 0.45, no per-op overhead). \"as emitted\": meshdit's own run "
              "settings (worker dispatch and 8x7 grid with 2 links per CCL on T3K, ethernet dispatch and 8x8 grid with "
@@ -236,23 +314,28 @@ def report(rows, fitted, alternative, alt_errors) -> str:
              "diffusers RoPE on [..., d/2, 2] pairs, which TT-DiT does in 1-3 ops per q/k), and the ratio with them "
              "taken out (not a fitted figure: it says how much of a miss that structural gap explains).",
              "",
+             "TT-DiT's runs beyond meshdit's programs (bench/tt_dit_runs.py, from TT-DiT's pipeline code):", "",
+             *outside_text(rows, host, fitted), "",
              *(["Where held-out points miss:", ""] + misses(rows) + [""] if misses(rows) else []),
              "For comparison, fitting one point per model (" + ", ".join(f"{n} {m}" for n, m in ONE_PER_MODEL)
              + f") gives {alternative}; its held-out ratios: "
              + ", ".join(f"{n} {m} {v:.2f}" for (n, m), v in alt_errors.items())
-             + ". The matmul efficiency going to its bound is Flux's extra data movement absorbed by the fit.",
+             + ". Its lower matmul efficiency is Flux's extra data movement absorbed by the fit.",
              "",
-             "| model | system, plan | set | published (s per forward) | modelled, fitted | ratio | sourced (ratio) "
-             "| as emitted | matmul | attention | collectives | data movement | dispatch | narrow-tensor ops | ratio without them |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | system, plan | set | published (s per forward) | modelled, fitted | of it beyond the program "
+             "| ratio | sourced (ratio) | as emitted | matmul | attention | collectives | data movement | dispatch "
+             "| narrow-tensor ops | ratio without them |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         est = r["est"]
         mesh = str(model_zoo.seed_mesh(r["name"], r["mesh"]))
         shares = " | ".join(f"{est.totals[c] / est.seconds:.0%}" for c in cost.CATEGORIES)
         lines.append(f"| {r['name']} | {est.system.name} {mesh} | {'fit' if r['fit'] else 'held out'} "
-                     f"| {r['published']:.3f} ({r['source']}) | {est.seconds:.3f} | {r['ratio']:.2f} "
+                     f"| {r['published']:.3f} ({r['source']}) | {r['modelled']:.3f} "
+                     f"| {r['modelled'] - est.seconds:.3f} | {r['ratio']:.2f} "
                      f"| {r['sourced']:.3f} ({r['sourced'] / r['published']:.2f}) | {r['as_emitted']:.3f} "
-                     f"| {shares} | {r['narrow'] / est.seconds:.0%} | {(est.seconds - r['narrow']) / r['published']:.2f} |")
+                     f"| {shares} | {r['narrow'] / est.seconds:.0%} "
+                     f"| {(r['modelled'] - r['narrow']) / r['published']:.2f} |")
     lines += ["", "Per block (modelled ms per forward, all instances, fitted efficiencies, TT-DiT's run settings); "
               "meshdit's op counts per instance against TT-DiT's block as the research notes describe it:", ""]
     for r in rows:

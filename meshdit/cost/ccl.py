@@ -41,13 +41,18 @@ def links(op: Op, ctx: Context) -> int:
     return ctx.system.links_for(op.kwargs.get("num_links"))
 
 
-def _fit_time(kind: str, op: Op, n: int, bottleneck_bytes: float, ctx: Context) -> float:
-    topo = topology(op)
+def fit_time(kind: str, topo: str, n: int, bottleneck_bytes: float, links: int) -> float:
+    """Seconds of a `kind` collective over n devices by tt-metal's measured fit for its topology, with the bytes
+    its bottleneck link carries spread over `links` links."""
     if (kind, topo) not in CCL_FITS:  # no ring fit (all_reduce): the line fit, with its own step count
         topo = "Linear"
     fit = CCL_FITS[(kind, topo)]
     steps = n / 2 if topo == "Ring" else n - 1
-    return fit.fixed_s + fit.per_step_s * steps + bottleneck_bytes / (fit.bytes_per_s * links(op, ctx))
+    return fit.fixed_s + fit.per_step_s * steps + bottleneck_bytes / (fit.bytes_per_s * links)
+
+
+def _fit_time(kind: str, op: Op, n: int, bottleneck_bytes: float, ctx: Context) -> float:
+    return fit_time(kind, topology(op), n, bottleneck_bytes, links(op, ctx))
 
 
 def collective_cost(op: Op, ctx: Context) -> OpCost:
