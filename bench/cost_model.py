@@ -6,9 +6,10 @@
 Each published point (research notes: tt-metal models/tt_dit tests/models/*/test_performance_*.py) is modelled on
 meshdit's program for TT-DiT's parallel plan: the seed config, bf16 weights (TT-DiT's default), TT-DiT's residual
 layout (hidden-sharded for SD3.5 and Flux, replicated for Mochi), with TT-DiT's run settings (ethernet dispatch:
-8x8 grid; 1 link per CCL on 2x4 and 4 on Galaxy; TT_MM_THROTTLE_PERF=5 where the test sets it). What still differs
-is the op list inside each block; the per-block table says where. Three efficiencies (calibration.py) are fitted on
-three points and the other three are held out.
+8x8 grid; 1 link per CCL on 2x4 and 4 on Galaxy; TT_MM_THROTTLE_PERF=5 where the test sets it), plus what TT-DiT's
+run does beyond its device program (tt_dit_runs.py: Mochi-1's FSDP gathers; its host phase is measured and reported,
+not fitted). What still differs is the op list inside each block; the per-block table says where. Three
+efficiencies (calibration.py) are fitted on three points and the other three are held out.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ TT_DIT_BLOCKS = {
                  "all-gathers + 2 all-gathers + 2 reduce-scatters + 1 ring SDPA, attention out and MLP down in one "
                  "row-parallel matmul",
     "mochi1": "residual replicated over tp: 8 all-gathers (2 modulation, 4 attention, 2 FF) + 2 reduce-scatters + "
-              "1 ring SDPA; FSDP: each block linear's weight all-gathered over sp before use; fused QKV; RoPE in one rotary_embedding_llama per q/k (meshdit too, since "
+              "1 ring SDPA; FSDP: each block linear's weight all-gathered over sp before use (in its modelled time, "
+              "tt_dit_runs.py); fused QKV; RoPE in one rotary_embedding_llama per q/k (meshdit too, since "
               "passes/pair_products.py); SDPA q/k chunks 128/512 on both systems (MochiAttention's "
               "sdpa_chunk_size_map for Wormhole sp2/tp4 and sp8/tp4)",
 }
