@@ -1,8 +1,10 @@
-"""The cost model's only fitted numbers: three efficiencies, and how they were fitted.
+"""The cost model's only fitted numbers, and how they were fitted: three efficiencies fitted on whole published
+forwards, and one kernel constant fitted on measured op times.
 
-    matmul          fraction of the fidelity's peak a matmul reaches on the cores it gets
-    sdpa            the same for attention (flash attention: QK^T, softmax, PV, online rescaling)
-    op_overhead_s   seconds every device op costs beyond its roofline (launch, sync, kernel ramp-up), traced
+    matmul            fraction of the fidelity's peak a matmul reaches on the cores it gets
+    sdpa              the same for attention (flash attention: QK^T, softmax, PV, online rescaling)
+    op_overhead_s     seconds every device op costs beyond its roofline (launch, sync, kernel ramp-up), traced
+    SDPA_STEP_CYCLES  cycles each SDPA (q chunk, k chunk) step costs beyond its tiles (below)
 
 FITTED was fitted by `python bench/cost_model.py` on three of TT-DiT's six published Wormhole denoising figures
 (the research note's tables: tt-metal models/tt_dit tests/models/*/test_performance_*.py), each modelled on
@@ -25,8 +27,11 @@ ttnn.linear or minimal_matmul gives it (ir/matmul.py) and ttnn.linear's unfused 
 32.9 us per device op. Refitted after Mochi's RoPE became one rotary op per q/k (passes/pair_products.py; 3847 ->
 3079 device ops per forward): matmul 0.372, SDPA 0.116, 32.4 us per device op. Refitted when Mochi-1's points
 gained what TT-DiT's run does beyond meshdit's program (bench/tt_dit_runs.py: FSDP weight all-gathers over sp, 572
-per forward): matmul 0.356, SDPA 0.121, 33.4 us per device op. TT-DiT's untraced Mochi-1 pipeline also has a host
-phase per forward whose length on TT's hosts is not published; the fit takes it as zero, its lower bound.
+per forward): matmul 0.356, SDPA 0.121, 33.4 us per device op. Refitted when the SDPA term stopped re-reading K/V
+per q chunk and gained a fixed cost per (q chunk, k chunk) step, both from ttnn's ring joint SDPA measured alone
+(bench/measured_ops.py): matmul 0.327, SDPA 0.161, 27.2 us per device op; Mochi-1 on T3K went from 1.25 to 1.14,
+its Galaxy shard's many small steps now dearer per FLOP, as measured. TT-DiT's untraced Mochi-1 pipeline also has a
+host phase per forward whose length on TT's hosts is not published; the fit takes it as zero, its lower bound.
 Flux.1-dev on both systems and Mochi-1 on T3K are held out; BENCHMARKS.md has every ratio and the reasons for the
 misses.
 SOURCED is the research note's "set A": datasheet and tech-report efficiencies with no per-op overhead, the
@@ -50,8 +55,13 @@ class Efficiency:
                 f"{self.op_overhead_s * 1e6:.1f} us per device op")
 
 
+# Cycles each SDPA (q chunk, k chunk) step costs beyond its tiles (cost/ops.py attention_pass), a kernel constant:
+# fitted together with an op-level efficiency on ttnn's ring joint SDPA measured alone on a Wormhole Galaxy at six
+# shapes (bench/measured_ops.py, which says when this differs from its fit). Divided by the SDPA efficiency like the
+# rest of the kernel's work.
+SDPA_STEP_CYCLES = 6000.0
 # From bench/cost_model.py (see the module docstring); rerun it to refit, and it says when these differ
-FITTED = Efficiency(matmul=0.356, sdpa=0.121, op_overhead_s=33.4e-6)
+FITTED = Efficiency(matmul=0.327, sdpa=0.161, op_overhead_s=27.2e-6)
 # HW note section 7, set A: matmul 0.6 (GEMM_FLOPS.md, BF16 HiFi2 52-65%), SDPA 0.45 (Blackhole ring-joint SDPA
 # math utilisation 53-57%, tech_reports/FlashAttention/RingSDPA_SingleChipProxy.md), no per-op overhead
 SOURCED = Efficiency(matmul=0.6, sdpa=0.45, op_overhead_s=0.0)

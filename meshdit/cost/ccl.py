@@ -84,35 +84,49 @@ def collective_cost(op: Op, ctx: Context) -> OpCost:
     return OpCost({"collectives": seconds}, 0.0, moved, link, 0.0, waste)
 
 
+def ring_attention(system, eff, fidelity: str, batch_heads: int, q_lengths, local_k: int, prompt_k: int, ring: int,
+                   head_dim: int, chunks: sdpa_facts.Chunks, cores: int, element_bytes: float,
+                   step_cycles: float | None = None) -> list:
+    """One device's ring joint attention as the kernel's passes (ir/sdpa.py ring_passes), each with its cost:
+    [(ring pass, ops.AttentionPass)]. Its queries (image and prompt) meet one device's K/V per step."""
+    return [(p, attention_pass(system, eff, fidelity, batch_heads, q_lengths, list(p.k_lengths), head_dim, chunks,
+                               cores, element_bytes, merged=p.merged, step_cycles=step_cycles))
+            for p in sdpa_facts.ring_passes(local_k, prompt_k, ring)]
+
+
+def ring_step_link_s(system, chunk_bytes: float, topo: str, links: int) -> float:
+    """Seconds for one device's K and V to cross one hop (both directions of a line, as a line all-gather does)."""
+    return system.chip.hop_latency_s + chunk_bytes / (CCL_FITS[("all_gather", topo)].bytes_per_s * links)
+
+
+def ring_seconds(passes: list, system, step_link_s: float, fixed_s: float) -> tuple:
+    """(attention seconds, total seconds) of one device's ring: each step its compute, or its output merge's DRAM
+    traffic when that takes longer; after the first step, the next device's K/V arriving when that takes longer."""
+    steps = [(p.times, cost.seconds(0.0, system)) for p, cost in passes]
+    compute = sum(times * seconds for times, seconds in steps)
+    total = steps[0][1] + sum(times * max(seconds, step_link_s) for times, seconds in steps[1:]) + fixed_s
+    return compute, total
+
+
 def ring_joint_sdpa_cost(op: Op, ctx: Context) -> OpCost:
     q, k, v = (ctx.spec(a) for a in op.args[:3])  # this device's image tokens: [B, H, n, d]
     jq, jk = ctx.spec(op.args[3]), ctx.spec(op.args[4])  # the prompt's, the same on every device: [B, H, L, d]
     ring = axis_size(op, ctx)
-    # queries of this device (image and prompt) against one device's K/V per step, and against the prompt's K/V once
     prompt_q, prompt_k = (jq.padded_shape[-2], jk.padded_shape[-2]) if jq is not None else (0, 0)
-    q_lengths = [q.padded_shape[-2], prompt_q]
-    head = (ctx.system, ctx.eff, ctx.fidelity(op), volume(q.padded_shape[:-2]), q_lengths)
-    tail = (q.padded_shape[-1], ctx.chunks(op), ctx.sdpa_grid_cores(op), BYTES_PER_ELEMENT[k.dtype])
-    passes = [(p, attention_pass(*head, list(p.k_lengths), *tail, merged=p.merged))
-              for p in sdpa_facts.ring_passes(k.padded_shape[-2], prompt_k, ring)]
+    passes = ring_attention(ctx.system, ctx.eff, ctx.fidelity(op), volume(q.padded_shape[:-2]),
+                            [q.padded_shape[-2], prompt_q], k.padded_shape[-2], prompt_k, ring, q.padded_shape[-1],
+                            ctx.chunks(op), ctx.sdpa_grid_cores(op), BYTES_PER_ELEMENT[k.dtype])
     flops = sum(p.times * cost.flops for p, cost in passes)
     logical = ring * attention_flops(q, k, False)
     if jq is not None:
         logical += ring * attention_flops(jq, k, False) + attention_flops(q, jk, False) + attention_flops(jq, jk, False)
-    # K and V of one ring step cross one hop (on both directions of a line, as a line all-gather does)
     chunk = k.nbytes + v.nbytes
-    fit = CCL_FITS[("all_gather", topology(op))]
-    step_link = ctx.system.chip.hop_latency_s + chunk / (fit.bytes_per_s * links(op, ctx))
-    # each step's compute, or its K/V re-reads per q chunk when those take longer; after the first step, the next
-    # device's K/V arriving when that takes longer
-    steps = [(p.times, cost.seconds(0.0, ctx.system)) for p, cost in passes]
-    compute = sum(times * seconds for times, seconds in steps)
-    total = steps[0][1] + sum(times * max(seconds, step_link) for times, seconds in steps[1:])
-    if ring > 1:
-        total += fit.fixed_s
+    fixed = CCL_FITS[("all_gather", topology(op))].fixed_s if ring > 1 else 0.0
+    compute, total = ring_seconds(passes, ctx.system, ring_step_link_s(ctx.system, chunk, topology(op), links(op, ctx)),
+                                  fixed)
     moved, waste = traffic(ctx.tensors_read(op) + ctx.outputs(op))
     moved += (ring - 1) * chunk  # the other devices' K/V chunks are read from the persistent buffers
     total = max(total, dram_time(ctx, moved))
-    moved += sum(p.times * cost.reread_bytes for p, cost in passes)  # already in each step's time
+    moved += sum(p.times * cost.merge_bytes for p, cost in passes)  # already in each step's time
     return OpCost({"attention": compute, "collectives": total - compute}, flops, moved, (ring - 1) * chunk,
                   flops - logical, waste)

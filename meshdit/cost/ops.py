@@ -9,8 +9,8 @@ op. Collectives and ring attention are in ccl.py.
       addcmul)                         activation is a separate pass over the output
     SDPA (plain, joint)                4 * B * H * Sq * Sk * d FLOPs (QK^T and PV) over whole q/k chunks and the
                                        softmax's elementwise tiles (attention_pass), on the cores its (batch,
-                                       head, q chunk) items keep busy (ir/sdpa.py), against DRAM traffic with K
-                                       and V read once per q chunk
+                                       head, q chunk) items keep busy (ir/sdpa.py) and a fixed cost per (q
+                                       chunk, k chunk) step, against DRAM traffic (K and V read once per head)
     everything else                    bytes read + written / DRAM bandwidth (a reshape that keeps the tiled
                                        last two dims is a view: no device work)
 """
@@ -25,7 +25,7 @@ from ..ir import matmul as matmul_facts
 from ..ir import sdpa as sdpa_facts
 from ..ir.tiles import TILE, tile_up
 from ..lowering.program_ir import BYTES_PER_ELEMENT, Code, Op, ProgramIR, Ref, TensorSpec, WeightRef, leaves
-from .calibration import Efficiency
+from .calibration import SDPA_STEP_CYCLES, Efficiency
 from .systems import System
 
 MINIMAL_MATMUL = "ttnn.experimental.minimal_matmul"
@@ -227,21 +227,24 @@ def sdpa_cores(op: Op, ctx: Context, q_lengths, q: TensorSpec) -> float:
 class AttentionPass:
     """One SDPA pass (ir/sdpa.py Pass): every query of q_lengths against every key of k_lengths, per (batch, head)."""
 
-    compute_s: float  # the matmul FLOPs and the softmax's elementwise work on the busy cores
+    compute_s: float  # the matmul FLOPs, the softmax's elementwise work and the steps' fixed cost, busy cores
     flops: float  # over whole q and k chunks (the kernel computes a chunk's padded tail and masks it)
-    reread_bytes: float  # K and V read again for every q chunk after a head's first; a merged pass's Q and output
+    merge_bytes: float  # a merged pass's Q, previous output and output, moved again in DRAM
 
     def seconds(self, other_bytes: float, system: System) -> float:
-        return max(self.compute_s, (other_bytes + self.reread_bytes) / system.chip.dram_effective_bytes_per_s)
+        return max(self.compute_s, (other_bytes + self.merge_bytes) / system.chip.dram_effective_bytes_per_s)
 
 
 def attention_pass(system: System, eff: Efficiency, fidelity: str, batch_heads: int, q_lengths, k_lengths,
                    head_dim: int, chunks: sdpa_facts.Chunks, cores: int, element_bytes: float = 2.0,
-                   merged: bool = False) -> AttentionPass:
+                   merged: bool = False, step_cycles: float | None = None) -> AttentionPass:
     """The cost model's SDPA term, shared by the ops here, ring attention (ccl.py) and lowering's choice of chunk
-    sizes (lowering/attention/common.py). Each core runs its (batch, head, q chunk) items one after another and
-    streams the head's K and V from DRAM for every q chunk: small q chunks keep more cores busy but read K/V more
-    often, large ones leave cores idle when there are few heads.
+    sizes (lowering/attention/common.py). Each core runs its (batch, head, q chunk) items one after another, each
+    item a step per k chunk: small q chunks keep more cores busy but take more steps, large ones leave cores idle
+    when there are few heads. K and V come from DRAM once per head: ttnn's SDPA readers (reader_interleaved,
+    joint_reader, ring_joint_reader in 0.81.1) chain the cores that share a head, one reading each K/V chunk and
+    forwarding it to the others (measured: about 0.9 GB of DRAM traffic for a ring SDPA call that would re-read
+    42 GB without, bench/measured_ops.py).
 
     Besides QK^T and PV, the kernel (sdpa_inner_loop in compute_common.hpp) does matrix-engine elementwise work
     whose amount does not follow the FLOPs, counted in tiles at the engine's rates (systems.Chip.tile_cycles):
@@ -251,6 +254,8 @@ def attention_pass(system: System, eff: Efficiency, fidelity: str, batch_heads: 
       per q chunk     the output multiplied by 1 / sum
       merged pass     the log-sum-exp merge into the previous output (subtract, multiply, subtract over Sq x Dt, two
                         ops on the Sq statistics), and Q, the previous output and the output moved again in DRAM
+      per step        a fixed cost beyond its tiles (the threads' handshakes, the K/V chunk's arrival):
+                        step_cycles, calibration.SDPA_STEP_CYCLES unless given
     The exps run on the vector unit, whose rate is not sourced: they are in the fitted SDPA efficiency, which
     divides all of this work."""
     d = tile_up(head_dim)
@@ -266,13 +271,12 @@ def attention_pass(system: System, eff: Efficiency, fidelity: str, batch_heads: 
     cycles += rescales * sq * (dt * mul + mul + add) + items * sq * dt * mul
     if merged:
         cycles += items * sq * (dt * (2 * add + mul) + mul + add)
+    steps = items * sdpa_facts.k_chunks(k_lengths, chunks.k)
+    cycles += steps * (SDPA_STEP_CYCLES if step_cycles is None else step_cycles)
     engine = flops / chip.peak_flops_per_core(fidelity) + cycles / chip.clock_hz
     compute = engine / (busy * eff.sdpa)
-    extra_passes = sdpa_facts.q_chunks(q_lengths, chunks.q) - 1
-    reread = 2.0 * batch_heads * extra_passes * sum(n for n in k_lengths if n) * d * element_bytes
-    if merged:
-        reread += 3.0 * batch_heads * q_rows * d * element_bytes
-    return AttentionPass(compute, flops, reread)
+    merge = 3.0 * batch_heads * q_rows * d * element_bytes if merged else 0.0
+    return AttentionPass(compute, flops, merge)
 
 
 def sdpa_cost(op: Op, ctx: Context) -> OpCost:
@@ -289,7 +293,7 @@ def sdpa_cost(op: Op, ctx: Context) -> OpCost:
                           q.padded_shape[-1], ctx.chunks(op), ctx.sdpa_grid_cores(op), BYTES_PER_ELEMENT[k.dtype])
     moved, waste = traffic(ctx.tensors_read(op) + ctx.outputs(op))
     seconds = step.seconds(moved, ctx.system)
-    return OpCost({"attention": seconds}, step.flops, moved + step.reread_bytes, 0.0, step.flops - logical, waste)
+    return OpCost({"attention": seconds}, step.flops, moved + step.merge_bytes, 0.0, step.flops - logical, waste)
 
 
 def is_view(op: Op, ctx: Context) -> bool:

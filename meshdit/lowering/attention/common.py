@@ -89,8 +89,9 @@ def choose_chunks(b: Builder, kind: str, batch_heads: int, q_lengths, passes, he
     passes: the ir/sdpa.py Passes the kernel makes over these queries (a ring's: ring_passes); l1_k_lengths: the
     key lengths whose padding the kernel masks (default: every pass's). The pair is the one the cost model's SDPA
     term says is fastest on the system's grid (cost/ops.py attention_pass: few heads leave cores idle at large q
-    chunks, small ones re-read K/V once per chunk; small k chunks rescale the running output more often, a k chunk
-    that does not divide the keys computes its masked tail), the larger q and then k on a tie, and q not below
+    chunks, small ones take more (q chunk, k chunk) steps, each with a fixed cost; small k chunks rescale the
+    running output more often, a k chunk that does not divide the keys computes its masked tail), the larger q
+    and then k on a tie, and q not below
     MIN_Q_CHUNK unless the queries are shorter. The kernels mask a last partial k chunk (ring_joint_sdpa.cpp's
     local and global masks, the padded and joint masks of the others), so the sequence is not padded to whole k
     chunks: padding it would add the same masked rows to attention and rows to every other op. Sizes ttnn refuses
