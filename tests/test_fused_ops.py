@@ -362,20 +362,20 @@ class TwoModulated(torch.nn.Module):
 @pytest.mark.parametrize("mesh, residual", [("1x1", "replicated"), ("1x2 tp2@1", "sharded")])
 def test_modulation_folds_into_the_norm_bias_and_addcmul(mesh, residual):
     """norm(x) * (1 + scale) + shift is one norm with weight 1 + scale and bias shift (the distributed norm under a
-    sharded residual); the 1 goes into the scale linear's bias once the chunk is its own linear; x + gate * y is one
+    sharded residual); the 1 goes into the scale linear's bias (passes/bias_numbers.py); x + gate * y is one
     ttnn.addcmul, or, where y is a linear's whole output (one chip), one dit_minimal_matmul_addcmul_fused with it.
     Batch 1: one modulation row per device."""
     torch.manual_seed(0)
     inputs = {"x": torch.randn(1, 64, 64), "c": torch.randn(1, 64)}
     program = meshdit.lower(TwoModulated().eval(), mesh, inputs, dtype="bf16", residual=residual)
     fusions, fns = program.ir.fusions, [op.fn for op in program.ir.ops]
+    assert program.graph.gm.meta["pass_stats"]["fold_numbers_into_bias"]["changed"] == 2  # 1 + scale, per block
     if mesh == "1x1":
         assert fns.count(MATMUL_ADDCMUL) == 2 and "ttnn.addcmul" not in fns
     else:
         assert fusions["gated residual as addcmul"] == 2 and fns.count("ttnn.addcmul") == 2
     if residual == "sharded":
         assert fusions["adaLN modulation in its norm"] == 1  # the second block's distributed norm
-        assert fusions["number added into the linear's bias"] == 2
         norm = next(op for op in program.ir.ops if op.fn == "ttnn.layer_norm_post_all_gather")
         assert {"weight", "bias"} <= set(norm.kwargs)
     else:

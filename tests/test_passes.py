@@ -510,7 +510,8 @@ class RegistersBeforeImage(torch.nn.Module):
 def test_learned_tokens_in_front_of_the_image_join_the_joint_stream():
     """The register tokens hold no image tokens: each joint attention's main stream is the 64 image tokens alone (the
     learned 4 go with the prompt and the one-token stream), in every block, so sequence parallelism shards the image
-    from its projection on; the value is unchanged (run_passes verifies every pass)."""
+    from its projection on; the value is unchanged (run_passes verifies every pass). The prompt and the token behind
+    it are one stream, so their cat stays: split, every op would run on each part padded to whole tiles."""
     import meshdit
 
     torch.manual_seed(0)
@@ -519,6 +520,10 @@ def test_learned_tokens_in_front_of_the_image_join_the_joint_stream():
     graph = run_passes(capture(model, inputs), verify_inputs=inputs)
     joint = [n for n in graph.op_nodes() if n.target is ops.joint_sdpa]
     assert [(n.args[0].meta["val"].shape[-2], n.args[3].meta["val"].shape[-2]) for n in joint] == [(64, 16)] * 2
+    # the prompt and its one token are one stream: joined once, each block's ops run on the 12 tokens together
+    linears = [n for n in graph.op_nodes() if n.target is aten.linear.default]
+    # (the first block's projection of the registers is a constant, folded)
+    assert sorted(n.args[0].meta["val"].shape[-2] for n in linears) == [4, 12, 12, 64, 64, 64]
     program = meshdit.lower(model, "1x2 sp2@1", inputs)
     assert program.pcc_report()[0].pcc >= 0.9999
     origins = program.graph.sharding.sp_origins
@@ -551,6 +556,34 @@ def test_adaln_modulation_through_an_unsqueeze():
     inputs = {"x": torch.randn(1, 8, 32), "emb": torch.randn(1, 16)}
     graph = run_passes(capture(Modulated().eval(), inputs), verify_inputs=inputs)
     assert [p.info["chunks"] for p in graph.patterns if p.kind == "adaln_modulation"] == [6]
+
+
+class NumbersOnChunks(torch.nn.Module):
+    """A modulation linear's chunks with numbers added: 1 + a and b - 2 fold into its bias; c + 1 does not (c is also
+    read as it is), nor does the number on columns another slice reads too (y[..., 100:] overlaps the chunk d)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ada = torch.nn.Linear(16, 4 * 32)
+
+    def forward(self, x, emb):
+        y = self.ada(torch.nn.functional.silu(emb))
+        a, b, c, d = y.unsqueeze(1).chunk(4, dim=-1)
+        out = torch.nn.functional.layer_norm(x, (32,)) * (1 + a) + (b - 2) + (c + 1) * c + (d + 3)
+        return (out, y[..., 100:].sum())
+
+
+def test_numbers_added_to_a_linears_chunks_go_into_its_bias():
+    from meshdit.passes.bias_numbers import fold_numbers_into_bias
+
+    torch.manual_seed(0)
+    inputs = {"x": torch.randn(1, 8, 32), "emb": torch.randn(1, 16)}
+    graph = run_passes(capture(NumbersOnChunks().eval(), inputs), verify_inputs=inputs)
+    assert graph.gm.meta["pass_stats"]["fold_numbers_into_bias"]["changed"] == 2
+    numbers = [n.args for n in graph.op_nodes() if n.target in (aten.add.Tensor, aten.sub.Tensor) and
+               any(isinstance(a, (int, float)) for a in n.args)]
+    assert sorted(a[1] for a in numbers) == [1, 3]  # c + 1 and d + 3 stay
+    assert fold_numbers_into_bias(graph) == 0  # nothing left to fold
 
 
 @pytest.mark.parametrize("name", ["flux-tiny", "sd3-tiny", "mochi-tiny"])

@@ -21,6 +21,10 @@ from torch.fx._lazy_graph_module import _LazyGraphModule
 import torch.utils._pytree as pytree
 from torch.fx.operator_schemas import _torchscript_schema_to_signature
 
+from .op_classes import BINARY, LAYOUT, SELECT, TRIG
+
+aten = torch.ops.aten
+
 
 @dataclass
 class ConstantSpec:
@@ -244,3 +248,25 @@ def normalized_args(node: fx.Node) -> dict:
     bound = _signature(node.target).bind(*node.args, **node.kwargs)
     bound.apply_defaults()
     return dict(bound.arguments)
+
+
+# Elementwise and data-movement ops a float32 region extends back through.
+FP32_REGION_OPS = BINARY | LAYOUT | SELECT | {aten.neg.default, aten.exp.default}
+
+
+def float32_region(mg: ModelGraph) -> set:
+    """Nodes (including placeholders) whose values feed a sin/cos argument through elementwise ops only: the
+    lowering computes them in float32 whatever the activation dtype (lowering/lower.py), and no pass may move their
+    arithmetic into an op outside the region."""
+    region, stack = set(), []
+    for node in mg.gm.graph.nodes:
+        if node.op == "call_function" and node.target in TRIG:
+            stack.append(node.args[0])
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, fx.Node) or node in region:
+            continue
+        if node.op == "placeholder" or (node.op == "call_function" and node.target in FP32_REGION_OPS):
+            region.add(node)
+            stack.extend(node.all_input_nodes)
+    return region

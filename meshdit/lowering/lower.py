@@ -23,8 +23,7 @@ import torch.fx as fx
 import torch.utils._pytree as pytree
 
 from ..errors import UnsupportedOpError, node_location
-from ..ir.graph import ModelGraph
-from ..ir.op_classes import BINARY, LAYOUT, SELECT, TRIG
+from ..ir.graph import ModelGraph, float32_region
 from ..sharding.mesh_config import MeshConfig
 from ..runtime import host_ops
 from ..sharding.placement import MeshAxes, R, Shard
@@ -36,26 +35,6 @@ from .program_ir import InputSpec, ProgramIR, Ref, TensorSpec, refs_in
 from .registry import find_fused_patterns, lower_node
 
 aten = torch.ops.aten
-
-# Elementwise and data-movement ops a float32 region extends back through.
-FP32_REGION_OPS = BINARY | LAYOUT | SELECT | {aten.neg.default, aten.exp.default}
-
-
-def float32_region(mg: ModelGraph) -> set:
-    """Nodes (including placeholders) whose values feed a sin/cos argument through elementwise ops only."""
-    region, stack = set(), []
-    for node in mg.gm.graph.nodes:
-        if node.op == "call_function" and node.target in TRIG:
-            stack.append(node.args[0])
-    while stack:
-        node = stack.pop()
-        if not isinstance(node, fx.Node) or node in region:
-            continue
-        if node.op == "placeholder" or (node.op == "call_function" and node.target in FP32_REGION_OPS):
-            region.add(node)
-            stack.extend(node.all_input_nodes)
-    return region
-
 
 def _host_fallback(b: Builder, node, allow: bool):
     name = str(node.target)

@@ -78,25 +78,6 @@ class _Row(WeightTransform):
         return value.reshape(1, -1)
 
 
-@dataclass(frozen=True)
-class RowPlus(WeightTransform):
-    """A bias as one row [1, n] with a number added: the linear's output plus that number (adaLN's 1 + scale)."""
-    number: float = 0.0
-
-    def shape(self, shape):
-        return (1, shape[0])
-
-    def dim(self, dim, rank):
-        return 1
-
-    def values(self, value):
-        return value.reshape(1, -1) + self.number
-
-
-def row_plus(number: float) -> RowPlus:
-    return RowPlus(f"row+{number:g}", number)
-
-
 class _AdditiveMask(WeightTransform):
     """A boolean attention mask as the additive mask ttnn's SDPA takes: 0 where attended, -inf where masked."""
 

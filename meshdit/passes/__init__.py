@@ -6,7 +6,8 @@ Order: specialise (concrete shapes, folded constants, data-dependent values) -> 
 values (before anything drops a node nobody reads) -> drop no-ops -> canonicalise ->
 complex values into real pairs -> complex products on channel pairs into rotations (even/odd RoPE) -> linear maps
 of the last dim through narrow views (RoPE's pair rotation) into matmuls ->
-merge common subexpressions (shared position tables) -> fuse RMSNorm -> keep concatenated token streams apart
+merge common subexpressions (shared position tables) -> fuse RMSNorm -> numbers added to a linear's output columns
+into its bias (adaLN's 1 + scale) -> keep concatenated token streams apart
 (push cats down to attention) -> joint attention -> split its outputs back into streams -> orient each joint
 attention (its main stream is the one from the latent input) -> per-head work (norms, RoPE) moved after the
 permute to heads-first [B, H, N, D] -> annotate structure (linear, MLP, adaLN, attention).
@@ -22,6 +23,7 @@ import torch
 from ..capture import CapturedModel
 from .canonicalize import canonicalize
 from .complex import decompose_complex
+from .bias_numbers import fold_numbers_into_bias
 from .cleanup import drop_noops
 from .cse import eliminate_common_subexpressions
 from .heads_first import heads_first
@@ -42,6 +44,7 @@ PIPELINE = (
     ("pair_maps_as_matmuls", pair_maps_as_matmuls),
     ("cse", eliminate_common_subexpressions),
     ("fuse_rms_norm", fuse_rms_norm),
+    ("fold_numbers_into_bias", fold_numbers_into_bias),
     ("sink_concats", sink_concats),
     ("fuse_joint_attention", fuse_joint_attention),
     ("split_joint_outputs", sink_concats),

@@ -6,7 +6,9 @@ parallelism the two streams need different placements (image tokens sharded, pro
 pass rewrites  op(cat([a, b], d))  into  cat([op(a), op(b)], d')  for every op that does not mix values along d,
 and cancels  slice(cat(...))  against the part it selects. What is left concatenated is what really mixes the
 streams: attention, which `fuse_joint_attention` then turns into joint attention over the separate streams.
-Every rewrite keeps the graph's value.
+Parts of one stream (all from the latent input, or all not: a prompt and a time token appended to it) stay joined:
+splitting them would only run every op once per part, each padded to whole tiles. Every rewrite keeps the graph's
+value.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import torch
 import torch.fx as fx
 
 from .fold import fold_constants
+from ..errors import UnsupportedOpError, node_location
 from ..ir.graph import ModelGraph, calls, emit, finalize, is_row_wise, replace_node, reshape_dim_map, shape_of
 from ..ir.op_classes import BINARY, UNARY
+from ..ir.tokens import StreamOracle
 
 aten = torch.ops.aten
+KEEP = "one_stream"  # node meta: a cat of one stream's parts, which sink_concats leaves in place
 
 
 
@@ -133,20 +138,78 @@ def _push(graph, cat: fx.Node, user: fx.Node):
     return emit(graph, aten.cat.default, (new, d), like=user)
 
 
-def sink_concats(mg: ModelGraph) -> int:
-    """Push every runtime cat down as far as token-wise ops allow; returns the number of rewrites."""
+def _token_cats(graph: fx.Graph) -> list:
+    """The runtime cats along a token dim with a part computed at run time: token streams are concatenated along a
+    token dim, never the last (channel) dim."""
+    out = []
+    for cat in calls(graph, aten.cat.default):
+        parts, dim = _parts(cat)
+        if any(p.op != "placeholder" for p in parts) and dim != len(shape_of(cat)) - 1:
+            out.append(cat)
+    return out
+
+
+def group_same_streams(mg: ModelGraph) -> None:
+    """Keep together the parts of a cat that are all prompt-side (none of their tokens from the latent input: Motif's
+    prompt and the time token behind it): the cat stays one tensor, so ops on it run once, on one padded tile run,
+    rather than once per part with each part padded to 32 rows. A cat mixing them with latent parts keeps each run
+    of adjacent prompt-side parts in an inner cat of its own and is pushed down between the other parts only. Kept
+    cats are marked for sink_concats. Latent parts are pushed apart as before: each may need its own sequence
+    shard. Without a latent input to tell streams by, nothing is kept."""
     graph = mg.gm.graph
+    oracle = StreamOracle(mg)
+    if oracle.latent is None:
+        return
+    plans = []
+    for cat in _token_cats(graph):  # every answer first: the oracle needs the graph unchanged
+        parts, dim = _parts(cat)
+        plans.append((cat, [oracle.is_main(p, dim) for p in parts]))
+    for cat, kinds in plans:
+        parts, dim = _parts(cat)
+        runs: list = []
+        for part, kind in zip(parts, kinds):
+            if runs and kind is False and runs[-1][0] is False:
+                runs[-1][1].append(part)
+            else:
+                runs.append((kind, [part]))
+        if len(runs) == 1 and len(parts) > 1:
+            cat.meta[KEEP] = True
+            continue
+        if all(len(run) == 1 for _, run in runs):
+            continue
+        new_parts = []
+        with graph.inserting_before(cat):
+            for _, run in runs:
+                if len(run) == 1:
+                    new_parts.append(run[0])
+                    continue
+                inner = emit(graph, aten.cat.default, (run, dim), like=cat)
+                inner.meta[KEEP] = True
+                new_parts.append(inner)
+        cat.args = (new_parts, dim)
+
+
+def sink_concats(mg: ModelGraph) -> int:
+    """Push every runtime cat down as far as token-wise ops allow, except one whose parts are one stream
+    (group_same_streams); returns the number of rewrites."""
+    graph = mg.gm.graph
+    group_same_streams(mg)
     rewrites = 0
+    # each rewrite moves a cat below one more op, so a bound on them is a bound on the graph's size; past it two
+    # rewrites are undoing each other (a cat of cats swapped back and forth), which must stop with the place named
+    limit = 16 * len(graph.nodes)
     changed = True
     while changed:
         changed = False
         erased: set = set()
-        for cat in calls(graph, aten.cat.default):
-            if cat in erased:
+        for cat in _token_cats(graph):
+            if cat in erased or cat.meta.get(KEEP):
                 continue
-            parts, dim = _parts(cat)
-            if not any(p.op != "placeholder" for p in parts) or dim == len(shape_of(cat)) - 1:
-                continue  # token streams are concatenated along a token dim, never the last (channel) dim
+            if rewrites > limit:
+                raise UnsupportedOpError(
+                    f"keeping token streams apart does not converge at the concatenation at {node_location(cat)} "
+                    f"(over {limit} rewrites): a meshdit defect in passes/streams.py; please report it with this "
+                    "model")
             for user in list(cat.users):
                 with graph.inserting_before(user):
                     replacement = _push(graph, cat, user)

@@ -15,9 +15,9 @@ from ...ir.tiles import TILE
 from ..builder import TTNN_DTYPE, Builder
 from ..ccl import all_gather_async
 from ..program_ir import Code, WeightRef
-from ..registry import claimed, lowering
+from ..registry import lowering
 from . import heads
-from ..weights import ROW, TRANSPOSE, row_plus
+from ..weights import ROW, TRANSPOSE
 
 aten = torch.ops.aten
 
@@ -48,33 +48,6 @@ def fused_activation(b: Builder, lin):
     return act, name
 
 
-def scalar_after(b: Builder, lin, bias):
-    """(add node, number, view) when the linear's only reader adds a number to its output, directly or through one
-    reshape (adaLN's 1 + scale[:, None]), which its constant bias can hold instead; else (None, None, None). Not on a
-    pending sum (row-parallel: no bias there anyway), across the float32 region's edge, or where another fused
-    pattern claimed the add."""
-    none = None, None, None
-    if bias is None or not is_const(bias) or len(lin.users) != 1:
-        return none
-    add, view = next(iter(lin.users)), None
-    if add.target is aten.reshape.default and len(add.users) == 1:
-        add, view = next(iter(add.users)), add
-    if add.target is not aten.add.Tensor or len(add.args) != 2 or add.kwargs.get("alpha", 1) != 1 or \
-            claimed(b, add):
-        return none
-    number = add.args[1] if add.args[0] is (view or lin) else add.args[0]
-    if not isinstance(number, (int, float)) or isinstance(number, bool):
-        return none
-    if b.pending_sum(lin) or b.dtype_of(lin.meta["val"].dtype, lin) != b.dtype_of(add.meta["val"].dtype, add):
-        return none
-    return add, float(number), view
-
-
-def _holding(b: Builder, value, node):
-    b.holds[value.name] = node.name  # the reshape's output holds the add's value (check.py compares it so)
-    return value
-
-
 @lowering(aten.linear.default)
 def linear(b: Builder, input, weight, bias):
     fused = heads.fused_qkv(b, input, weight, bias)
@@ -86,10 +59,7 @@ def linear(b: Builder, input, weight, bias):
     else:
         weight_value = b.arg(weight)
         kwargs["transpose_b"] = True
-    add, number, view = scalar_after(b, b.node, bias)
-    if add is not None:
-        kwargs["bias"] = b.weight(bias, row_plus(number))
-    elif bias is not None:
+    if bias is not None:
         kwargs["bias"] = b.weight(bias, ROW) if is_const(bias) else b.arg(bias)
     act, activation = fused_activation(b, b.node)
     if act is not None:
@@ -100,13 +70,6 @@ def linear(b: Builder, input, weight, bias):
         out = _minimal_matmul(b, input, weight_value, kwargs, config)
     else:
         out = b.call("ttnn.linear", (b.arg(input), weight_value), kwargs)
-    if add is not None:
-        if view is None:
-            b.absorbed[add] = out
-        else:  # the add is the reshape's value: lowered after it, it emits nothing
-            b.holds[out.name] = None  # the linear plus the number: no graph node's value
-            b.fused[add] = lambda b, view=view, add=add: _holding(b, b.arg(view), add)
-        b.fusions["number added into the linear's bias"] += 1
     if act is not None:
         b.absorbed[act] = out
         b.fusions[f"activation in linear ({activation})"] += 1

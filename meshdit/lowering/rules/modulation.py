@@ -6,10 +6,9 @@
         -> ttnn.addcmul(y, g, h)
         -> one ttnn.experimental.dit_minimal_matmul_addcmul_fused(x, W, 1, y, g, b) when h = linear(x, W, b) and
            ttnn takes it (rules/linear.py matmul_addcmul; TT-DiT's newer blocks do so)
-    linear(x, W, b) + c        (c a number: adaLN's 1 + scale once its chunk is its own linear, sharding/tp.py)
-        -> linear(x, W, b + c)                         (lowering/rules/linear.py asks scalar_after)
 
-Recognised per device after sharding, from graph structure only. A norm's weight is one row for every token: ttnn
+(The 1 of 1 + scale is in its linear's bias already: passes/bias_numbers.py.) Recognised per device after
+sharding, from graph structure only. A norm's weight is one row for every token: ttnn
 broadcasts row 0 of a tiled weight (layernorm kernels, mul_tiles_bcast_rows), so the fold needs s and shift to
 hold one row per device (batch 1 there: a cfg submesh's half, or a batch-1 forward); with several rows the three
 ops stay. ttnn.addcmul broadcasts as numpy does (ternary_device_operation.cpp), so the gate may be a row.
