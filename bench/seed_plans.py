@@ -9,6 +9,8 @@ the cost model (meshdit/cost, default run settings: meshdit's programs as emitte
 forwards per step x the modelled forward + the non-denoising part of TT-DiT's published total (text encoders and
 VAE, published total minus published denoising; labelled "published"). The last columns are TT-DiT's published
 seconds per image and the seed target (research notes: anchors.md "Headline numbers", hardware_and_costmodel.md).
+Below the table, each chosen plan per block kind, and for a row that misses its target, the forward time the target
+leaves against what the chosen plan spends on matmuls and attention (what bounds it).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ def measure(name, mesh_key, steps, forwards, batch, residual, published, other, 
     bound = ", ".join(f"{k} {v / chosen_s:.0%}" for k, v in shares[:3])
     line = next(line for line in chosen.plan().splitlines() if "plan search" in line)
     return dict(name=name, mesh=mesh_key, steps=steps, forwards=forwards, hand_mesh=f"{hand.mesh} {residual}",
+                estimate=estimate,
                 chosen_mesh=f"{chosen.mesh} {chosen.residual}", hand_s=hand_s, chosen_s=chosen_s,
                 hand_image=steps * forwards * hand_s + other, chosen_image=steps * forwards * chosen_s + other,
                 other=other, published=published, target=target, searched=searched, bound=bound,
@@ -88,6 +91,46 @@ def table(rows) -> str:
     return "\n".join(out)
 
 
+def per_block(r) -> str:
+    """The chosen plan's modelled forward per block kind (all instances), and for a missed target what bounds it."""
+    from meshdit.cost.estimate import CATEGORIES
+
+    est = r["estimate"]
+    lines = [f"**{r['name']} {r['mesh']}**, chosen `{r['chosen_mesh']}`: {est.device_ops} device ops, "
+             f"{est.seconds * 1e3:,.1f} ms per forward; tile padding {est.waste_bytes / 2**20:,.0f} of "
+             f"{est.dram_bytes / 2**20:,.0f} MiB of DRAM traffic ({r['waste'][0]:.1%})." + bound(r), "",
+             "| block | x | ms each | " + " | ".join(CATEGORIES) + " (ms, all instances) | padding (MiB) |",
+             "|---|---:|---:|" + "---:|" * len(CATEGORIES) + "---:|"]
+    for b in est.blocks:
+        cells = " | ".join(f"{b.seconds[c] * 1e3:,.1f}" for c in CATEGORIES)
+        lines.append(f"| {b.name} | {b.instances} | {b.total / b.instances * 1e3:,.2f} | {cells} | "
+                     f"{b.waste_bytes / 2**20:,.1f} |")
+    return "\n".join(lines)
+
+
+def bound(r) -> str:
+    """For a row whose chosen plan misses its target: the forward time the target leaves, against what bounds it."""
+    if not r["target"] or r["chosen_image"] <= r["target"]:
+        return ""
+    budget = r["target"] - r["other"]
+    if budget <= 0:
+        return (f" Target {r['target']:.1f} s per image: out of reach for any denoiser, since the published "
+                f"encoders and VAE alone take {r['other']:.1f} s.")
+    per_forward = budget / (r["steps"] * r["forwards"])
+    totals = r["estimate"].totals
+    compute = totals["matmul"] + totals["attention"]
+    rest = r["chosen_s"] - compute
+    text = (f" Target {r['target']:.1f} s per image leaves {per_forward * 1e3:,.0f} ms per forward after the "
+            f"published {r['other']:.1f} s of encoders and VAE; ")
+    if compute >= per_forward:
+        return text + (f"matmuls and attention alone take {compute * 1e3:,.0f} ms at the fitted efficiencies, so "
+                       "the target needs faster kernels than TT-DiT's published runs show, whatever the plan, the "
+                       "CCLs or the op count.")
+    return text + (f"matmuls and attention take {compute * 1e3:,.0f} ms, so collectives, data movement and "
+                   f"dispatch ({rest * 1e3:,.0f} ms) would have to shrink to {(per_forward - compute) * 1e3:,.0f} ms "
+                   "(overlapped with compute, or fewer ops: each costs the fitted per-op overhead).")
+
+
 def main(argv=None):
     names = set(argv if argv is not None else sys.argv[1:])
     rows = []
@@ -95,10 +138,12 @@ def main(argv=None):
         if names and row[0] not in names:
             continue
         rows.append(measure(*row))
-        print({k: v for k, v in rows[-1].items()}, flush=True)
+        print({k: v for k, v in rows[-1].items() if k != "estimate"}, flush=True)
     body = table(rows)
     print(body)
-    replace_block("seed-plans", body + "\n\n" + NOTE, "## Seed models: TT-DiT's plan against the plan search "
+    blocks = "\n\n".join(per_block(r) for r in rows)
+    replace_block("seed-plans", body + "\n\n" + NOTE + "\n\nPer block, the chosen plan (modelled ms per forward, "
+                  "all instances of each block kind):\n\n" + blocks, "## Seed models: TT-DiT's plan against the plan search "
                   "(modelled, not measured)\n\n`python bench/seed_plans.py`. Seconds per image = steps x forwards "
                   "per step x the modelled forward + the published non-denoising part.")
 

@@ -558,6 +558,39 @@ def test_adaln_modulation_through_an_unsqueeze():
     assert [p.info["chunks"] for p in graph.patterns if p.kind == "adaln_modulation"] == [6]
 
 
+class TableCutLikeItsStream(torch.nn.Module):
+    """Clean-latent tokens (an input, prompt-side) in front of the image tokens, multiplied by a table made of two
+    prompt-side parts cut at the same place (FramePack's RoPE rows for its clean latents and its image)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.clean = torch.nn.Linear(32, 32), torch.nn.Linear(8, 32)
+        self.qkv = torch.nn.Linear(32, 96)
+
+    def forward(self, x, clean, pos_clean, pos_x):
+        table = torch.cat([pos_clean.sin(), pos_x.sin()], 0)  # [80, 32] rows, one per token
+        h = torch.cat([self.clean(clean), self.proj(x)], 1) * table.reshape(1, 80, 32)
+        q, k, v = (t.unflatten(-1, (2, 16)).transpose(1, 2) for t in self.qkv(h).chunk(3, -1))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        return (out[:, 16:],)
+
+
+def test_a_table_cut_like_a_mixed_stream_is_not_regrouped(monkeypatch):
+    """The table's parts are both prompt-side, but the stream it multiplies mixes prompt-side and latent tokens at the
+    same cut: kept whole, the table would be sliced again for each part of the stream. Cut alike, it is pushed apart
+    like the stream, and regrouping adds no node."""
+    import meshdit.passes.streams as streams
+
+    torch.manual_seed(0)
+    inputs = {"x": torch.randn(1, 64, 32), "clean": torch.randn(1, 16, 8), "pos_clean": torch.randn(16, 32),
+              "pos_x": torch.randn(64, 32)}
+    grouped = run_passes(capture(TableCutLikeItsStream().eval(), inputs), verify_inputs=inputs)
+    monkeypatch.setattr(streams, "group_same_streams", lambda mg: None)
+    apart = run_passes(capture(TableCutLikeItsStream().eval(), inputs), verify_inputs=inputs)
+    assert len(grouped.op_nodes()) == len(apart.op_nodes())
+    assert not any(n.meta.get(streams.KEEP) for n in grouped.op_nodes())
+
+
 class NumbersOnChunks(torch.nn.Module):
     """A modulation linear's chunks with numbers added: 1 + a and b - 2 fold into its bias; c + 1 does not (c is also
     read as it is), nor does the number on columns another slice reads too (y[..., 100:] overlaps the chunk d)."""

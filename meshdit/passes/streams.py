@@ -13,6 +13,8 @@ value.
 
 from __future__ import annotations
 
+import collections
+
 import torch
 import torch.fx as fx
 
@@ -155,16 +157,24 @@ def group_same_streams(mg: ModelGraph) -> None:
     rather than once per part with each part padded to 32 rows. A cat mixing them with latent parts keeps each run
     of adjacent prompt-side parts in an inner cat of its own and is pushed down between the other parts only. Kept
     cats are marked for sink_concats. Latent parts are pushed apart as before: each may need its own sequence
-    shard. Without a latent input to tell streams by, nothing is kept."""
+    shard. Without a latent input to tell streams by, nothing is kept.
+
+    Only a cat whose cut (its parts' sizes) no other cat shares is regrouped: cats cut alike are a stream and its
+    tables (RoPE's cos/sin rows for the same tokens, made by a cat of their own), which meet in elementwise ops and
+    must stay cut alike, or every such op would slice one of them to the other's cut (a RoPE table's prompt and
+    image rows are both prompt-side; the single blocks' stream they rotate is not)."""
     graph = mg.gm.graph
     oracle = StreamOracle(mg)
     if oracle.latent is None:
         return
-    plans = []
+    plans, cuts = [], collections.Counter()
     for cat in _token_cats(graph):  # every answer first: the oracle needs the graph unchanged
         parts, dim = _parts(cat)
         plans.append((cat, [oracle.is_main(p, dim) for p in parts]))
+        cuts[_cut(cat)] += 1
     for cat, kinds in plans:
+        if cuts[_cut(cat)] > 1:
+            continue
         parts, dim = _parts(cat)
         runs: list = []
         for part, kind in zip(parts, kinds):
@@ -189,6 +199,19 @@ def group_same_streams(mg: ModelGraph) -> None:
         cat.args = (new_parts, dim)
 
 
+def _slices_along(user: fx.Node, cat: fx.Node) -> bool:
+    """Whether `user` slices `cat` along the dim it joins its parts on."""
+    parts, dim = _parts(cat)
+    return user.target is aten.slice.Tensor and user.args[0] is cat and user.args[1] % len(shape_of(cat)) == dim
+
+
+def _cut(cat: fx.Node) -> tuple:
+    """Where a cat cuts: its parts' sizes along its dim (whichever dim that is: a [N, D] table and the [B, N, D]
+    stream it is reshaped to meet are cut alike)."""
+    parts, dim = _parts(cat)
+    return tuple(shape_of(p)[dim] for p in parts)
+
+
 def sink_concats(mg: ModelGraph) -> int:
     """Push every runtime cat down as far as token-wise ops allow, except one whose parts are one stream
     (group_same_streams); returns the number of rewrites."""
@@ -203,17 +226,22 @@ def sink_concats(mg: ModelGraph) -> int:
         changed = False
         erased: set = set()
         for cat in _token_cats(graph):
-            if cat in erased or cat.meta.get(KEEP):
+            if cat in erased:
                 continue
             if rewrites > limit:
                 raise UnsupportedOpError(
                     f"keeping token streams apart does not converge at the concatenation at {node_location(cat)} "
                     f"(over {limit} rewrites): a meshdit defect in passes/streams.py; please report it with this "
                     "model")
+            keep = cat.meta.get(KEEP)
             for user in list(cat.users):
+                if keep and not _slices_along(user, cat):
+                    continue  # one stream: only a slice of its token dim may take its part
                 with graph.inserting_before(user):
                     replacement = _push(graph, cat, user)
                 if replacement is not None:
+                    if keep and replacement.target is aten.cat.default:
+                        replacement.meta[KEEP] = True  # some of the same stream's parts
                     erased.add(user)
                     replace_node(user, replacement)
                     rewrites += 1
