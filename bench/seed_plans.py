@@ -93,19 +93,11 @@ def table(rows) -> str:
 
 def per_block(r) -> str:
     """The chosen plan's modelled forward per block kind (all instances), and for a missed target what bounds it."""
-    from meshdit.cost.estimate import CATEGORIES
-
     est = r["estimate"]
-    lines = [f"**{r['name']} {r['mesh']}**, chosen `{r['chosen_mesh']}`: {est.device_ops} device ops, "
-             f"{est.seconds * 1e3:,.1f} ms per forward; tile padding {est.waste_bytes / 2**20:,.0f} of "
-             f"{est.dram_bytes / 2**20:,.0f} MiB of DRAM traffic ({r['waste'][0]:.1%})." + bound(r), "",
-             "| block | x | ms each | " + " | ".join(CATEGORIES) + " (ms, all instances) | padding (MiB) |",
-             "|---|---:|---:|" + "---:|" * len(CATEGORIES) + "---:|"]
-    for b in est.blocks:
-        cells = " | ".join(f"{b.seconds[c] * 1e3:,.1f}" for c in CATEGORIES)
-        lines.append(f"| {b.name} | {b.instances} | {b.total / b.instances * 1e3:,.2f} | {cells} | "
-                     f"{b.waste_bytes / 2**20:,.1f} |")
-    return "\n".join(lines)
+    head = (f"**{r['name']} {r['mesh']}**, chosen `{r['chosen_mesh']}`: {est.device_ops} device ops, "
+            f"{est.seconds * 1e3:,.1f} ms per forward; tile padding {est.waste_bytes / 2**20:,.0f} of "
+            f"{est.dram_bytes / 2**20:,.0f} MiB of DRAM traffic ({r['waste'][0]:.1%})." + bound(r))
+    return "\n".join([head, ""] + est.block_table())
 
 
 def bound(r) -> str:

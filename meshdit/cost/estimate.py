@@ -75,14 +75,19 @@ class Estimate:
                  f"  {self.device_ops} device ops; {self.flops / 1e9:,.1f} GFLOP, {self.dram_bytes / 2**30:,.2f} GiB "
                  f"DRAM, {self.link_bytes / 2**20:,.1f} MiB on bottleneck links per chip; tile padding wastes "
                  f"{self.waste_flops / max(self.flops, 1):.1%} of FLOPs, {self.waste_bytes / 2**20:,.1f} MiB of DRAM "
-                 "traffic" + (f"; {self.host_ops} host ops not modelled" if self.host_ops else ""),
-                 "  | block | x | ms each | " + " | ".join(CATEGORIES) + " (ms, all instances) | padding waste |",
-                 "  |---|---|---|" + "---|" * len(CATEGORIES) + "---|"]
+                 "traffic" + (f"; {self.host_ops} host ops not modelled" if self.host_ops else "")]
+        return "\n".join(lines + ["  " + line for line in self.block_table()])
+
+    def block_table(self) -> list:
+        """The per-block breakdown as markdown table lines: modelled ms per category (all instances of each block
+        kind), and what tile padding wastes."""
+        lines = ["| block | x | ms each | " + " | ".join(CATEGORIES) + " (ms, all instances) | padding waste |",
+                 "|---|---|---|" + "---|" * len(CATEGORIES) + "---|"]
         for b in self.blocks:
             cells = " | ".join(f"{b.seconds[c] * 1e3:,.1f}" for c in CATEGORIES)
-            lines.append(f"  | {b.name} | {b.instances} | {b.total / b.instances * 1e3:,.2f} | {cells} "
+            lines.append(f"| {b.name} | {b.instances} | {b.total / b.instances * 1e3:,.2f} | {cells} "
                          f"| {b.waste_flops / max(b.flops, 1):.1%} FLOPs, {b.waste_bytes / 2**20:,.1f} MiB |")
-        return "\n".join(lines)
+        return lines
 
 
 def summary(totals: dict, seconds: float) -> str:
