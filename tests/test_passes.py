@@ -591,6 +591,46 @@ def test_a_table_cut_like_a_mixed_stream_is_not_regrouped(monkeypatch):
     assert not any(n.meta.get(streams.KEEP) for n in grouped.op_nodes())
 
 
+class SharedPaddedHeads(torch.nn.Module):
+    """Learned tokens scaled by an input in front of the image, one attention over both with 3 heads: under tp2 the
+    heads are padded to 4, each linear's weight once per token stream that reads it, and the learned tokens' q/k/v
+    in the first block of a model like this are constants when nothing scales them."""
+
+    def __init__(self):
+        super().__init__()
+        self.registers = torch.nn.Parameter(torch.randn(1, 4, 48))
+        self.proj, self.out = torch.nn.Linear(48, 48), torch.nn.Linear(48, 48)
+        self.q, self.k, self.v = (torch.nn.Linear(48, 48) for _ in range(3))
+
+    def forward(self, x, s=None):
+        tokens = self.registers.expand(x.shape[0], -1, -1)
+        h = torch.cat([tokens * s[:, None, None] if s is not None else tokens, self.proj(x)], 1)
+        q, k, v = (lin(h).unflatten(-1, (3, 16)).transpose(1, 2) for lin in (self.q, self.k, self.v))
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+        return (self.out(o)[:, 4:],)
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_a_weight_two_streams_share_is_padded_once(scaled, pcc_log):
+    """Padding the heads pads each linear's weight; the learned tokens and the image are two streams through the same
+    q/k/v linears, so the padded weight is one constant (fold_constants reads an identical recipe computation's
+    constant), uploaded once. Unscaled, the learned tokens' q/k/v are constants that the attention reads as weights
+    (they were read as computed values, which the device does not have)."""
+    import meshdit
+
+    torch.manual_seed(0)
+    inputs = {"x": torch.randn(1, 64, 48), "s": torch.randn(1) if scaled else None}
+    inputs = {k: v for k, v in inputs.items() if v is not None}
+    program = meshdit.lower(SharedPaddedHeads().eval(), "1x2 tp2@1", inputs)
+    weights = list(program.ir.weights.values()) if isinstance(program.ir.weights, dict) else program.ir.weights
+    constants = [w.constant for w in weights]
+    assert sum(c.startswith("q.weight") for c in constants) == 1
+    assert len(constants) == len(set(constants))
+    result = program.pcc_report()[0]
+    pcc_log(f"shared padded heads ({'scaled' if scaled else 'constant'} tokens)", "1x2 tp2@1", result)
+    assert result.pcc >= 0.9999
+
+
 class NumbersOnChunks(torch.nn.Module):
     """A modulation linear's chunks with numbers added: 1 + a and b - 2 fold into its bias; c + 1 does not (c is also
     read as it is), nor does the number on columns another slice reads too (y[..., 100:] overlaps the chunk d)."""

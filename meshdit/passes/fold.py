@@ -33,6 +33,10 @@ class _RecipeIndex:
         for n in self.rgraph.nodes:
             if n.op == "placeholder":
                 self.state.setdefault(n.meta.get("recipe_key"), n)
+        # the constant each recipe computation already gives, by what it computes: a weight two linears share, padded
+        # the same way for each (sharding/heads.py pads per linear), is one constant, uploaded once
+        self.computed = {_computation(r.target, r.args, r.kwargs): name
+                         for name, r in zip(mg.recipe_outputs, self.outputs) if r.op == "call_function"}
 
     def node_for(self, placeholder: fx.Node) -> fx.Node:
         spec: ConstantSpec = self.mg.constants[placeholder.meta["key"]]
@@ -52,9 +56,15 @@ class _RecipeIndex:
         self.position[name] = len(self.outputs)
         self.outputs.append(rnode)
         self.mg.recipe_outputs.append(name)
+        self.computed.setdefault(_computation(rnode.target, rnode.args, rnode.kwargs), name)
 
     def commit(self) -> None:
         self.output.args = (tuple(self.outputs),)
+
+
+def _computation(target, args, kwargs) -> tuple:
+    """What a recipe call computes: its op and arguments (recipe nodes by name, unique in the recipe graph)."""
+    return target, repr(args), repr(kwargs)
 
 
 def _sync_recipe_inputs(mg: ModelGraph) -> None:
@@ -66,6 +76,7 @@ def fold_constants(mg: ModelGraph) -> int:
     graph = mg.gm.graph
     recipe = _RecipeIndex(mg)
     first_op = next(n for n in graph.nodes if n.op != "placeholder")  # new placeholders go before it
+    placeholders = {n.meta["key"]: n for n in graph.nodes if n.op == "placeholder" and n.meta.get("kind") == "const"}
     folded = 0
     for node in list(graph.nodes):
         if node.op != "call_function":
@@ -76,9 +87,18 @@ def fold_constants(mg: ModelGraph) -> int:
         if not isinstance(node.meta.get("val"), torch.Tensor):
             continue
         mapping = {n: recipe.node_for(n) for n in inputs}
+        args = pytree.tree_map(lambda a: mapping.get(a, a), node.args)
+        kwargs = pytree.tree_map(lambda a: mapping.get(a, a), node.kwargs)
+        same = recipe.computed.get(_computation(node.target, args, kwargs))
+        if same is not None and same in placeholders:  # already a constant: read that one
+            node.replace_all_uses_with(placeholders[same])
+            if node is first_op:
+                first_op = node.next
+            graph.erase_node(node)
+            folded += 1
+            continue
         with recipe.rgraph.inserting_before(recipe.output):
-            rnode = recipe.rgraph.call_function(node.target, pytree.tree_map(lambda a: mapping.get(a, a), node.args),
-                                                pytree.tree_map(lambda a: mapping.get(a, a), node.kwargs))
+            rnode = recipe.rgraph.call_function(node.target, args, kwargs)
         rnode.meta["val"] = node.meta["val"]
         values = [mg.constants[n.meta["key"]].value for n in inputs]
         value = None
@@ -99,6 +119,7 @@ def fold_constants(mg: ModelGraph) -> int:
         with graph.inserting_before(first_op):
             placeholder = graph.placeholder("".join(ch if ch.isalnum() else "_" for ch in name))
         placeholder.meta.update(kind="const", key=name, val=meta)
+        placeholders[name] = placeholder
         node.replace_all_uses_with(placeholder)
         if node is first_op:
             first_op = node.next

@@ -14,7 +14,7 @@ from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs, sdpa
 def lower(b: Builder, call: AttentionCall, plan):
     q, length = b.local(call.main[0]), b.local(call.joint[0])[-2]
     keys, joint_keys = b.local(call.main[1])[-2], b.local(call.joint[1])[-2]
-    values, scale, head_dim = pad_head_dim(b, call, [b.arg(t) for t in call.operands])
+    values, scale, head_dim = pad_head_dim(b, call, [b.value_or_weight(t) for t in call.operands])
     # image and prompt queries against image and prompt keys, in one pass
     program = sdpa_program(b, "joint", q[0] * q[1], [q[2], length], [Pass((keys, joint_keys))], call.head_dim)
     kwargs = {"joint_strategy": "rear", "program_config": program, **scale_kwargs(b, scale)}

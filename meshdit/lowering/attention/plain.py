@@ -16,7 +16,7 @@ from .mask import device_mask
 
 def lower(b: Builder, call: AttentionCall, plan):
     kwargs = {"is_causal": bool(call.causal)}
-    values, scale, head_dim = pad_head_dim(b, call, [b.arg(t) for t in call.main])
+    values, scale, head_dim = pad_head_dim(b, call, [b.value_or_weight(t) for t in call.main])
     shapes = [head_padded(b.local(t), head_dim) for t in call.main]
     out_shape = head_padded(b.local(call.node), head_dim)
     tokens, keys = out_shape[2], shapes[1][2]

@@ -18,7 +18,7 @@ from .common import AttentionCall, head_padded, pad_head_dim, scale_kwargs, sdpa
 
 
 def lower(b: Builder, call: AttentionCall, plan):
-    values = [b.arg(t) for t in call.operands]
+    values = [b.value_or_weight(t) for t in call.operands]
     values, scale, head_dim = pad_head_dim(b, call, values)
     shapes = [head_padded(b.local(t), head_dim) for t in call.main + (call.joint[:1] if call.joint else [])]
     out, joint_out, _lse = ring_attention(b, call, plan.ring_axis, values, scale, shapes)

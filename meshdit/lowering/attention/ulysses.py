@@ -35,7 +35,7 @@ class HeadShards:
 def scatter_heads(b: Builder, call: AttentionCall, axis: int) -> HeadShards:
     degree = b.mesh_shape[axis]
     # a head dim that is not whole tiles is padded before the all-to-all and sliced off before the one back
-    values, scale, head_dim = pad_head_dim(b, call, [b.arg(t) for t in call.operands])
+    values, scale, head_dim = pad_head_dim(b, call, [b.value_or_weight(t) for t in call.operands])
     local = [head_padded(b.local(t), head_dim) for t in call.operands]
 
     def by_heads(shape):
