@@ -6,9 +6,9 @@ parallelism the two streams need different placements (image tokens sharded, pro
 pass rewrites  op(cat([a, b], d))  into  cat([op(a), op(b)], d')  for every op that does not mix values along d,
 and cancels  slice(cat(...))  against the part it selects. What is left concatenated is what really mixes the
 streams: attention, which `fuse_joint_attention` then turns into joint attention over the separate streams.
-Parts of one stream (all from the latent input, or all not: a prompt and a time token appended to it) stay joined:
-splitting them would only run every op once per part, each padded to whole tiles. Every rewrite keeps the graph's
-value.
+Prompt-side parts (none of their tokens from the latent input: a prompt and a time token appended to it) stay
+joined where no other cat is cut like them (group_same_streams): splitting them would only run every op once per
+part, each padded to whole tiles. Every rewrite keeps the graph's value.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def group_same_streams(mg: ModelGraph) -> None:
 
 def _slices_along(user: fx.Node, cat: fx.Node) -> bool:
     """Whether `user` slices `cat` along the dim it joins its parts on."""
-    parts, dim = _parts(cat)
+    _, dim = _parts(cat)
     return user.target is aten.slice.Tensor and user.args[0] is cat and user.args[1] % len(shape_of(cat)) == dim
 
 
@@ -213,8 +213,8 @@ def _cut(cat: fx.Node) -> tuple:
 
 
 def sink_concats(mg: ModelGraph) -> int:
-    """Push every runtime cat down as far as token-wise ops allow, except one whose parts are one stream
-    (group_same_streams); returns the number of rewrites."""
+    """Push every runtime cat down as far as token-wise ops allow, except one whose parts are one prompt-side stream
+    (group_same_streams), which only a slice of its own dim may take apart; returns the number of rewrites."""
     graph = mg.gm.graph
     group_same_streams(mg)
     rewrites = 0
