@@ -140,7 +140,7 @@ def is_row_wise(node: fx.Node) -> bool:
     constant matrix M (a lookup as a one-hot matmul, RoPE's pair rotation: passes/pairs.py)."""
     from .op_classes import ROW_WISE
 
-    return node.target in ROW_WISE or (node.target is torch.ops.aten.matmul.default and is_const(node.args[1])
+    return node.target in ROW_WISE or (node.target is aten.matmul.default and is_const(node.args[1])
                                        and len(shape_of(node.args[1])) == 2)
 
 

@@ -152,8 +152,8 @@ def _token_cats(graph: fx.Graph) -> list:
 
 
 def group_same_streams(mg: ModelGraph) -> None:
-    """Keep together the parts of a cat that are all prompt-side (none of their tokens from the latent input: Motif's
-    prompt and the time token behind it): the cat stays one tensor, so ops on it run once, on one padded tile run,
+    """Keep together the parts of a cat that are all prompt-side (none of their tokens from the latent input: a
+    prompt and a time token appended to it): the cat stays one tensor, so ops on it run once, on one padded tile run,
     rather than once per part with each part padded to 32 rows. A cat mixing them with latent parts keeps each run
     of adjacent prompt-side parts in an inner cat of its own and is pushed down between the other parts only. Kept
     cats are marked for sink_concats. Latent parts are pushed apart as before: each may need its own sequence
